@@ -1,0 +1,314 @@
+//! `racm3 data`: fetch, count and inspect datasets.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use racm3::data::{Dataset, Document, Home, Loaded, OnBadSample, Part, Split, Stats, emoji, fetch};
+use serde_json::json;
+
+use crate::progress::Bar;
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a built-in dataset into $RACM3_HOME. Safe to repeat: present data is kept.
+    ///
+    /// Example: racm3 data fetch emoji
+    Fetch {
+        /// emoji (Twemoji and Noto, via npm), fashion-mnist (Debian package), or all.
+        #[arg(value_parser = ["emoji", "fashion-mnist", "all"])]
+        dataset: String,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count documents, entities, vendors and splits, and check that no entity is shared
+    /// between train and test.
+    ///
+    /// Example: racm3 data stats emoji
+    Stats {
+        #[command(flatten)]
+        input: DatasetArgs,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one document: its caption, split, entity and metadata; optionally save its image.
+    ///
+    /// Example: racm3 data show emoji/twitter/1f34e --out apple.png
+    Show {
+        /// The document id, as `data stats` and retrieval print them.
+        id: String,
+        /// The dataset holding it; by default the id's first part (emoji, fashion-mnist).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Save the document's first image here (PNG).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Leave out unreadable samples instead of failing.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Print the document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which dataset to read, and what to do with bad samples.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetArgs {
+    /// A built-in dataset (emoji, emoji-twitter, emoji-google, fashion-mnist), a folder of
+    /// image-caption pairs (00001.jpg beside 00001.txt), or WebDataset .tar shards.
+    #[arg(default_value = "emoji")]
+    pub dataset: String,
+    /// Leave out unreadable samples (corrupt image, missing or non-UTF-8 caption) and count
+    /// them, instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+impl DatasetArgs {
+    /// Reads the dataset with a progress bar, reporting skipped samples on stderr.
+    pub fn load(&self) -> Result<Loaded> {
+        load_dataset(&self.dataset, self.skip_bad)
+    }
+}
+
+fn load_dataset(name: &str, skip_bad: bool) -> Result<Loaded> {
+    let home = Home::from_env();
+    let dataset = Dataset::resolve(name, &home)?;
+    let policy = if skip_bad {
+        OnBadSample::Skip
+    } else {
+        OnBadSample::Fail
+    };
+    let bar = Bar::new("reading");
+    let loaded = dataset.load(policy, &bar);
+    bar.finish();
+    let loaded = loaded.with_context(|| format!("reading dataset {name}"))?;
+    if !loaded.skipped.is_empty() {
+        eprintln!("skipped {} bad samples:", loaded.skipped.len());
+        for error in loaded.skipped.iter().take(10) {
+            eprintln!("  {error}");
+        }
+        if loaded.skipped.len() > 10 {
+            eprintln!("  ... and {} more", loaded.skipped.len() - 10);
+        }
+    }
+    Ok(loaded)
+}
+
+pub fn run(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Fetch { dataset, json } => fetch_command(&dataset, json),
+        DataCommand::Stats { input, json } => stats_command(&input, json),
+        DataCommand::Show {
+            id,
+            dataset,
+            out,
+            skip_bad,
+            json,
+        } => show_command(&id, dataset, out, skip_bad, json),
+    }
+}
+
+fn fetch_command(dataset: &str, json: bool) -> Result<()> {
+    let home = Home::from_env();
+    let mut done = Vec::new();
+    if matches!(dataset, "emoji" | "all") {
+        for vendor in emoji::Vendor::ALL {
+            let bar = Bar::spinner(&format!("fetching {}", vendor.package()));
+            let outcome = fetch::fetch_emoji(&home.emoji_root(), vendor);
+            bar.finish();
+            done.push((vendor.package(), outcome?));
+        }
+    }
+    if matches!(dataset, "fashion-mnist" | "all") {
+        let bar = Bar::spinner("fetching dataset-fashion-mnist");
+        let outcome = fetch::fetch_fashion_mnist(home.path());
+        bar.finish();
+        done.push(("dataset-fashion-mnist".to_owned(), outcome?));
+    }
+    if json {
+        let report: Vec<_> = done
+            .iter()
+            .map(|(package, fetched)| match fetched {
+                fetch::Fetched::AlreadyPresent(path) => {
+                    json!({"package": package, "action": "already present", "path": path})
+                }
+                fetch::Fetched::Downloaded { path, files } => {
+                    json!({"package": package, "action": "downloaded", "path": path, "files": files})
+                }
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for (package, fetched) in done {
+        match fetched {
+            fetch::Fetched::AlreadyPresent(path) => {
+                println!("{package}: already present at {}", path.display());
+            }
+            fetch::Fetched::Downloaded { path, files } => {
+                println!(
+                    "{package}: downloaded, {files} files unpacked to {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stats_command(input: &DatasetArgs, json: bool) -> Result<()> {
+    let loaded = input.load()?;
+    let stats = Stats::of(&loaded.documents);
+    if json {
+        let mut value = serde_json::to_value(&stats)?;
+        value["dataset"] = json!(input.dataset);
+        value["skipped"] = json!(loaded.skipped.len());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} documents, {} entities",
+        input.dataset, stats.documents, stats.entities
+    );
+    if !stats.vendors.is_empty() {
+        let vendors: Vec<String> = stats
+            .vendors
+            .iter()
+            .map(|(vendor, count)| format!("{vendor} {count}"))
+            .collect();
+        println!("vendors: {} ({})", stats.vendors.len(), vendors.join(", "));
+    }
+    println!("{:<6} {:>10} {:>10}", "split", "documents", "entities");
+    for (split, counts) in &stats.splits {
+        println!(
+            "{:<6} {:>10} {:>10}",
+            split.name(),
+            counts.documents,
+            counts.entities
+        );
+    }
+    println!(
+        "entities shared: train/test {}, train/val {}",
+        stats.entities_shared_train_test, stats.entities_shared_train_val
+    );
+    let sizes: Vec<String> = stats
+        .image_sizes
+        .iter()
+        .map(|(size, count)| format!("{size} {count}"))
+        .collect();
+    println!("images: {}", sizes.join(", "));
+    println!("skipped: {}", loaded.skipped.len());
+    Ok(())
+}
+
+fn show_command(
+    id: &str,
+    dataset: Option<String>,
+    out: Option<PathBuf>,
+    skip_bad: bool,
+    json: bool,
+) -> Result<()> {
+    let dataset = match dataset {
+        Some(dataset) => dataset,
+        None => match id.split('/').next() {
+            Some(prefix) if Dataset::BUILT_IN.contains(&prefix) => prefix.to_owned(),
+            _ => bail!("cannot tell the dataset of '{id}' from its id; pass --dataset"),
+        },
+    };
+    let loaded = load_dataset(&dataset, skip_bad)?;
+    let Some(document) = loaded.documents.iter().find(|doc| doc.id() == id) else {
+        return Err(racm3::data::Error::NoSuchDocument {
+            id: id.to_owned(),
+            dataset,
+        }
+        .into());
+    };
+    if let Some(out) = &out {
+        let image = document
+            .images()
+            .next()
+            .with_context(|| format!("{id} has no image to save"))?;
+        save_png(&image.pixels, out)?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document_json(document))?
+        );
+        return Ok(());
+    }
+    let source = &document.source;
+    println!("id:       {}", document.id());
+    println!("caption:  {}", document.caption());
+    println!("dataset:  {}", source.dataset);
+    println!("entity:   {}", source.entity);
+    println!("split:    {}", source.split);
+    if !source.references.is_empty() {
+        println!("also:     {}", source.references.join("; "));
+    }
+    for (key, value) in &source.attributes {
+        println!("{key:<9} {value}");
+    }
+    for part in document.parts() {
+        match part {
+            Part::Text(text) => println!("text:     {text}"),
+            Part::Image(image) => println!(
+                "image:    {}x{} alt=\"{}\"",
+                image.pixels.width(),
+                image.pixels.height(),
+                image.alt
+            ),
+        }
+    }
+    if let Some(out) = out {
+        println!("saved:    {}", out.display());
+    }
+    Ok(())
+}
+
+/// A document as JSON, with image sizes in place of pixels.
+pub fn document_json(document: &Document) -> serde_json::Value {
+    let parts: Vec<_> = document
+        .parts()
+        .iter()
+        .map(|part| match part {
+            Part::Text(text) => json!({"text": text}),
+            Part::Image(image) => json!({
+                "image": {"alt": image.alt, "width": image.pixels.width(), "height": image.pixels.height()}
+            }),
+        })
+        .collect();
+    json!({
+        "id": document.id(),
+        "caption": document.caption(),
+        "source": document.source,
+        "parts": parts,
+    })
+}
+
+/// Saves pixels as PNG through a temp file and a rename.
+fn save_png(pixels: &image::RgbImage, out: &std::path::Path) -> Result<()> {
+    let mut bytes = Vec::new();
+    pixels
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .context("encoding PNG")?;
+    racm3::data::write_atomic(out, &bytes)?;
+    Ok(())
+}
+
+/// Captions of the documents in `split`, for training text models.
+pub fn captions(loaded: &Loaded, split: Split) -> Vec<String> {
+    loaded
+        .documents
+        .iter()
+        .filter(|doc| doc.source.split == split)
+        .map(Document::caption)
+        .collect()
+}

@@ -1,0 +1,66 @@
+//! The `racm3` command: every stage of the pipeline as a subcommand.
+
+mod data;
+mod progress;
+mod tokenizer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Retrieval-augmented multimodal generation (RA-CM3) in Rust.
+///
+/// The pipeline, in order: fetch and inspect data (`data`), train the text tokenizer
+/// (`tokenizer`); the image tokenizer, retriever, generator, evaluation and server join as
+/// they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
+#[derive(Debug, Parser)]
+#[command(name = "racm3", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch, count and inspect datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Train or inspect the text tokenizer.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Data(command) => data::run(command),
+        Command::Tokenizer(command) => tokenizer::run(command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if let Some(hint) = hint(&error) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line on what to do next, for the errors a user can fix.
+fn hint(error: &anyhow::Error) -> Option<String> {
+    use racm3::data::Error as DataError;
+    match error.downcast_ref::<DataError>()? {
+        DataError::NotFetched { dataset, .. } => Some(format!("run `racm3 data fetch {dataset}`")),
+        DataError::UnknownDataset { .. } => {
+            Some("name a built-in dataset or an existing folder or .tar".into())
+        }
+        DataError::Image { .. }
+        | DataError::MissingCaption { .. }
+        | DataError::CaptionNotUtf8 { .. } => {
+            Some("fix or remove that sample, or pass --skip-bad to leave bad samples out".into())
+        }
+        _ => None,
+    }
+}

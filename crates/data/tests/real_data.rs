@@ -1,0 +1,53 @@
+//! The real packages, fetched on demand into $RACM3_HOME (CI's .ci/run has npm and apt).
+//! These pin the counts that later stages rely on.
+
+use racm3_data::emoji::Vendor;
+use racm3_data::{Dataset, Home, OnBadSample, Silent, Split, Stats, fetch};
+
+// Both emoji packages: 1,911 entities drawn by two vendors, split by entity with no leak.
+#[test]
+fn real_emoji_packages() {
+    let home = Home::from_env();
+    for vendor in Vendor::ALL {
+        fetch::fetch_emoji(&home.emoji_root(), vendor).expect("fetching the emoji packages");
+    }
+    // A second fetch finds everything in place and downloads nothing.
+    let again = fetch::fetch_emoji(&home.emoji_root(), Vendor::Twitter).unwrap();
+    assert!(
+        matches!(again, fetch::Fetched::AlreadyPresent(_)),
+        "{again:?}"
+    );
+
+    let loaded = Dataset::resolve("emoji", &home)
+        .unwrap()
+        .load(OnBadSample::Fail, &Silent)
+        .unwrap();
+    let stats = Stats::of(&loaded.documents);
+    assert_eq!(stats.documents, 7572);
+    assert_eq!(stats.entities, 1911);
+    assert_eq!(
+        stats.vendors.values().copied().collect::<Vec<_>>(),
+        vec![3786, 3786]
+    );
+    assert_eq!(stats.entities_shared_train_test, 0);
+    assert_eq!(stats.entities_shared_train_val, 0);
+    let split_entities: usize = stats.splits.values().map(|s| s.entities).sum();
+    assert_eq!(split_entities, 1911);
+    // Held-out entities exist in numbers worth measuring.
+    assert!(stats.splits[&Split::Test].entities > 150, "{stats:?}");
+}
+
+// Fashion-MNIST: all 70,000 images, the official 10,000 as test.
+#[test]
+fn real_fashion_mnist() {
+    let home = Home::from_env();
+    fetch::fetch_fashion_mnist(home.path()).expect("fetching Fashion-MNIST");
+    let loaded = Dataset::resolve("fashion-mnist", &home)
+        .unwrap()
+        .load(OnBadSample::Fail, &Silent)
+        .unwrap();
+    let stats = Stats::of(&loaded.documents);
+    assert_eq!(stats.documents, 70_000);
+    assert_eq!(stats.splits[&Split::Test].documents, 10_000);
+    assert_eq!(stats.splits[&Split::Val].documents, 6_000);
+}

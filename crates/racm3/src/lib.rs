@@ -1,0 +1,15 @@
+//! racm3: retrieval-augmented multimodal language modeling (the RA-CM3 design,
+//! Yasunaga et al., ICML 2023, arXiv:2211.12561), in Rust.
+//!
+//! This crate is the library's front door. It composes the pipeline's stages and
+//! re-exports each one under its stage name, so a user depends on one crate:
+//!
+//! - [`data`]: documents and the readers that make them from real data;
+//! - [`tokenize`]: text BPE, the shared id space, CM3 serialization and causal masking.
+//!
+//! Later stages (the VQGAN image tokenizer, the CLIP retriever and memory, the CM3
+//! generator, evaluation) join here as they land.
+#![deny(missing_docs)]
+
+pub use racm3_data as data;
+pub use racm3_tokenize as tokenize;
