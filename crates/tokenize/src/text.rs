@@ -135,7 +135,20 @@ impl TextTokenizer {
         if let Some(&id) = ids.iter().find(|&&id| id >= vocab) {
             return Err(Error::IdOutOfRange { id, len: vocab });
         }
-        self.inner.decode(ids, false).map_err(tokenizer_error)
+        let text = self.inner.decode(ids, false).map_err(tokenizer_error)?;
+        // CLIP's BPE marks word ends with "</w>" and its tokenizer.json decoder leaves the
+        // marks in; transformers turns them into spaces in Python, and so do we.
+        Ok(match self.end_of_word_suffix() {
+            Some(suffix) => text.replace(suffix, " ").trim().to_owned(),
+            None => text,
+        })
+    }
+
+    fn end_of_word_suffix(&self) -> Option<&str> {
+        match self.inner.get_model() {
+            tokenizers::ModelWrapper::BPE(bpe) => bpe.end_of_word_suffix.as_deref(),
+            _ => None,
+        }
     }
 }
 
