@@ -315,7 +315,7 @@ pub fn document_json(document: &Document) -> serde_json::Value {
 }
 
 /// Saves pixels as PNG through a temp file and a rename.
-fn save_png(pixels: &image::RgbImage, out: &std::path::Path) -> Result<()> {
+pub fn save_png(pixels: &image::RgbImage, out: &std::path::Path) -> Result<()> {
     let mut bytes = Vec::new();
     pixels
         .write_to(

@@ -3,6 +3,7 @@
 mod data;
 mod progress;
 mod tokenizer;
+mod vq;
 
 use std::process::ExitCode;
 
@@ -11,8 +12,8 @@ use clap::{Parser, Subcommand};
 /// Retrieval-augmented multimodal generation (RA-CM3) in Rust.
 ///
 /// The pipeline, in order: fetch and inspect data (`data`), train the text tokenizer
-/// (`tokenizer`); the image tokenizer, retriever, generator, evaluation and server join as
-/// they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
+/// (`tokenizer`), train the image tokenizer (`vq`); the retriever, generator, evaluation and
+/// server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
 #[derive(Debug, Parser)]
 #[command(name = "racm3", version, propagate_version = true)]
 struct Cli {
@@ -28,6 +29,9 @@ enum Command {
     /// Train or inspect the text tokenizer.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
+    /// Train the VQGAN image tokenizer; encode images to codes and decode them back.
+    #[command(subcommand)]
+    Vq(vq::VqCommand),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Data(command) => data::run(command),
         Command::Tokenizer(command) => tokenizer::run(command),
+        Command::Vq(command) => vq::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

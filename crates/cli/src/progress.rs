@@ -11,12 +11,12 @@ impl Bar {
     pub fn new(label: &str) -> Self {
         let bar = ProgressBar::new(0);
         let style = ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)",
+            "{prefix:>10} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left) {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);
-        bar.set_message(label.to_owned());
+        bar.set_prefix(label.to_owned());
         Self(bar)
     }
 
@@ -26,6 +26,11 @@ impl Bar {
         bar.set_message(label.to_owned());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Self(bar)
+    }
+
+    /// Shows `message` after the bar: the latest loss, say.
+    pub fn set_message(&self, message: String) {
+        self.0.set_message(message);
     }
 
     /// Removes the bar from the terminal.

@@ -219,3 +219,140 @@ fn main_job_counts_the_real_emoji() {
     assert_eq!(stats["vendors"]["google"], 3786);
     assert_eq!(stats["entities_shared_train_test"], 0);
 }
+
+fn taming_tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vqgan/taming-tiny")
+}
+
+// `vq encode` prints a grid of codes, `vq decode` turns them back into an image, and codes
+// outside the codebook are refused with the limit named.
+#[test]
+fn vq_encode_then_decode() {
+    let home = tempfile::tempdir().unwrap();
+    let model = taming_tiny();
+    let image = fixtures().join("pairs/00000.png");
+    let encoded = json(&racm3(
+        home.path(),
+        &[
+            "vq",
+            "encode",
+            image.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let codes: Vec<u32> = serde_json::from_value(encoded[0]["codes"].clone()).unwrap();
+    assert_eq!((codes.len(), encoded[0]["grid"].as_u64()), (256, Some(16)));
+    let text: Vec<String> = codes.iter().map(u32::to_string).collect();
+    let out = home.path().join("decoded.png");
+    let decoded = racm3(
+        home.path(),
+        &[
+            "vq",
+            "decode",
+            &text.join(" "),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(decoded.status.success(), "{}", stderr(&decoded));
+    assert_eq!(image::open(&out).unwrap().width(), 32);
+    let bad = racm3(
+        home.path(),
+        &[
+            "vq",
+            "decode",
+            &"99 ".repeat(256),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stderr(&bad).contains("image code 99 is outside the codebook of 16 entries"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+// `vq reconstruct` reports PSNR and codebook usage on a split and writes the grid.
+#[test]
+fn vq_reconstruct_reports_figures() {
+    let home = tempfile::tempdir().unwrap();
+    let grid = home.path().join("grid.png");
+    let pairs = fixtures().join("pairs");
+    let report = json(&racm3(
+        home.path(),
+        &[
+            "vq",
+            "reconstruct",
+            pairs.to_str().unwrap(),
+            "--split",
+            "train",
+            "--model",
+            taming_tiny().to_str().unwrap(),
+            "--out",
+            grid.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(report["images"], 2);
+    let psnr = report["psnr_db"].as_f64().unwrap();
+    assert!(psnr.is_finite() && psnr > 0.0, "{report}");
+    let usage = report["codebook_usage"].as_f64().unwrap();
+    assert!(usage > 0.0 && usage <= 1.0, "{report}");
+    let picture = image::open(&grid).unwrap();
+    assert_eq!(
+        (picture.width(), picture.height()),
+        (2 + 2 * 34, 2 + 2 * 34)
+    );
+}
+
+// `vq train` runs a tiny preset on a folder, writes a loadable model and a loss log, and a
+// second call with more steps resumes where the first stopped.
+#[test]
+fn vq_train_writes_and_resumes_a_run() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("run");
+    let pairs = fixtures().join("pairs");
+    let args = |steps: &'static str| {
+        vec![
+            "vq".to_owned(),
+            "train".into(),
+            pairs.to_str().unwrap().into(),
+            "--preset".into(),
+            "tiny".into(),
+            "--steps".into(),
+            steps.into(),
+            "--batch-size".into(),
+            "2".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let run = |steps| {
+        let argv = args(steps);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        racm3(home.path(), &argv)
+    };
+    let first = run("10");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("trained to step 10"),
+        "{}",
+        stdout(&first)
+    );
+    let second = run("20");
+    assert!(
+        stderr(&second).contains("steps 10..20"),
+        "{}",
+        stderr(&second)
+    );
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(out.join("config.json").is_file() && out.join("model.safetensors").is_file());
+}

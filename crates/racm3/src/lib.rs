@@ -5,11 +5,15 @@
 //! re-exports each one under its stage name, so a user depends on one crate:
 //!
 //! - [`data`]: documents and the readers that make them from real data;
-//! - [`tokenize`]: text BPE, the shared id space, CM3 serialization and causal masking.
+//! - [`tokenize`]: text BPE, the VQGAN image tokenizer, the shared id space, CM3
+//!   serialization and causal masking;
+//! - [`train`]: training mechanics shared by every model (optimizer, checkpoints, logs).
 //!
-//! Later stages (the VQGAN image tokenizer, the CLIP retriever and memory, the CM3
+//! Later stages (the CLIP retriever and memory, the CM3
 //! generator, evaluation) join here as they land.
 #![deny(missing_docs)]
 
+pub use candle_core::Device;
 pub use racm3_data as data;
 pub use racm3_tokenize as tokenize;
+pub use racm3_train as train;

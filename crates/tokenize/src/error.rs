@@ -30,6 +30,29 @@ pub enum Error {
     /// A file operation from the data crate (an atomic write).
     #[error(transparent)]
     Data(#[from] racm3_data::Error),
+    /// A model checkpoint that does not load: a missing tensor, a wrong shape (candle's
+    /// message names the tensor and both shapes), or an unreadable file.
+    #[error("{path}: {source}")]
+    Model {
+        /// The weights file.
+        path: PathBuf,
+        /// What candle said.
+        source: Box<candle_core::Error>,
+    },
+    /// A tensor computation failed.
+    #[error("tensor computation: {0}")]
+    Tensor(Box<candle_core::Error>),
+    /// Optimizer, checkpoint or loss-log trouble during training.
+    #[error(transparent)]
+    Training(Box<racm3_train::Error>),
+    /// A model configuration that is unreadable or inconsistent.
+    #[error("{path}: bad model config: {message}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// An image code past the codebook.
     #[error("image code {code} is outside the codebook of {codebook} entries")]
     CodeOutOfRange {
@@ -60,6 +83,19 @@ pub enum Error {
         /// What was expected there.
         problem: String,
     },
+}
+
+// Boxed: candle's error is large, and every Result of this crate would carry its size.
+impl From<candle_core::Error> for Error {
+    fn from(err: candle_core::Error) -> Self {
+        Error::Tensor(Box::new(err))
+    }
+}
+
+impl From<racm3_train::Error> for Error {
+    fn from(err: racm3_train::Error) -> Self {
+        Error::Training(Box::new(err))
+    }
 }
 
 /// Result with this crate's [`Error`].

@@ -13,6 +13,7 @@ mod error;
 mod ids;
 mod masking;
 mod text;
+pub mod vqgan;
 
 pub use cm3::{Cm3Codec, Segment, canonical, segments_of};
 pub use error::{Error, Result};

@@ -1,0 +1,343 @@
+//! `racm3 vq`: train the VQGAN image tokenizer, and turn images into codes and back.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use racm3::Device;
+use racm3::data::{Document, Split};
+use racm3::tokenize::vqgan::{
+    ImageTokenizer, VqTrainConfig, VqTrainer, Vqgan, VqganConfig, evaluate, fit_image,
+    images_to_tensor,
+};
+use serde_json::json;
+
+use crate::data::{DatasetArgs, save_png};
+use crate::progress::Bar;
+
+/// The committed emoji tokenizer, relative to the repository root.
+pub const DEFAULT_MODEL: &str = "checkpoints/vqgan-emoji64-f8";
+
+const FIT_POLICY: &str = "Images of another size are fitted: the short side is resized to the \
+model's resolution (Catmull-Rom) and the center square is cropped; transparency is \
+composited over white and grey images become RGB.";
+
+#[derive(Debug, Subcommand)]
+pub enum VqCommand {
+    /// Train a VQGAN on a dataset's train split (L1 + VQ losses, PatchGAN after warm-up).
+    /// Resumes the run in --out if there is one; raising --steps trains it longer.
+    ///
+    /// Example: racm3 vq train emoji --preset emoji64-f8 --steps 3000 --out checkpoints/vqgan-emoji64-f8
+    #[command(after_help = FIT_POLICY)]
+    Train(TrainArgs),
+    /// Print the codebook indices of images, one grid row per line.
+    ///
+    /// Example: racm3 vq encode apple.png --model checkpoints/vqgan-emoji64-f8
+    #[command(after_help = FIT_POLICY)]
+    Encode {
+        /// Image files (PNG, JPEG, WebP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// The VQGAN folder (config.json, model.safetensors).
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode codebook indices (as `vq encode` prints them) to an image.
+    ///
+    /// Example: racm3 vq encode apple.png | racm3 vq decode --out apple-vq.png
+    Decode {
+        /// The indices, separated by spaces, commas or newlines; read from stdin if absent.
+        codes: Option<String>,
+        /// The VQGAN folder.
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        /// Where to write the PNG.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Reconstruct a split, report PSNR and codebook usage, and write originals above
+    /// their reconstructions as one PNG.
+    ///
+    /// Example: racm3 vq reconstruct emoji --split val --out grid.png
+    #[command(after_help = FIT_POLICY)]
+    Reconstruct {
+        #[command(flatten)]
+        input: DatasetArgs,
+        /// The VQGAN folder.
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        /// The split to measure.
+        #[arg(long, default_value = "val")]
+        split: Split,
+        /// Where to write the grid.
+        #[arg(long, default_value = "reconstructions.png")]
+        out: PathBuf,
+        /// Images shown in the grid.
+        #[arg(long, default_value_t = 16)]
+        show: usize,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    input: DatasetArgs,
+    /// Model shape: emoji64-f8, taming-f16-1024, taming-f16-16384 or tiny.
+    #[arg(long, default_value = "emoji64-f8")]
+    preset: String,
+    /// Optimizer steps in all.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Images per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Step at which the PatchGAN discriminator starts.
+    #[arg(long)]
+    disc_start: Option<usize>,
+    /// Seed for initialization and batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The run's folder: model, checkpoints, loss.csv and loss.png.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    out: PathBuf,
+}
+
+pub fn run(command: VqCommand) -> Result<()> {
+    match command {
+        VqCommand::Train(args) => train(args),
+        VqCommand::Encode {
+            images,
+            model,
+            json,
+        } => encode(&images, &model, json),
+        VqCommand::Decode { codes, model, out } => decode(codes, &model, &out),
+        VqCommand::Reconstruct {
+            input,
+            model,
+            split,
+            out,
+            show,
+            json,
+        } => reconstruct(&input, &model, split, &out, show, json),
+    }
+}
+
+/// The first image of every document in `split`.
+fn split_images(documents: &[Document], split: Split) -> Vec<image::RgbImage> {
+    documents
+        .iter()
+        .filter(|doc| doc.source.split == split)
+        .filter_map(|doc| doc.images().next().map(|image| image.pixels.clone()))
+        .collect()
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let Some(model) = VqganConfig::preset(&args.preset) else {
+        bail!(
+            "unknown preset '{}': expected one of {}",
+            args.preset,
+            VqganConfig::PRESETS.join(", ")
+        );
+    };
+    let mut config = VqTrainConfig::new(model);
+    config.seed = args.seed;
+    config.steps = args.steps.unwrap_or(config.steps);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.lr = args.lr.unwrap_or(config.lr);
+    config.disc_start = args.disc_start.unwrap_or(config.disc_start);
+    let loaded = args.input.load()?;
+    let images = split_images(&loaded.documents, Split::Train);
+    if images.is_empty() {
+        bail!("{} has no training images", args.input.dataset);
+    }
+    let device = Device::Cpu;
+    let mut trainer = VqTrainer::open(config, &args.out, &device)
+        .with_context(|| format!("opening the run in {}", args.out.display()))?;
+    let config = trainer.config().clone();
+    let tensor = images_to_tensor(&images, config.model.resolution as u32, &device)?;
+    eprintln!(
+        "training {} on {} images of {}: steps {}..{}, batch {}, run folder {}",
+        args.preset,
+        images.len(),
+        args.input.dataset,
+        trainer.step(),
+        config.steps,
+        config.batch_size,
+        args.out.display()
+    );
+    let bar = Bar::new("training");
+    racm3::data::Progress::set_total(&bar, config.steps as u64);
+    racm3::data::Progress::advance(&bar, trainer.step() as u64);
+    let started = std::time::Instant::now();
+    let mut last_step = trainer.step();
+    let outcome = trainer.train(&tensor, |report| {
+        racm3::data::Progress::advance(&bar, (report.step - last_step) as u64);
+        last_step = report.step;
+        bar.set_message(format!("l1 {:.4} psnr {:.1} dB", report.l1, report.psnr));
+    });
+    bar.finish();
+    outcome?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let val = split_images(&loaded.documents, Split::Val);
+    let evaluation = evaluate(trainer.model(), &val, 64, &device)?;
+    println!(
+        "trained to step {} in {:.0} s; val ({} images): PSNR {:.2} dB, codebook usage {:.1}%, perplexity {:.1}",
+        config.steps,
+        elapsed,
+        evaluation.images,
+        evaluation.psnr,
+        100.0 * evaluation.usage,
+        evaluation.perplexity
+    );
+    println!(
+        "model in {}; loss curve in {}",
+        args.out.display(),
+        args.out.join("loss.png").display()
+    );
+    Ok(())
+}
+
+fn load_tokenizer(model: &Path) -> Result<ImageTokenizer> {
+    ImageTokenizer::load(model, &Device::Cpu)
+        .with_context(|| format!("loading the VQGAN in {}", model.display()))
+}
+
+fn encode(images: &[PathBuf], model: &Path, json: bool) -> Result<()> {
+    let tokenizer = load_tokenizer(model)?;
+    let side = tokenizer.model().config().grid_size();
+    let pixels = images
+        .iter()
+        .map(|path| {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(racm3::data::decode_rgb(
+                &bytes,
+                &path.display().to_string(),
+            )?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let codes = tokenizer.encode(&pixels, 32)?;
+    if json {
+        let items: Vec<_> = images
+            .iter()
+            .zip(&codes)
+            .map(|(path, codes)| json!({"image": path, "grid": side, "codes": codes}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    for (path, codes) in images.iter().zip(&codes) {
+        if images.len() > 1 {
+            println!("# {}", path.display());
+        }
+        for row in codes.chunks(side) {
+            let row: Vec<String> = row.iter().map(u32::to_string).collect();
+            println!("{}", row.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn decode(codes: Option<String>, model: &Path, out: &Path) -> Result<()> {
+    let text = match codes {
+        Some(text) => text,
+        None => std::io::read_to_string(std::io::stdin()).context("reading codes from stdin")?,
+    };
+    let codes = text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|field| !field.is_empty() && !field.starts_with('#'))
+        .map(|field| {
+            field
+                .parse::<u32>()
+                .with_context(|| format!("'{field}' is not a code index"))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let tokenizer = load_tokenizer(model)?;
+    let image = tokenizer
+        .decode(&[codes])?
+        .pop()
+        .context("the decoder returned no image")?;
+    save_png(&image, out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn reconstruct(
+    input: &DatasetArgs,
+    model_dir: &Path,
+    split: Split,
+    out: &Path,
+    show: usize,
+    json: bool,
+) -> Result<()> {
+    let device = Device::Cpu;
+    let model = Vqgan::load(model_dir, &device)
+        .with_context(|| format!("loading the VQGAN in {}", model_dir.display()))?;
+    let loaded = input.load()?;
+    let images = split_images(&loaded.documents, split);
+    if images.is_empty() {
+        bail!("the {split} split of {} has no images", input.dataset);
+    }
+    let started = std::time::Instant::now();
+    let evaluation = evaluate(&model, &images, 64, &device)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let shown: Vec<image::RgbImage> = images.iter().take(show.max(1)).cloned().collect();
+    let tokenizer = ImageTokenizer::new(model, device);
+    let decoded = tokenizer.decode(&tokenizer.encode(&shown, 64)?)?;
+    let resolution = tokenizer.model().config().resolution as u32;
+    let originals: Vec<_> = shown
+        .iter()
+        .map(|image| fit_image(image, resolution))
+        .collect();
+    save_png(&grid(&originals, &decoded, resolution), out)?;
+    if json {
+        let report = json!({
+            "dataset": input.dataset, "split": split, "images": evaluation.images,
+            "psnr_db": evaluation.psnr, "codebook_usage": evaluation.usage,
+            "perplexity": evaluation.perplexity, "seconds": seconds, "grid": out,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} {split} ({} images): PSNR {:.2} dB, codebook usage {:.1}% of {}, perplexity {:.1} ({:.1} s)",
+            input.dataset,
+            evaluation.images,
+            evaluation.psnr,
+            100.0 * evaluation.usage,
+            tokenizer.codebook_size(),
+            evaluation.perplexity,
+            seconds
+        );
+        println!(
+            "wrote {} (originals above, reconstructions below)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Originals in the top row, reconstructions under them, with a 2-pixel white gutter.
+fn grid(originals: &[image::RgbImage], decoded: &[image::RgbImage], side: u32) -> image::RgbImage {
+    let gap = 2;
+    let columns = originals.len() as u32;
+    let mut canvas = image::RgbImage::from_pixel(
+        columns * (side + gap) + gap,
+        2 * (side + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
+    for (i, (original, reconstruction)) in originals.iter().zip(decoded).enumerate() {
+        let x = i64::from(gap + i as u32 * (side + gap));
+        image::imageops::overlay(&mut canvas, original, x, i64::from(gap));
+        image::imageops::overlay(&mut canvas, reconstruction, x, i64::from(2 * gap + side));
+    }
+    canvas
+}

@@ -1,0 +1,170 @@
+//! VQGAN configuration, stored as `config.json` beside the weights.
+
+use serde::{Deserialize, Serialize};
+
+/// How the quantizer finds a latent's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodebookKind {
+    /// Nearest code by Euclidean distance, as taming's `VectorQuantizer`.
+    #[default]
+    Euclidean,
+    /// Latents and codes l2-normalized, nearest by cosine (Yu et al., ViT-VQGAN, 2022):
+    /// every code sits on the unit sphere, which keeps far more of the codebook in use.
+    Cosine,
+}
+
+/// A VQGAN's shape. Field names follow taming's `ddconfig` so its YAML maps over directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VqganConfig {
+    /// Side of the (square) input image, pixels.
+    pub resolution: usize,
+    /// Image channels in (3).
+    pub in_channels: usize,
+    /// Image channels out (3).
+    pub out_ch: usize,
+    /// Base channel count.
+    pub ch: usize,
+    /// Channel multiplier per level; each level but the last halves the resolution.
+    pub ch_mult: Vec<usize>,
+    /// Residual blocks per encoder level (the decoder has one more).
+    pub num_res_blocks: usize,
+    /// Resolutions at which blocks are followed by self-attention.
+    pub attn_resolutions: Vec<usize>,
+    /// Latent channels out of the encoder.
+    pub z_channels: usize,
+    /// Code vector size.
+    pub embed_dim: usize,
+    /// Codebook entries: the image vocabulary.
+    pub n_embed: usize,
+    /// GroupNorm groups; taming uses 32.
+    #[serde(default = "default_norm_groups")]
+    pub norm_groups: usize,
+    /// How codes are looked up.
+    #[serde(default)]
+    pub codebook: CodebookKind,
+}
+
+fn default_norm_groups() -> usize {
+    32
+}
+
+impl VqganConfig {
+    /// 64x64 RGB to an 8x8 grid (64 tokens) over 512 codes: the emoji tokenizer.
+    pub fn emoji64_f8() -> Self {
+        Self {
+            resolution: 64,
+            in_channels: 3,
+            out_ch: 3,
+            // Sized for training on two CPU cores, where candle's convolutions run at about
+            // 14 GFLOP/s: narrow at full resolution, wider where the maps are small.
+            ch: 16,
+            ch_mult: vec![1, 2, 4, 4],
+            num_res_blocks: 1,
+            attn_resolutions: vec![8],
+            z_channels: 32,
+            // Small code vectors on the unit sphere: cosine lookup keeps most codes alive.
+            embed_dim: 32,
+            n_embed: 512,
+            norm_groups: 8,
+            codebook: CodebookKind::Cosine,
+        }
+    }
+
+    /// taming's `vqgan_imagenet_f16_1024` (configs/imagenet_vqgan.yaml): 256x256 to 16x16.
+    pub fn taming_f16_1024() -> Self {
+        Self {
+            resolution: 256,
+            in_channels: 3,
+            out_ch: 3,
+            ch: 128,
+            ch_mult: vec![1, 1, 2, 2, 4],
+            num_res_blocks: 2,
+            attn_resolutions: vec![16],
+            z_channels: 256,
+            embed_dim: 256,
+            n_embed: 1024,
+            norm_groups: 32,
+            codebook: CodebookKind::Euclidean,
+        }
+    }
+
+    /// taming's `vqgan_imagenet_f16_16384`: as `taming_f16_1024` with 16,384 codes.
+    pub fn taming_f16_16384() -> Self {
+        Self {
+            n_embed: 16384,
+            ..Self::taming_f16_1024()
+        }
+    }
+
+    /// A tiny shape for tests: 16x16 to a 4x4 grid.
+    pub fn tiny() -> Self {
+        Self {
+            resolution: 16,
+            in_channels: 3,
+            out_ch: 3,
+            ch: 8,
+            ch_mult: vec![1, 2, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![4],
+            z_channels: 8,
+            embed_dim: 4,
+            n_embed: 32,
+            norm_groups: 4,
+            codebook: CodebookKind::Euclidean,
+        }
+    }
+
+    /// A preset by name.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "emoji64-f8" => Some(Self::emoji64_f8()),
+            "taming-f16-1024" => Some(Self::taming_f16_1024()),
+            "taming-f16-16384" => Some(Self::taming_f16_16384()),
+            "tiny" => Some(Self::tiny()),
+            _ => None,
+        }
+    }
+
+    /// The preset names, for help texts.
+    pub const PRESETS: [&str; 4] = ["emoji64-f8", "taming-f16-1024", "taming-f16-16384", "tiny"];
+
+    /// Side of the latent grid.
+    pub fn grid_size(&self) -> usize {
+        self.resolution >> (self.ch_mult.len() - 1)
+    }
+
+    /// Image tokens per image.
+    pub fn tokens_per_image(&self) -> usize {
+        self.grid_size() * self.grid_size()
+    }
+
+    /// Checks what the model code relies on, naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ch_mult.is_empty() {
+            return Err("ch_mult is empty".into());
+        }
+        let downsampling = 1 << (self.ch_mult.len() - 1);
+        if self.resolution == 0 || !self.resolution.is_multiple_of(downsampling) {
+            return Err(format!(
+                "resolution {} is not a multiple of the downsampling factor {downsampling}",
+                self.resolution
+            ));
+        }
+        let mut channels: Vec<usize> = self.ch_mult.iter().map(|m| m * self.ch).collect();
+        channels.push(self.ch);
+        if let Some(bad) = channels
+            .iter()
+            .find(|&&c| self.norm_groups == 0 || c % self.norm_groups != 0)
+        {
+            return Err(format!(
+                "{bad} channels do not split into {} norm groups",
+                self.norm_groups
+            ));
+        }
+        if self.n_embed == 0 || self.embed_dim == 0 {
+            return Err("n_embed and embed_dim must be positive".into());
+        }
+        Ok(())
+    }
+}

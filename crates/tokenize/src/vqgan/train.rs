@@ -1,0 +1,438 @@
+//! Training a VQGAN: L1 reconstruction, the VQ losses, and a PatchGAN hinge loss switched on
+//! after a warm-up (Esser et al., 2021, section 3.2), with dead codes restarted from encoder
+//! outputs so the codebook stays in use.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::VarMap;
+use image::RgbImage;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::discriminator::{Discriminator, DiscriminatorConfig};
+use super::{CONFIG_FILE, Vqgan, VqganConfig, WEIGHTS_FILE, images_to_tensor};
+use crate::error::{Error, Result};
+use racm3_train::{
+    AdamW, AdamWConfig, Checkpoints, LossLog, load_vars, save_vars, seeded_var_builder,
+    warmup_cosine,
+};
+
+/// Every setting of a VQGAN run; stored in each checkpoint so a resumed run is the same run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VqTrainConfig {
+    /// The model's shape.
+    pub model: VqganConfig,
+    /// Optimizer steps in all.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate (warm-up, then cosine decay to a tenth).
+    pub lr: f64,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Weight of the commitment loss (VQ-VAE's beta).
+    pub beta: f64,
+    /// Step at which the discriminator starts: VQGAN first learns to reconstruct.
+    pub disc_start: usize,
+    /// Weight of the generator's adversarial loss.
+    pub disc_weight: f64,
+    /// Codes unused over this many steps are restarted from encoder outputs.
+    pub restart_every: usize,
+    /// Steps between loss-log rows.
+    pub log_every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+    /// Seed of initialization and batch sampling.
+    pub seed: u64,
+}
+
+impl VqTrainConfig {
+    /// Defaults for a model of the given shape.
+    pub fn new(model: VqganConfig) -> Self {
+        Self {
+            model,
+            steps: 3000,
+            batch_size: 16,
+            // taming: 4.5e-6 per image of batch; 16 images is about 7e-5. Higher suits the
+            // small model and short run here.
+            lr: 4e-4,
+            warmup: 100,
+            beta: 0.25,
+            disc_start: 2000,
+            disc_weight: 0.1,
+            restart_every: 100,
+            log_every: 10,
+            checkpoint_every: 250,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainState {
+    step: usize,
+    config: VqTrainConfig,
+}
+
+/// What a logged step reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// Steps done.
+    pub step: usize,
+    /// L1 reconstruction loss of the batch.
+    pub l1: f64,
+    /// PSNR of the batch, dB.
+    pub psnr: f64,
+    /// Codebook plus weighted commitment loss.
+    pub vq: f64,
+    /// Discriminator hinge loss (0 before it starts).
+    pub disc: f64,
+}
+
+/// Reconstruction quality and codebook use over a set of images.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Images measured.
+    pub images: usize,
+    /// Mean over images of the PSNR on 8-bit pixels, dB.
+    pub psnr: f64,
+    /// Share of the codebook used at least once.
+    pub usage: f64,
+    /// exp(entropy) of the code distribution: the effective number of codes.
+    pub perplexity: f64,
+}
+
+/// Reconstructs `images` and measures PSNR and codebook use.
+pub fn evaluate(
+    model: &Vqgan,
+    images: &[RgbImage],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Evaluation> {
+    let resolution = model.config().resolution as u32;
+    let mut counts = vec![0u64; model.config().n_embed];
+    let mut psnr_sum = 0.0;
+    for chunk in images.chunks(batch_size.max(1)) {
+        let xs = images_to_tensor(chunk, resolution, device)?;
+        let quantized = model.encode(&xs)?;
+        let reconstruction = model.decode(&quantized.z_q)?.clamp(-1f32, 1f32)?;
+        // Round to 8-bit levels, as a saved image would be.
+        let to_pixels = |t: &Tensor| ((t + 1.0)? * 127.5)?.round();
+        let squared = (to_pixels(&xs)? - to_pixels(&reconstruction)?)?.sqr()?;
+        let mse: Vec<f32> = squared.flatten_from(1)?.mean(1)?.to_vec1()?;
+        psnr_sum += mse
+            .iter()
+            .map(|&m| 10.0 * (255.0f64 * 255.0 / f64::from(m).max(1e-10)).log10())
+            .sum::<f64>();
+        for code in quantized.indices.flatten_all()?.to_vec1::<u32>()? {
+            counts[code as usize] += 1;
+        }
+    }
+    Ok(codebook_stats(&counts, images.len(), psnr_sum))
+}
+
+fn codebook_stats(counts: &[u64], images: usize, psnr_sum: f64) -> Evaluation {
+    let total: u64 = counts.iter().sum();
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total as f64;
+            -p * p.ln()
+        })
+        .sum();
+    Evaluation {
+        images,
+        psnr: psnr_sum / images.max(1) as f64,
+        usage: counts.iter().filter(|&&c| c > 0).count() as f64 / counts.len() as f64,
+        perplexity: entropy.exp(),
+    }
+}
+
+/// A VQGAN training run writing to a folder: `config.json` and `model.safetensors` (the
+/// latest weights, ready to use), `loss.csv`, `loss.png`, and resumable checkpoints in
+/// `train/`.
+pub struct VqTrainer {
+    config: VqTrainConfig,
+    out: PathBuf,
+    device: Device,
+    generator_vars: VarMap,
+    discriminator_vars: VarMap,
+    model: Vqgan,
+    discriminator: Discriminator,
+    generator_optimizer: AdamW,
+    discriminator_optimizer: AdamW,
+    step: usize,
+    log: LossLog,
+    code_counts: Vec<u64>,
+}
+
+const LOG_COLUMNS: [&str; 4] = ["l1", "psnr", "vq", "disc"];
+
+impl VqTrainer {
+    /// Starts a run in `out`, or resumes the one there. A resumed run keeps its stored
+    /// settings except the total step count, which may be raised to train longer.
+    pub fn open(config: VqTrainConfig, out: &Path, device: &Device) -> Result<Self> {
+        let checkpoints = Checkpoints::new(out);
+        let latest: Option<(PathBuf, TrainState)> = checkpoints.latest()?;
+        let config = match &latest {
+            Some((_, state)) => VqTrainConfig {
+                steps: config.steps,
+                ..state.config.clone()
+            },
+            None => config,
+        };
+        config.model.validate().map_err(|message| Error::Config {
+            path: out.join(CONFIG_FILE),
+            message,
+        })?;
+        let generator_vars = VarMap::new();
+        let discriminator_vars = VarMap::new();
+        let model = Vqgan::new(
+            &config.model,
+            seeded_var_builder(&generator_vars, config.seed, DType::F32, device),
+        )?;
+        let discriminator = Discriminator::new(
+            &DiscriminatorConfig::default(),
+            seeded_var_builder(
+                &discriminator_vars,
+                config.seed.wrapping_add(1),
+                DType::F32,
+                device,
+            ),
+        )?;
+        // taming's Adam betas (0.5, 0.9): a short memory steadies the GAN game.
+        let adam = AdamWConfig {
+            lr: config.lr,
+            beta1: 0.5,
+            beta2: 0.9,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let mut generator_optimizer = AdamW::new(&generator_vars, adam)?;
+        let mut discriminator_optimizer = AdamW::new(&discriminator_vars, adam)?;
+        let step = match &latest {
+            Some((dir, state)) => {
+                load_vars(&generator_vars, &dir.join(WEIGHTS_FILE))?;
+                load_vars(&discriminator_vars, &dir.join("discriminator.safetensors"))?;
+                generator_optimizer.load(&dir.join("optimizer.safetensors"))?;
+                discriminator_optimizer.load(&dir.join("discriminator_optimizer.safetensors"))?;
+                state.step
+            }
+            None => 0,
+        };
+        let log = LossLog::open(&out.join("loss.csv"), &LOG_COLUMNS, step)?;
+        let code_counts = vec![0; config.model.n_embed];
+        Ok(Self {
+            config,
+            out: out.to_owned(),
+            device: device.clone(),
+            generator_vars,
+            discriminator_vars,
+            model,
+            discriminator,
+            generator_optimizer,
+            discriminator_optimizer,
+            step,
+            log,
+            code_counts,
+        })
+    }
+
+    /// Steps done so far (more than 0 for a resumed run).
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &VqTrainConfig {
+        &self.config
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Vqgan {
+        &self.model
+    }
+
+    /// Trains until `config.steps`, calling `on_log` at every logged step. Checkpoints
+    /// come every `checkpoint_every` steps and at the end. A NaN loss stops the run with
+    /// an error naming the step; the last checkpoint stays as it was.
+    pub fn train(&mut self, images: &Tensor, on_log: impl FnMut(&StepReport)) -> Result<()> {
+        self.train_until(images, self.config.steps, on_log)
+    }
+
+    /// Trains until step `until` (at most `config.steps`), as [`VqTrainer::train`]; the
+    /// learning-rate schedule still spans the whole run, so stopping here and resuming later
+    /// gives the same weights as never stopping.
+    pub fn train_until(
+        &mut self,
+        images: &Tensor,
+        until: usize,
+        mut on_log: impl FnMut(&StepReport),
+    ) -> Result<()> {
+        let until = until.min(self.config.steps);
+        let n_images = images.dim(0)?;
+        if n_images == 0 {
+            return Err(Error::Config {
+                path: self.out.clone(),
+                message: "no training images".into(),
+            });
+        }
+        while self.step < until {
+            // A generator per step makes batches independent of where a run resumed.
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                self.config.seed ^ (self.step as u64).wrapping_mul(0x9e37_79b9),
+            );
+            let picks: Vec<u32> = (0..self.config.batch_size)
+                .map(|_| rng.random_range(0..n_images as u32))
+                .collect();
+            let batch = images.index_select(&Tensor::new(picks.as_slice(), &self.device)?, 0)?;
+            let report = self.train_step(&batch)?;
+            self.step += 1;
+            if self.step.is_multiple_of(self.config.restart_every) {
+                self.restart_dead_codes(&batch, &mut rng)?;
+            }
+            if self.step.is_multiple_of(self.config.log_every) || self.step == self.config.steps {
+                self.log
+                    .push(self.step, &[report.l1, report.psnr, report.vq, report.disc])?;
+                on_log(&report);
+            }
+            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == until {
+                self.save()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn train_step(&mut self, xs: &Tensor) -> Result<StepReport> {
+        let step = self.step;
+        let lr = warmup_cosine(
+            step,
+            self.config.warmup,
+            self.config.steps,
+            self.config.lr,
+            0.1,
+        );
+        let (reconstruction, quantized) = self.model.forward(xs)?;
+        let l1 = (xs - &reconstruction)?.abs()?.mean_all()?;
+        let vq = (&quantized.codebook_loss + (&quantized.commitment_loss * self.config.beta)?)?;
+        let adversarial = step >= self.config.disc_start;
+        let mut loss = (&l1 + &vq)?;
+        if adversarial {
+            let fake_score = self.discriminator.forward(&reconstruction)?.mean_all()?;
+            loss = (loss - (fake_score * self.config.disc_weight)?)?;
+        }
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            return Err(Error::Config {
+                path: self.out.clone(),
+                message: format!(
+                    "loss became {loss_value} at step {step}; training stopped and the last checkpoint is kept"
+                ),
+            });
+        }
+        self.generator_optimizer.step(&loss.backward()?, lr)?;
+
+        let mut disc_value = 0.0;
+        if adversarial {
+            let fake = reconstruction.detach();
+            let real_score = self.discriminator.forward(xs)?;
+            let fake_score = self.discriminator.forward(&fake)?;
+            // Hinge loss, halved as taming's.
+            let disc_loss = (((1.0 - real_score)?.relu()?.mean_all()?
+                + (1.0 + fake_score)?.relu()?.mean_all()?)?
+                * 0.5)?;
+            disc_value = f64::from(disc_loss.to_scalar::<f32>()?);
+            self.discriminator_optimizer
+                .step(&disc_loss.backward()?, lr)?;
+        }
+        for code in quantized.indices.flatten_all()?.to_vec1::<u32>()? {
+            self.code_counts[code as usize] += 1;
+        }
+        let mse = f64::from(
+            (xs - &reconstruction)?
+                .sqr()?
+                .mean_all()?
+                .to_scalar::<f32>()?,
+        );
+        Ok(StepReport {
+            step: step + 1,
+            l1: f64::from(l1.to_scalar::<f32>()?),
+            // Pixels span 2 in [-1, 1]: PSNR = 10 log10(2^2 / mse).
+            psnr: 10.0 * (4.0 / mse.max(1e-10)).log10(),
+            vq: f64::from(vq.to_scalar::<f32>()?),
+            disc: disc_value,
+        })
+    }
+
+    /// Replaces every code unused since the last restart with an encoder output from the
+    /// batch (Dhariwal et al., Jukebox, 2020): a dead code gets a second chance where the
+    /// data actually is.
+    fn restart_dead_codes(&mut self, xs: &Tensor, rng: &mut rand::rngs::StdRng) -> Result<()> {
+        let dead: Vec<usize> = (0..self.code_counts.len())
+            .filter(|&i| self.code_counts[i] == 0)
+            .collect();
+        self.code_counts.iter_mut().for_each(|c| *c = 0);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let latents = self.model.latents(xs)?.detach(); // (b, d, h, w)
+        let dim = latents.dim(1)?;
+        let flat: Vec<Vec<f32>> = latents
+            .permute((0, 2, 3, 1))?
+            .reshape(((), dim))?
+            .to_vec2()?;
+        let codebook: &Var = &self.codebook_var()?;
+        let mut rows: Vec<Vec<f32>> = codebook.as_tensor().to_vec2()?;
+        for &code in &dead {
+            rows[code] = flat[rng.random_range(0..flat.len())].clone();
+        }
+        let n_embed = rows.len();
+        let updated = Tensor::from_vec(rows.concat(), (n_embed, dim), &self.device)?;
+        codebook.set(&updated)?;
+        Ok(())
+    }
+
+    fn codebook_var(&self) -> Result<Var> {
+        let data = self
+            .generator_vars
+            .data()
+            .lock()
+            .map_err(|_| racm3_train::Error::Poisoned)?;
+        data.get("quantize.embedding.weight")
+            .cloned()
+            .ok_or_else(|| Error::Config {
+                path: self.out.clone(),
+                message: "the model has no quantize.embedding.weight".into(),
+            })
+    }
+
+    /// Writes a checkpoint and refreshes the ready-to-use model and loss curve in `out`.
+    pub fn save(&self) -> Result<()> {
+        let state = TrainState {
+            step: self.step,
+            config: self.config.clone(),
+        };
+        Checkpoints::new(&self.out).save(self.step, &state, |dir| {
+            save_vars(&self.generator_vars, &dir.join(WEIGHTS_FILE))?;
+            save_vars(
+                &self.discriminator_vars,
+                &dir.join("discriminator.safetensors"),
+            )?;
+            self.generator_optimizer
+                .save(&dir.join("optimizer.safetensors"))?;
+            self.discriminator_optimizer
+                .save(&dir.join("discriminator_optimizer.safetensors"))
+        })?;
+        save_vars(&self.generator_vars, &self.out.join(WEIGHTS_FILE))?;
+        let config_json =
+            serde_json::to_vec_pretty(&self.config.model).map_err(|err| Error::Config {
+                path: self.out.join(CONFIG_FILE),
+                message: err.to_string(),
+            })?;
+        racm3_data::write_atomic(&self.out.join(CONFIG_FILE), &config_json)?;
+        self.log.plot(&self.out.join("loss.png"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The VQGAN against taming-transformers (fixture made once by tools/make_taming_fixture.py),
+//! its bad-checkpoint errors, and training on a tiny config.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use racm3_tokenize::vqgan::{
+    ImageTokenizer, VqTrainConfig, VqTrainer, Vqgan, VqganConfig, images_to_tensor,
+};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vqgan/taming-tiny")
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+// taming's weights load unchanged; latents and decodings match within 1e-4, indices exactly.
+#[test]
+fn matches_taming_transformers() {
+    let device = Device::Cpu;
+    let model = Vqgan::load(&fixture_dir(), &device).unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture_dir().join("expected.safetensors"), &device)
+            .unwrap();
+    let input = &expected["input"];
+    let latents = model.latents(input).unwrap();
+    assert!(max_abs_diff(&latents, &expected["latents"]) < 1e-4);
+    let quantized = model.encode(input).unwrap();
+    let want: Vec<u32> = expected["indices"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    let got = quantized
+        .indices
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    assert_eq!(got, want);
+    let decoded = model.decode_indices(&quantized.indices).unwrap();
+    let diff = max_abs_diff(&decoded, &expected["decoded"]);
+    assert!(diff < 1e-4, "decodings differ by {diff}");
+}
+
+fn copy_fixture(to: &Path) {
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture_dir().join(name), to.join(name)).unwrap();
+    }
+}
+
+// A config that does not fit the weights names the tensor and both shapes.
+#[test]
+fn wrong_shape_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace("\"n_embed\": 16", "\"n_embed\": 32"),
+    )
+    .unwrap();
+    let err = Vqgan::load(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("quantize.embedding.weight"), "{err}");
+    assert!(err.contains("[32, 8]") && err.contains("[16, 8]"), "{err}");
+}
+
+// A checkpoint missing a tensor names it; a malformed config names the file.
+#[test]
+fn missing_tensor_and_bad_config_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let mut tensors =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    tensors.remove("decoder.conv_out.bias");
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let err = Vqgan::load(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("decoder.conv_out.bias"), "{err}");
+
+    std::fs::write(dir.path().join("config.json"), "{\"resolution\": ").unwrap();
+    let err = Vqgan::load(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("config.json: bad model config"), "{err}");
+}
+
+// The image tokenizer round-trips shapes, fits other image sizes, and refuses bad codes.
+#[test]
+fn image_tokenizer_checks_codes() {
+    let tokenizer = ImageTokenizer::load(&fixture_dir(), &Device::Cpu).unwrap();
+    assert_eq!(tokenizer.tokens_per_image(), 256);
+    let wide = image::RgbImage::from_pixel(50, 20, image::Rgb([200, 30, 30]));
+    let codes = tokenizer.encode(&[wide], 4).unwrap();
+    assert_eq!(codes[0].len(), 256);
+    let images = tokenizer.decode(&codes).unwrap();
+    assert_eq!(images[0].dimensions(), (32, 32));
+    let mut bad = codes[0].clone();
+    bad[3] = 16;
+    assert!(
+        tokenizer
+            .decode(&[bad])
+            .unwrap_err()
+            .to_string()
+            .contains("code 16 is outside the codebook of 16")
+    );
+    assert!(tokenizer.decode(&[vec![0; 5]]).is_err());
+}
+
+// Every trainable tensor of the VQGAN receives a non-zero gradient (candle has ops that
+// silently pass none back).
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let device = Device::Cpu;
+    let vars = VarMap::new();
+    let config = VqganConfig::tiny();
+    let model = Vqgan::new(&config, VarBuilder::from_varmap(&vars, DType::F32, &device)).unwrap();
+    let xs = Tensor::randn(0f32, 0.5, (2, 3, 16, 16), &device).unwrap();
+    let (reconstruction, quantized) = model.forward(&xs).unwrap();
+    let loss = ((&xs - &reconstruction)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        + (quantized.codebook_loss + quantized.commitment_loss).unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let data = vars.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm = grad
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "{name} has a zero gradient");
+    }
+}
+
+fn tiny_images() -> Tensor {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/data/emoji/emoji-datasource-twitter-16.0.0/img/twitter/64");
+    let images: Vec<image::RgbImage> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| image::open(entry.unwrap().path()).unwrap().to_rgb8())
+        .collect();
+    images_to_tensor(&images, 16, &Device::Cpu).unwrap()
+}
+
+fn tiny_run(steps: usize) -> VqTrainConfig {
+    VqTrainConfig {
+        steps,
+        batch_size: 4,
+        lr: 3e-3,
+        warmup: 2,
+        disc_start: 6,
+        restart_every: 5,
+        log_every: 1,
+        checkpoint_every: 5,
+        ..VqTrainConfig::new(VqganConfig::tiny())
+    }
+}
+
+// Training lowers the reconstruction loss, writes a usable model and a loss curve, and a run
+// stopped and resumed ends with the same weights as one that never stopped.
+#[test]
+fn trains_and_resumes_exactly() {
+    let images = tiny_images();
+    let straight = tempfile::tempdir().unwrap();
+    let mut l1 = Vec::new();
+    let mut trainer = VqTrainer::open(tiny_run(10), straight.path(), &Device::Cpu).unwrap();
+    trainer.train(&images, |report| l1.push(report.l1)).unwrap();
+    assert_eq!(l1.len(), 10);
+    let early: f64 = l1[..3].iter().sum::<f64>() / 3.0;
+    let late: f64 = l1[7..].iter().sum::<f64>() / 3.0;
+    assert!(late < early, "L1 did not fall: {l1:?}");
+    assert!(straight.path().join("loss.png").is_file());
+    assert_eq!(
+        std::fs::read_to_string(straight.path().join("loss.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        11
+    );
+
+    let resumed = tempfile::tempdir().unwrap();
+    VqTrainer::open(tiny_run(10), resumed.path(), &Device::Cpu)
+        .unwrap()
+        .train_until(&images, 5, |_| {})
+        .unwrap();
+    let mut second = VqTrainer::open(tiny_run(10), resumed.path(), &Device::Cpu).unwrap();
+    assert_eq!(second.step(), 5);
+    second.train(&images, |_| {}).unwrap();
+
+    let load = |dir: &Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let (a, b) = (load(straight.path()), load(resumed.path()));
+    for (name, tensor) in &a {
+        assert!(
+            max_abs_diff(tensor, &b[name]) < 1e-5,
+            "{name} differs after resuming"
+        );
+    }
+    // The saved folder loads as a model.
+    Vqgan::load(resumed.path(), &Device::Cpu).unwrap();
+}

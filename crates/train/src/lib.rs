@@ -1,0 +1,22 @@
+//! racm3-train: the training mechanics every racm3 model shares, and nothing about any
+//! model.
+//!
+//! The VQGAN, CLIP and CM3 trainers each own their loss and data; they share [`AdamW`]
+//! with state that saves and restores (candle's own keeps its moments private, so a run
+//! could not resume exactly), seeded initialization, [`Checkpoints`] that are never half-written, learning-rate
+//! schedules, gradient clipping, and a [`LossLog`] written as CSV and drawn as PNG.
+#![deny(missing_docs)]
+
+mod checkpoint;
+mod error;
+mod init;
+mod log;
+mod optim;
+mod schedule;
+
+pub use checkpoint::{Checkpoints, STATE_FILE, WEIGHTS_FILE, load_vars, save_tensors, save_vars};
+pub use error::{Error, Result};
+pub use init::seeded_var_builder;
+pub use log::LossLog;
+pub use optim::{AdamW, AdamWConfig, clip_grad_norm};
+pub use schedule::warmup_cosine;
