@@ -15,6 +15,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(dir))?;
     file.write_all(bytes).map_err(Error::io(file.path()))?;
+    // Temp files are created private (0600); the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let permissions = std::fs::Permissions::from_mode(0o644);
+        file.as_file()
+            .set_permissions(permissions)
+            .map_err(Error::io(file.path()))?;
+    }
     file.as_file().sync_all().map_err(Error::io(file.path()))?;
     file.persist(path).map_err(|err| Error::Io {
         path: path.to_owned(),

@@ -55,21 +55,31 @@ pub fn load_vars(vars: &VarMap, path: &Path) -> Result<()> {
             source,
         })?;
     for (name, var) in data.iter() {
-        let tensor = tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            path: path.to_owned(),
-            name: name.clone(),
-        })?;
-        if tensor.dims() != var.dims() {
-            return Err(Error::ShapeMismatch {
-                path: path.to_owned(),
-                name: name.clone(),
-                expected: var.dims().to_vec(),
-                got: tensor.dims().to_vec(),
-            });
-        }
-        var.set(tensor)?;
+        var.set(take_tensor(&tensors, path, name, var.dims())?)?;
     }
     Ok(())
+}
+
+/// The tensor `name` of a loaded file, checked against the shape the model expects.
+pub(crate) fn take_tensor<'a>(
+    tensors: &'a HashMap<String, Tensor>,
+    path: &Path,
+    name: &str,
+    expected: &[usize],
+) -> Result<&'a Tensor> {
+    let tensor = tensors.get(name).ok_or_else(|| Error::MissingTensor {
+        path: path.to_owned(),
+        name: name.to_owned(),
+    })?;
+    if tensor.dims() != expected {
+        return Err(Error::ShapeMismatch {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            expected: expected.to_vec(),
+            got: tensor.dims().to_vec(),
+        });
+    }
+    Ok(tensor)
 }
 
 fn temp_path(path: &Path) -> PathBuf {

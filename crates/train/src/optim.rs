@@ -9,6 +9,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::take_tensor;
 use crate::error::{Error, Result};
 
 /// AdamW's settings.
@@ -143,19 +144,7 @@ impl AdamW {
                 source,
             })?;
         let take = |key: &str, like: &Tensor| -> Result<Tensor> {
-            let tensor = tensors.get(key).ok_or_else(|| Error::MissingTensor {
-                path: path.to_owned(),
-                name: key.to_owned(),
-            })?;
-            if tensor.dims() != like.dims() {
-                return Err(Error::ShapeMismatch {
-                    path: path.to_owned(),
-                    name: key.to_owned(),
-                    expected: like.dims().to_vec(),
-                    got: tensor.dims().to_vec(),
-                });
-            }
-            Ok(tensor.to_dtype(DType::F32)?)
+            Ok(take_tensor(&tensors, path, key, like.dims())?.to_dtype(DType::F32)?)
         };
         let mut restored = Vec::with_capacity(self.slots.len());
         for (name, slot) in &self.slots {
@@ -167,10 +156,7 @@ impl AdamW {
             slot.first_moment = first;
             slot.second_moment = second;
         }
-        let step = tensors.get("step").ok_or_else(|| Error::MissingTensor {
-            path: path.to_owned(),
-            name: "step".into(),
-        })?;
+        let step = take_tensor(&tensors, path, "step", &[1])?;
         self.step = step.to_vec1::<u32>()?.first().copied().unwrap_or(0) as usize;
         Ok(())
     }

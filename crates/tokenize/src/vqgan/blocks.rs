@@ -168,6 +168,37 @@ impl Module for Mid {
     }
 }
 
+/// The residual blocks of one level (the first changes the channel count), each followed
+/// by attention when the level's resolution is in `attn_resolutions`.
+fn level_blocks(
+    cfg: &VqganConfig,
+    vb_level: &VarBuilder,
+    block_in: usize,
+    block_out: usize,
+    count: usize,
+    resolution: usize,
+) -> Result<(Vec<ResnetBlock>, Vec<AttnBlock>)> {
+    let mut block = Vec::with_capacity(count);
+    let mut attn = Vec::new();
+    for i_block in 0..count {
+        let in_ch = if i_block == 0 { block_in } else { block_out };
+        block.push(ResnetBlock::new(
+            cfg,
+            in_ch,
+            block_out,
+            vb_level.pp(format!("block.{i_block}")),
+        )?);
+        if cfg.attn_resolutions.contains(&resolution) {
+            attn.push(AttnBlock::new(
+                cfg,
+                block_out,
+                vb_level.pp(format!("attn.{i_block}")),
+            )?);
+        }
+    }
+    Ok((block, attn))
+}
+
 /// Image (b, 3, res, res) in [-1, 1] to latents (b, z_channels, grid, grid).
 #[derive(Debug)]
 pub(crate) struct Encoder {
@@ -188,20 +219,15 @@ impl Encoder {
         for (i_level, &mult) in cfg.ch_mult.iter().enumerate() {
             let vb_level = vb.pp(format!("down.{i_level}"));
             let block_out = cfg.ch * mult;
-            let mut block = Vec::new();
-            let mut attn = Vec::new();
-            for i_block in 0..cfg.num_res_blocks {
-                let vb_block = vb_level.pp(format!("block.{i_block}"));
-                block.push(ResnetBlock::new(cfg, block_in, block_out, vb_block)?);
-                block_in = block_out;
-                if cfg.attn_resolutions.contains(&resolution) {
-                    attn.push(AttnBlock::new(
-                        cfg,
-                        block_in,
-                        vb_level.pp(format!("attn.{i_block}")),
-                    )?);
-                }
-            }
+            let (block, attn) = level_blocks(
+                cfg,
+                &vb_level,
+                block_in,
+                block_out,
+                cfg.num_res_blocks,
+                resolution,
+            )?;
+            block_in = block_out;
             let resample = if i_level + 1 != levels {
                 resolution /= 2;
                 Some(conv(
@@ -265,21 +291,11 @@ impl Decoder {
         for i_level in (0..levels).rev() {
             let vb_level = vb.pp(format!("up.{i_level}"));
             let block_out = cfg.ch * cfg.ch_mult[i_level];
-            let mut block = Vec::new();
-            let mut attn = Vec::new();
             // One more block per level than the encoder, as taming has it.
-            for i_block in 0..=cfg.num_res_blocks {
-                let vb_block = vb_level.pp(format!("block.{i_block}"));
-                block.push(ResnetBlock::new(cfg, block_in, block_out, vb_block)?);
-                block_in = block_out;
-                if cfg.attn_resolutions.contains(&resolution) {
-                    attn.push(AttnBlock::new(
-                        cfg,
-                        block_in,
-                        vb_level.pp(format!("attn.{i_block}")),
-                    )?);
-                }
-            }
+            let blocks = cfg.num_res_blocks + 1;
+            let (block, attn) =
+                level_blocks(cfg, &vb_level, block_in, block_out, blocks, resolution)?;
+            block_in = block_out;
             let resample = if i_level != 0 {
                 resolution *= 2;
                 Some(conv(
