@@ -27,6 +27,13 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
         path: path.to_owned(),
         source,
     })?;
+    // The safetensors writer creates private files; a saved model is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))
+            .map_err(Error::io(&temp))?;
+    }
     std::fs::rename(&temp, path).map_err(Error::io(path))
 }
 
