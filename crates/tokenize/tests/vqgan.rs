@@ -228,3 +228,28 @@ fn trains_and_resumes_exactly() {
     // The saved folder loads as a model.
     Vqgan::load(resumed.path(), &Device::Cpu).unwrap();
 }
+
+// The committed emoji tokenizer loads, gives 64 codes per image, and reconstructs the
+// fixture emoji (both vendors) at a PSNR near its val figure in BENCHMARKS.md (18.0 dB).
+#[test]
+fn committed_emoji_checkpoint_reconstructs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/vqgan-emoji64-f8");
+    let model = Vqgan::load(&dir, &Device::Cpu).unwrap();
+    assert_eq!(model.config(), &VqganConfig::emoji64_f8());
+    let emoji = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data/emoji");
+    let images: Vec<image::RgbImage> = ["twitter", "google"]
+        .iter()
+        .flat_map(|vendor| {
+            let dir = emoji.join(format!("emoji-datasource-{vendor}-16.0.0/img/{vendor}/64"));
+            std::fs::read_dir(dir).unwrap().map(|entry| {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                racm3_data::decode_rgb(&bytes, "fixture").unwrap()
+            })
+        })
+        .collect();
+    let evaluation = racm3_tokenize::vqgan::evaluate(&model, &images, 16, &Device::Cpu).unwrap();
+    assert_eq!(evaluation.images, 16);
+    assert!(evaluation.psnr > 15.0, "PSNR {:.2} dB", evaluation.psnr);
+    let tokenizer = ImageTokenizer::new(model, Device::Cpu);
+    assert_eq!(tokenizer.encode(&images[..1], 1).unwrap()[0].len(), 64);
+}
