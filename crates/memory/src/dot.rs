@@ -1,0 +1,98 @@
+//! The inner product that every search runs billions of times. x86-64 builds target plain
+//! SSE2 by default, so the AVX2 + FMA kernel is chosen at run time.
+
+/// `a · b` over the shorter length of the two.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the kernel was compiled for.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_portable(a, b)
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent sums let the compiler use SIMD without reassociating one sum.
+    let mut lanes = [0f32; 8];
+    let a_chunks = a.chunks_exact(8);
+    let b_chunks = b.chunks_exact(8);
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let len = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // Four accumulators hide the FMA latency (4 cycles, 2 per cycle on Zen 3).
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= len {
+        for (j, sum) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8 * j + 8 <= len, inside both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                )
+            };
+            *sum = _mm256_fmadd_ps(x, y, *sum);
+        }
+        i += 32;
+    }
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len.
+        let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let halves = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+    let total = _mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1));
+    let mut result = _mm_cvtss_f32(total);
+    while i < len {
+        result += a[i] * b[i];
+        i += 1;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Both kernels agree with a plain f64 sum at every length around the SIMD widths.
+    #[test]
+    fn kernels_match_f64_sum() {
+        for len in [0, 1, 7, 8, 9, 31, 32, 33, 100, 512] {
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 3 % 11) as f32 - 5.0) / 4.0)
+                .collect();
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - exact).abs() < 1e-4, "len {len}");
+            assert!(
+                (dot_portable(&a, &b) as f64 - exact).abs() < 1e-4,
+                "len {len}"
+            );
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Vector indexes for maximum-inner-product search, shaped like faiss's `Index`.
+//!
+//! Vectors are passed as n × d row-major `f32` slices (`x[i * d + j]`), queries come in
+//! batches, and a hit's score is a similarity: higher is closer. Labels are the rows'
+//! insertion order, from 0.
+//! Reference: faiss `Index.h` and `index_factory` (facebookresearch/faiss, v1.8.0).
+
+mod flat;
+mod hnsw;
+
+use std::path::Path;
+
+pub use flat::FlatIndex;
+pub use hnsw::{HnswConfig, HnswIndex};
+
+use crate::error::{Error, Result};
+
+/// One search result: a row's label and its inner product with the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// The row, in insertion order.
+    pub label: u64,
+    /// The inner product with the query; higher is closer.
+    pub score: f32,
+}
+
+/// Per-search settings (faiss `SearchParameters`).
+#[derive(Clone, Copy, Default)]
+pub struct SearchParams<'a> {
+    /// HNSW's candidate list size; `None` uses the index's default. Exact indexes ignore it.
+    pub ef_search: Option<usize>,
+    /// Rows for which this returns false are never returned (faiss `IDSelector`). The graph
+    /// is still walked through them, so excluding rows does not cut HNSW's paths.
+    pub keep: Option<&'a (dyn Fn(u64) -> bool + Sync)>,
+}
+
+impl SearchParams<'_> {
+    pub(crate) fn keeps(&self, label: u64) -> bool {
+        self.keep.is_none_or(|keep| keep(label))
+    }
+}
+
+/// The interface every index implements (faiss `Index`). Optional operations answer
+/// [`Error::Unsupported`].
+pub trait VectorIndex: Send + Sync {
+    /// The spec that builds this kind of index ("flat", "hnsw32").
+    fn spec(&self) -> String;
+    /// The vector dimension d.
+    fn dim(&self) -> usize;
+    /// How many vectors the index holds.
+    fn len(&self) -> usize;
+    /// True when the index holds no vector.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether [`VectorIndex::train`] has run or is not needed.
+    fn is_trained(&self) -> bool {
+        true
+    }
+    /// Learns whatever the index needs from sample vectors; a no-op for graph and flat indexes.
+    fn train(&mut self, vectors: &[f32]) -> Result<()> {
+        check_rows(vectors, self.dim(), "training vectors")?;
+        Ok(())
+    }
+    /// Appends n × d vectors; they get the next labels.
+    fn add(&mut self, vectors: &[f32]) -> Result<()>;
+    /// For each of the n × d queries, the k best hits, best first. Fewer than k come back
+    /// only when fewer rows pass [`SearchParams::keep`].
+    fn search_with(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>>;
+    /// [`VectorIndex::search_with`] with default parameters.
+    fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>> {
+        self.search_with(queries, k, &SearchParams::default())
+    }
+    /// The stored vector of a label.
+    fn reconstruct(&self, label: u64) -> Result<Vec<f32>> {
+        let _ = label;
+        Err(Error::Unsupported {
+            op: "reconstruct",
+            index: self.spec(),
+        })
+    }
+    /// Writes the index to one file, atomically.
+    fn save(&self, path: &Path) -> Result<()> {
+        let _ = path;
+        Err(Error::Unsupported {
+            op: "save",
+            index: self.spec(),
+        })
+    }
+}
+
+/// Builds an empty index from a spec (faiss `index_factory`): `flat` is exact search;
+/// `hnsw<M>` (`hnsw32`) is an HNSW graph with M links per node, `hnsw` meaning `hnsw32`.
+pub fn index_factory(spec: &str, dim: usize) -> Result<Box<dyn VectorIndex>> {
+    let bad = || Error::BadSpec {
+        spec: spec.to_owned(),
+    };
+    let lower = spec.trim().to_ascii_lowercase();
+    if lower == "flat" {
+        return Ok(Box::new(FlatIndex::new(dim)));
+    }
+    let m = match lower.strip_prefix("hnsw") {
+        Some("") => 32,
+        Some(digits) => digits.parse::<usize>().map_err(|_| bad())?,
+        None => return Err(bad()),
+    };
+    if !(2..=256).contains(&m) {
+        return Err(bad());
+    }
+    Ok(Box::new(HnswIndex::new(
+        dim,
+        HnswConfig {
+            m,
+            ..HnswConfig::default()
+        },
+    )))
+}
+
+/// Checks that `values` holds whole rows of `dim` and returns how many.
+pub(crate) fn check_rows(values: &[f32], dim: usize, what: &str) -> Result<usize> {
+    if dim == 0 || !values.len().is_multiple_of(dim) {
+        return Err(Error::Dimension {
+            what: what.to_owned(),
+            expected: dim,
+            got: values.len(),
+        });
+    }
+    Ok(values.len() / dim)
+}
+
+/// Checks a search's k against the number of rows that could come back.
+pub(crate) fn check_k(k: usize, len: usize, what: &str) -> Result<()> {
+    if len == 0 {
+        return Err(Error::Empty {
+            what: what.to_owned(),
+        });
+    }
+    if k == 0 || k > len {
+        return Err(Error::BadK {
+            k,
+            len,
+            what: what.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Specs name their index; unknown or out-of-range specs are errors naming the spec.
+    #[test]
+    fn factory_parses_specs() {
+        assert_eq!(index_factory("flat", 4).unwrap().spec(), "flat");
+        assert_eq!(index_factory("HNSW16", 4).unwrap().spec(), "hnsw16");
+        assert_eq!(index_factory("hnsw", 4).unwrap().spec(), "hnsw32");
+        for bad in ["ivf", "hnswx", "hnsw1", "hnsw9999"] {
+            let err = index_factory(bad, 4).err().unwrap().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+}

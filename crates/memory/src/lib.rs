@@ -1,0 +1,26 @@
+//! racm3-memory: the external memory that RA-CM3 retrieves from.
+//!
+//! The retrieval stage of the pipeline (data → tokenize → **retrieve** → generate →
+//! evaluate) needs a store of documents and their dense keys with maximum-inner-product
+//! search (MIPS). This crate is that store, independent of how keys are made: it works in
+//! `f32` rows and document ids and never runs a model.
+//!
+//! - [`index`]: vector indexes shaped like faiss's `Index` ([`VectorIndex`]): exact
+//!   [`FlatIndex`] and approximate [`HnswIndex`], built from a spec by [`index_factory`].
+//! - [`Memory`]: a folder of documents, keys and an index, with versioned, checksummed
+//!   files, atomic commits, `add` after the build and `remove` by id.
+#![deny(missing_docs)]
+
+mod dot;
+mod error;
+mod file;
+pub mod index;
+mod record;
+mod store;
+pub mod synthetic;
+mod topk;
+
+pub use dot::dot;
+pub use error::{Error, Result};
+pub use index::{FlatIndex, Hit, HnswConfig, HnswIndex, SearchParams, VectorIndex, index_factory};
+pub use store::{Memory, MemorySearch};

@@ -1,0 +1,512 @@
+//! The memory folder: documents and their keys in append-only segments, one index over
+//! the keys, and a manifest that says which files make up the current state.
+//!
+//! ```text
+//! MEM/manifest.bin            which segments, graph and removals are live (JSON payload)
+//! MEM/documents-000001.bin    a segment's documents (JSON + PNG records)
+//! MEM/keys-000001.bin         the same segment's keys, n × d f32
+//! MEM/graph-000001.bin        the HNSW graph over all keys (hnsw memories only)
+//! ```
+//! A commit writes the new segment and graph, then replaces the manifest: that rename is
+//! the commit point. A crash before it leaves the previous manifest and its files intact,
+//! so the memory reopens in its last committed state; the stray files are overwritten or
+//! removed by the next commit.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use racm3_data::Document;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::file::{self, Kind};
+use crate::index::{FlatIndex, Hit, HnswConfig, HnswIndex, SearchParams, VectorIndex, check_k};
+use crate::record;
+
+const MANIFEST: &str = "manifest.bin";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    dim: usize,
+    /// "flat" or "hnsw<M>".
+    index: String,
+    generation: u64,
+    segments: Vec<Segment>,
+    graph: Option<String>,
+    /// Rows removed since they were added; their ids no longer resolve.
+    removed: Vec<u64>,
+    /// Who made the keys (the encoder's name and settings); queries must use the same.
+    encoder: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Segment {
+    documents: String,
+    keys: String,
+    count: usize,
+}
+
+/// The keys with the chosen index over them. An HNSW index owns its flat storage, so the
+/// keys are held once either way.
+enum Keys {
+    Flat(FlatIndex),
+    Hnsw(HnswIndex),
+}
+
+impl Keys {
+    fn exact(&self) -> &FlatIndex {
+        match self {
+            Keys::Flat(flat) => flat,
+            Keys::Hnsw(hnsw) => hnsw.storage(),
+        }
+    }
+
+    fn index(&self) -> &dyn VectorIndex {
+        match self {
+            Keys::Flat(flat) => flat,
+            Keys::Hnsw(hnsw) => hnsw,
+        }
+    }
+
+    fn add(&mut self, keys: &[f32]) -> Result<()> {
+        match self {
+            Keys::Flat(flat) => flat.add(keys),
+            Keys::Hnsw(hnsw) => hnsw.add(keys),
+        }
+    }
+}
+
+/// Where a document's record lives: its segment's payload and byte range.
+struct Row {
+    id: String,
+    segment: usize,
+    range: Range<usize>,
+}
+
+/// How to search a memory.
+#[derive(Clone, Copy, Default)]
+pub struct MemorySearch<'a> {
+    /// Use exact search even when the memory has an approximate index.
+    pub exact: bool,
+    /// HNSW's candidate list size, `None` for the index's default.
+    pub ef_search: Option<usize>,
+    /// Rows for which this returns false are skipped (a query document's own row).
+    pub keep: Option<&'a (dyn Fn(u64) -> bool + Sync)>,
+}
+
+/// A persistent store of documents and their keys with maximum-inner-product search.
+/// Changes ([`Memory::add`], [`Memory::remove`]) are visible to searches at once and
+/// reach the disk at [`Memory::commit`]; dropping the memory without committing discards
+/// them.
+pub struct Memory {
+    dir: PathBuf,
+    manifest: Manifest,
+    /// Documents payloads: one per committed segment, then the uncommitted one.
+    payloads: Vec<Vec<u8>>,
+    rows: Vec<Row>,
+    removed: Vec<bool>,
+    live: HashMap<String, u64>,
+    keys: Keys,
+    /// Rows added since the last commit start here.
+    committed_rows: usize,
+    dirty: bool,
+}
+
+impl Memory {
+    /// Creates an empty memory in `dir` (created if missing, and must not hold a memory)
+    /// whose keys have dimension `dim`, searched with the index `spec` ("flat", "hnsw32").
+    /// `encoder` records what makes the keys, for the queries to match.
+    pub fn create(dir: &Path, dim: usize, spec: &str, encoder: serde_json::Value) -> Result<Self> {
+        if dir.join(MANIFEST).exists() {
+            return Err(Error::Io {
+                path: dir.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already holds a memory; open it to add documents, or choose another folder",
+                ),
+            });
+        }
+        let keys = new_keys(spec, dim)?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let manifest = Manifest {
+            dim,
+            index: keys.index().spec(),
+            generation: 0,
+            segments: Vec::new(),
+            graph: None,
+            removed: Vec::new(),
+            encoder,
+        };
+        let memory = Self::from_parts(dir, manifest, keys);
+        memory.write_manifest()?;
+        Ok(memory)
+    }
+
+    fn from_parts(dir: &Path, manifest: Manifest, keys: Keys) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            manifest,
+            payloads: vec![Vec::new()],
+            rows: Vec::new(),
+            removed: Vec::new(),
+            live: HashMap::new(),
+            keys,
+            committed_rows: 0,
+            dirty: false,
+        }
+    }
+
+    /// Opens the last committed state of the memory in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest_path = dir.join(MANIFEST);
+        if !manifest_path.exists() {
+            return Err(Error::NotAMemory {
+                path: dir.to_owned(),
+            });
+        }
+        let payload = file::read(&manifest_path, Kind::Manifest)?;
+        let manifest: Manifest = serde_json::from_slice(&payload)
+            .map_err(|err| Error::corrupt(&manifest_path, err.to_string()))?;
+        let mut payloads = Vec::new();
+        let mut rows = Vec::new();
+        let mut vectors = Vec::new();
+        for (number, segment) in manifest.segments.iter().enumerate() {
+            let docs_path = dir.join(&segment.documents);
+            let docs = file::read(&docs_path, Kind::Documents)?;
+            let records = record::index(&docs, &docs_path)?;
+            let keys_path = dir.join(&segment.keys);
+            let keys = FlatIndex::load(&keys_path)?;
+            if records.len() != segment.count
+                || keys.len() != segment.count
+                || keys.dim() != manifest.dim
+            {
+                return Err(Error::corrupt(
+                    &keys_path,
+                    format!(
+                        "segment holds {} documents and {} keys of dimension {}, the manifest says {} of dimension {}",
+                        records.len(),
+                        keys.len(),
+                        keys.dim(),
+                        segment.count,
+                        manifest.dim
+                    ),
+                ));
+            }
+            rows.extend(records.into_iter().map(|(id, range)| Row {
+                id,
+                segment: number,
+                range,
+            }));
+            vectors.extend_from_slice(keys.vectors());
+            payloads.push(docs);
+        }
+        payloads.push(Vec::new());
+        let storage = FlatIndex::from_vectors(manifest.dim, vectors)?;
+        let keys = match &manifest.graph {
+            Some(graph) => {
+                let path = dir.join(graph);
+                let payload = file::read(&path, Kind::Graph)?;
+                Keys::Hnsw(HnswIndex::from_graph(storage, &payload, &path)?)
+            }
+            None if manifest.index == "flat" => Keys::Flat(storage),
+            None => {
+                // An hnsw memory with no graph file is empty: build the graph over no rows.
+                let mut keys = new_keys(&manifest.index, manifest.dim)?;
+                keys.add(storage.vectors())?;
+                keys
+            }
+        };
+        let mut removed = vec![false; rows.len()];
+        for &row in &manifest.removed {
+            *removed.get_mut(row as usize).ok_or_else(|| {
+                Error::corrupt(&manifest_path, format!("removed row {row} does not exist"))
+            })? = true;
+        }
+        let live = rows
+            .iter()
+            .enumerate()
+            .filter(|(row, _)| !removed[*row])
+            .map(|(row, r)| (r.id.clone(), row as u64))
+            .collect();
+        let committed_rows = rows.len();
+        Ok(Self {
+            dir: dir.to_owned(),
+            manifest,
+            payloads,
+            rows,
+            removed,
+            live,
+            keys,
+            committed_rows,
+            dirty: false,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key dimension.
+    pub fn dim(&self) -> usize {
+        self.manifest.dim
+    }
+
+    /// The index spec ("flat", "hnsw32").
+    pub fn index_spec(&self) -> &str {
+        &self.manifest.index
+    }
+
+    /// What made the keys, as recorded at creation.
+    pub fn encoder(&self) -> &serde_json::Value {
+        &self.manifest.encoder
+    }
+
+    /// How many documents the memory holds (removed ones excluded).
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// True when the memory holds no document.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// True when there are changes that [`Memory::commit`] has not written.
+    pub fn has_uncommitted(&self) -> bool {
+        self.dirty
+    }
+
+    /// Adds documents and their keys (one row of `dim` per document, in order). Ids must
+    /// be new to the memory.
+    pub fn add(&mut self, documents: &[Document], keys: &[f32]) -> Result<()> {
+        if keys.len() != documents.len() * self.dim() {
+            return Err(Error::Dimension {
+                what: format!("keys for {} documents", documents.len()),
+                expected: self.dim(),
+                got: keys.len(),
+            });
+        }
+        let mut fresh = std::collections::HashSet::new();
+        for document in documents {
+            if self.live.contains_key(document.id()) || !fresh.insert(document.id()) {
+                return Err(Error::DuplicateId {
+                    id: document.id().to_owned(),
+                });
+            }
+        }
+        // Encode everything before changing anything, so a bad image leaves no trace.
+        let segment = self.payloads.len() - 1;
+        let mut encoded = Vec::new();
+        let mut ranges = Vec::with_capacity(documents.len());
+        let base = self.payloads[segment].len();
+        for document in documents {
+            let start = encoded.len();
+            record::encode(document, &mut encoded)?;
+            ranges.push(base + start + 4..base + encoded.len());
+        }
+        self.keys.add(keys)?;
+        self.payloads[segment].extend_from_slice(&encoded);
+        for (document, range) in documents.iter().zip(ranges) {
+            let row = self.rows.len() as u64;
+            self.rows.push(Row {
+                id: document.id().to_owned(),
+                segment,
+                range,
+            });
+            self.removed.push(false);
+            self.live.insert(document.id().to_owned(), row);
+        }
+        self.dirty |= !documents.is_empty();
+        Ok(())
+    }
+
+    /// Removes a document by id. Its row stays on disk, skipped by every search.
+    pub fn remove(&mut self, id: &str) -> Result<()> {
+        let row = self
+            .live
+            .remove(id)
+            .ok_or_else(|| Error::NoSuchId { id: id.to_owned() })?;
+        self.removed[row as usize] = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes every change since the last commit; on success they survive a crash.
+    pub fn commit(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let generation = self.manifest.generation + 1;
+        let mut manifest = self.manifest.clone();
+        manifest.generation = generation;
+        let new_rows = self.rows.len() - self.committed_rows;
+        if new_rows > 0 {
+            let documents = format!("documents-{generation:06}.bin");
+            let keys = format!("keys-{generation:06}.bin");
+            let payload = self.payloads.last().expect("an open segment");
+            file::write(&self.dir.join(&documents), Kind::Documents, payload)?;
+            let dim = self.dim();
+            let new_keys = FlatIndex::from_vectors(
+                dim,
+                self.keys.exact().vectors()[self.committed_rows * dim..].to_vec(),
+            )?;
+            file::write(&self.dir.join(&keys), Kind::Keys, &new_keys.to_payload())?;
+            manifest.segments.push(Segment {
+                documents,
+                keys,
+                count: new_rows,
+            });
+            if let Keys::Hnsw(hnsw) = &self.keys {
+                let graph = format!("graph-{generation:06}.bin");
+                file::write(&self.dir.join(&graph), Kind::Graph, &hnsw.graph_payload())?;
+                manifest.graph = Some(graph);
+            }
+        }
+        manifest.removed = (0..self.rows.len() as u64)
+            .filter(|&row| self.removed[row as usize])
+            .collect();
+        let previous = std::mem::replace(&mut self.manifest, manifest);
+        if let Err(err) = self.write_manifest() {
+            self.manifest = previous;
+            return Err(err);
+        }
+        if new_rows > 0 {
+            // The open segment is now committed; later rows go to a fresh one.
+            self.payloads.push(Vec::new());
+        }
+        self.committed_rows = self.rows.len();
+        self.dirty = false;
+        self.remove_stray_files();
+        Ok(())
+    }
+
+    fn write_manifest(&self) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&self.manifest).expect("plain data serializes");
+        file::write(&self.dir.join(MANIFEST), Kind::Manifest, &json)
+    }
+
+    /// Deletes segment and graph files that the manifest no longer names (left by an
+    /// interrupted commit, or an older graph). Failing to delete one is harmless.
+    fn remove_stray_files(&self) {
+        let mut named: Vec<&str> = vec![MANIFEST];
+        for segment in &self.manifest.segments {
+            named.push(&segment.documents);
+            named.push(&segment.keys);
+        }
+        if let Some(graph) = &self.manifest.graph {
+            named.push(graph);
+        }
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = ["documents-", "keys-", "graph-"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                && name.ends_with(".bin");
+            if ours && !named.contains(&name.as_str()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// For each of the n × dim queries, the k best live rows, best first.
+    pub fn search(&self, queries: &[f32], k: usize, how: &MemorySearch) -> Result<Vec<Vec<Hit>>> {
+        check_k(
+            k,
+            self.len(),
+            &format!("the memory at {}", self.dir.display()),
+        )?;
+        let keep =
+            |label: u64| !self.removed[label as usize] && how.keep.is_none_or(|keep| keep(label));
+        let params = SearchParams {
+            ef_search: how.ef_search,
+            keep: Some(&keep),
+        };
+        let index: &dyn VectorIndex = if how.exact {
+            self.keys.exact()
+        } else {
+            self.keys.index()
+        };
+        index
+            .search_with(queries, k, &params)
+            .map_err(|err| match err {
+                Error::Dimension { expected, got, .. } => Error::Dimension {
+                    what: format!("query for the memory at {}", self.dir.display()),
+                    expected,
+                    got,
+                },
+                other => other,
+            })
+    }
+
+    /// The row of a live document id.
+    pub fn row_of(&self, id: &str) -> Option<u64> {
+        self.live.get(id).copied()
+    }
+
+    /// The id of a row.
+    pub fn id(&self, row: u64) -> Option<&str> {
+        self.rows.get(row as usize).map(|r| r.id.as_str())
+    }
+
+    /// The key of a row.
+    pub fn key(&self, row: u64) -> Option<&[f32]> {
+        self.keys.exact().row(row as usize)
+    }
+
+    /// The ids of the live documents, in row order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.rows
+            .iter()
+            .zip(&self.removed)
+            .filter(|(_, removed)| !**removed)
+            .map(|(row, _)| row.id.as_str())
+    }
+
+    /// The document of a row.
+    pub fn document(&self, row: u64) -> Result<Document> {
+        let stored = self.rows.get(row as usize).ok_or_else(|| Error::NoSuchId {
+            id: format!("row {row}"),
+        })?;
+        let path = self.segment_path(stored.segment);
+        record::decode(&self.payloads[stored.segment][stored.range.clone()], &path)
+    }
+
+    fn segment_path(&self, segment: usize) -> PathBuf {
+        match self.manifest.segments.get(segment) {
+            Some(committed) => self.dir.join(&committed.documents),
+            None => self.dir.join("(uncommitted documents)"),
+        }
+    }
+}
+
+fn new_keys(spec: &str, dim: usize) -> Result<Keys> {
+    let index = crate::index::index_factory(spec, dim)?;
+    if dim == 0 {
+        return Err(Error::Dimension {
+            what: "memory keys".into(),
+            expected: 1,
+            got: 0,
+        });
+    }
+    Ok(match index.spec().as_str() {
+        "flat" => Keys::Flat(FlatIndex::new(dim)),
+        spec => {
+            let m = spec
+                .trim_start_matches("hnsw")
+                .parse()
+                .expect("factory spelled it");
+            Keys::Hnsw(HnswIndex::new(
+                dim,
+                HnswConfig {
+                    m,
+                    ..HnswConfig::default()
+                },
+            ))
+        }
+    })
+}

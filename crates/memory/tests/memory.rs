@@ -1,0 +1,208 @@
+//! The memory folder end to end: build, reopen, knowledge updates, removals, interrupted
+//! commits and damaged files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use racm3_data::{Document, Source, Split};
+use racm3_memory::{Error, Memory, MemorySearch, synthetic};
+
+const DIM: usize = 16;
+
+fn documents(range: std::ops::Range<usize>) -> Vec<Document> {
+    range
+        .map(|i| {
+            let pixels =
+                image::RgbImage::from_fn(4, 4, |x, y| image::Rgb([i as u8, x as u8, y as u8]));
+            let source = Source {
+                dataset: "test".into(),
+                entity: format!("entity {i}"),
+                split: Split::Train,
+                references: vec![format!("thing {i}")],
+                attributes: BTreeMap::new(),
+            };
+            let mut doc =
+                Document::image_caption(format!("doc/{i}"), format!("caption {i}"), pixels, source);
+            doc.push_text("trailing text");
+            doc
+        })
+        .collect()
+}
+
+/// Keys that make row i the best match for query i (its own key).
+fn keys(count: usize, seed: u64) -> Vec<f32> {
+    synthetic::clustered(count, DIM, count, 0.3, seed)
+}
+
+fn top_ids(memory: &Memory, query: &[f32], k: usize) -> Vec<String> {
+    memory.search(query, k, &MemorySearch::default()).unwrap()[0]
+        .iter()
+        .map(|hit| memory.id(hit.label).unwrap().to_owned())
+        .collect()
+}
+
+fn build(dir: &Path, spec: &str, count: usize) -> (Memory, Vec<f32>) {
+    let mut memory = Memory::create(dir, DIM, spec, serde_json::json!({"name": "test"})).unwrap();
+    let keys = keys(count, 7);
+    memory.add(&documents(0..count), &keys).unwrap();
+    memory.commit().unwrap();
+    (memory, keys)
+}
+
+// Documents come back whole after reopening, and each key finds its own document first,
+// for both the exact and the HNSW memory.
+#[test]
+fn reopens_with_documents_and_search_intact() {
+    for spec in ["flat", "hnsw16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (memory, keys) = build(dir.path(), spec, 60);
+        drop(memory);
+        let memory = Memory::open(dir.path()).unwrap();
+        assert_eq!(memory.len(), 60);
+        assert_eq!(memory.index_spec(), spec);
+        assert_eq!(memory.encoder()["name"], "test");
+        assert_eq!(memory.document(5).unwrap(), documents(5..6).remove(0));
+        for i in [0, 17, 59] {
+            assert_eq!(
+                top_ids(&memory, &keys[i * DIM..(i + 1) * DIM], 1),
+                vec![format!("doc/{i}")]
+            );
+        }
+    }
+}
+
+// A knowledge update: documents added after the build are found, survive reopening, and
+// a removed document is never returned again, before and after reopening.
+#[test]
+fn add_after_build_and_remove_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut memory, _) = build(dir.path(), "hnsw16", 40);
+    let more = keys(60, 8);
+    memory.add(&documents(40..60), &more[40 * DIM..]).unwrap();
+    memory.remove("doc/3").unwrap();
+    memory.commit().unwrap();
+    let query = &more[50 * DIM..51 * DIM];
+    assert_eq!(top_ids(&memory, query, 1), vec!["doc/50"]);
+    let reopened = Memory::open(dir.path()).unwrap();
+    assert_eq!(reopened.len(), 59);
+    assert_eq!(top_ids(&reopened, query, 1), vec!["doc/50"]);
+    let all: Vec<String> = top_ids(&reopened, query, 59);
+    assert!(!all.contains(&"doc/3".to_owned()));
+    assert_eq!(reopened.row_of("doc/3"), None);
+    // Adding an id twice is refused; a removed id may come back.
+    let mut reopened = reopened;
+    let err = reopened.add(&documents(4..5), &more[..DIM]).unwrap_err();
+    assert!(
+        matches!(err, Error::DuplicateId { ref id } if id == "doc/4"),
+        "{err}"
+    );
+    reopened.add(&documents(3..4), &more[..DIM]).unwrap();
+    assert!(reopened.row_of("doc/3").is_some());
+}
+
+// A commit that dies before the manifest is replaced leaves the memory as it was: its
+// stray files are ignored on open and cleaned by the next commit.
+#[test]
+fn interrupted_add_reopens_in_last_committed_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (memory, _) = build(dir.path(), "flat", 30);
+    drop(memory);
+    // What a crash mid-commit leaves: the next generation's files, half written.
+    std::fs::write(
+        dir.path().join("documents-000002.bin"),
+        b"RACM3MEMDOCS partial",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keys-000002.bin"), b"RACM3MEM").unwrap();
+    let mut memory = Memory::open(dir.path()).unwrap();
+    assert_eq!(memory.len(), 30);
+    memory
+        .add(&documents(30..31), &keys(31, 9)[30 * DIM..])
+        .unwrap();
+    memory.commit().unwrap();
+    let reopened = Memory::open(dir.path()).unwrap();
+    assert_eq!(reopened.len(), 31);
+    assert!(reopened.document(30).is_ok());
+}
+
+// Truncated, bit-flipped and foreign files are refused with an error naming the file,
+// and the refusal changes nothing on disk.
+#[test]
+fn damaged_files_are_named_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (memory, _) = build(dir.path(), "hnsw16", 20);
+    drop(memory);
+    for (name, damage, expect) in [
+        ("keys-000001.bin", Damage::Truncate, "truncated"),
+        ("documents-000001.bin", Damage::FlipBit, "checksum"),
+        ("graph-000001.bin", Damage::FlipBit, "checksum"),
+        ("manifest.bin", Damage::Version, "version 7"),
+    ] {
+        let path = dir.path().join(name);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        match damage {
+            Damage::Truncate => bad.truncate(bad.len() - 10),
+            Damage::FlipBit => bad[40] ^= 0x10,
+            Damage::Version => bad[12] = 7,
+        }
+        std::fs::write(&path, &bad).unwrap();
+        let err = Memory::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains(name) && err.contains(expect), "{name}: {err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bad, "{name} was changed");
+        std::fs::write(&path, &good).unwrap();
+    }
+    assert_eq!(Memory::open(dir.path()).unwrap().len(), 20);
+}
+
+enum Damage {
+    Truncate,
+    FlipBit,
+    Version,
+}
+
+// Bad searches are errors that say what was wrong: an empty memory, k = 0, k past the
+// memory's size, a query of the wrong dimension, and a folder that holds no memory.
+#[test]
+fn bad_searches_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = Memory::create(
+        &dir.path().join("empty"),
+        DIM,
+        "flat",
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    let err = empty
+        .search(&[0.0; DIM], 1, &MemorySearch::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty"), "{err}");
+    let (memory, keys) = build(&dir.path().join("full"), "flat", 10);
+    let search = |query: &[f32], k| {
+        memory
+            .search(query, k, &MemorySearch::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(search(&keys[..DIM], 0).contains("k = 0"));
+    assert!(search(&keys[..DIM], 11).contains("1..=10"));
+    assert!(search(&keys[..DIM - 1], 1).contains(&format!("dimension {DIM}, got {}", DIM - 1)));
+    let err = Memory::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("not a racm3 memory"), "{err}");
+    let err = Memory::create(
+        &dir.path().join("full"),
+        DIM,
+        "flat",
+        serde_json::Value::Null,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("already holds a memory"), "{err}");
+    let err = Memory::create(&dir.path().join("x"), DIM, "ivf", serde_json::Value::Null)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("ivf"), "{err}");
+}
