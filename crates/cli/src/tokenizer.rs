@@ -63,6 +63,7 @@ pub fn run(command: TokenizerCommand) -> Result<()> {
             let options = TrainOptions {
                 vocab_size,
                 min_frequency,
+                ..TrainOptions::default()
             };
             let bar = Bar::spinner(&format!("training BPE on {} captions", texts.len()));
             let trained = TextTokenizer::train(&texts, &options);

@@ -35,6 +35,9 @@ pub struct TrainOptions {
     pub vocab_size: usize,
     /// A pair must occur this often to be merged.
     pub min_frequency: u64,
+    /// Lower-case text before tokenizing, as CLIP's tokenizer does. Decoding is then
+    /// exact only for lower-case text.
+    pub lowercase: bool,
 }
 
 impl Default for TrainOptions {
@@ -44,6 +47,7 @@ impl Default for TrainOptions {
         Self {
             vocab_size: 4096,
             min_frequency: 2,
+            lowercase: false,
         }
     }
 }
@@ -75,14 +79,17 @@ impl TextTokenizer {
             .min_frequency(options.min_frequency)
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
-        let mut tokenizer = TokenizerBuilder::new()
-            .with_model(BPE::default())
-            .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-            .with_pre_tokenizer(Some(byte_level))
-            .with_post_processor(None::<tokenizers::PostProcessorWrapper>)
-            .with_decoder(Some(byte_level))
-            .build()
-            .map_err(tokenizer_error)?;
+        let mut tokenizer =
+            TokenizerBuilder::new()
+                .with_model(BPE::default())
+                .with_normalizer(options.lowercase.then(|| {
+                    tokenizers::NormalizerWrapper::from(tokenizers::normalizers::Lowercase)
+                }))
+                .with_pre_tokenizer(Some(byte_level))
+                .with_post_processor(None::<tokenizers::PostProcessorWrapper>)
+                .with_decoder(Some(byte_level))
+                .build()
+                .map_err(tokenizer_error)?;
         tokenizer
             .train(&mut trainer, texts.into_iter())
             .map_err(tokenizer_error)?;
@@ -116,6 +123,31 @@ impl TextTokenizer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.inner.to_string(true).map_err(tokenizer_error)?;
         racm3_data::write_atomic(path, json.as_bytes()).map_err(Error::Data)
+    }
+
+    /// Adds special tokens (kept whole, never split) at the end of the vocabulary, and
+    /// returns their ids; tokens already present keep their ids.
+    pub fn add_special_tokens(&mut self, tokens: &[&str]) -> Result<Vec<u32>> {
+        let added: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .map(|token| tokenizers::AddedToken::from(*token, true))
+            .collect();
+        self.inner
+            .add_special_tokens(added)
+            .map_err(tokenizer_error)?;
+        tokens
+            .iter()
+            .map(|token| {
+                self.inner
+                    .token_to_id(token)
+                    .ok_or_else(|| tokenizer_error(format!("{token} was not added")))
+            })
+            .collect()
+    }
+
+    /// The id of a token spelled exactly so (a special token such as `<|endoftext|>`).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     /// The vocabulary size, added tokens included: text ids are `0..vocab_size()`.

@@ -1,0 +1,294 @@
+//! Keys and queries: CLIP with its tokenizer and preprocessing, turning documents and
+//! queries into l2-normalized vectors in one space.
+//!
+//! RA-CM3 (Yasunaga et al., 2023, §3.2): a document's key is the mean of its text and image
+//! embeddings, each l2-normalized; a text-only or image-only document uses the one it has,
+//! and a query is encoded the same way. The mean is normalized again so that every key
+//! and query is a unit vector and inner product is cosine similarity.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use racm3_data::{Document, Part};
+use racm3_tokenize::TextTokenizer;
+
+use crate::clip::{ClipModel, Config, l2_normalize};
+use crate::error::{Error, Result};
+use crate::preprocess::pixel_values;
+
+/// OpenAI's spelling of CLIP's start and end tokens.
+pub const START_TOKEN: &str = "<|startoftext|>";
+/// See [`START_TOKEN`].
+pub const END_TOKEN: &str = "<|endoftext|>";
+
+/// CLIP's text side: BPE ids framed by start and end tokens, cut to the context length.
+#[derive(Debug, Clone)]
+pub struct ClipTokenizer {
+    text: TextTokenizer,
+    start: u32,
+    end: u32,
+    pad: u32,
+    context_length: usize,
+}
+
+impl ClipTokenizer {
+    /// Wraps a tokenizer whose vocabulary holds [`START_TOKEN`] and [`END_TOKEN`] (OpenAI's
+    /// and every tokenizer racm3 trains for CLIP do), for a model of `config`.
+    pub fn new(text: TextTokenizer, config: &Config) -> Result<Self> {
+        let find = |token: &str| {
+            text.token_to_id(token)
+                .ok_or_else(|| Error::Tokenizer(format!("the tokenizer has no {token} token")))
+        };
+        let (start, end) = (find(START_TOKEN)?, find(END_TOKEN)?);
+        let vocab = config.text_config.vocab_size as u32;
+        if start >= vocab || end >= vocab {
+            return Err(Error::Tokenizer(format!(
+                "its start/end tokens ({start}, {end}) are outside the model's vocabulary of {vocab}"
+            )));
+        }
+        Ok(Self {
+            text,
+            start,
+            end,
+            pad: config.text_config.pad_token_id.min(vocab - 1),
+            context_length: config.text_config.max_position_embeddings,
+        })
+    }
+
+    /// `[start, bpe ids..., end]`, with the BPE ids cut so the whole fits the context.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self
+            .text
+            .encode(text)
+            .map_err(|err| Error::Tokenizer(err.to_string()))?;
+        Ok(self.frame(&ids))
+    }
+
+    /// The BPE ids of `text` without the start and end tokens.
+    pub fn encode_words(&self, text: &str) -> Result<Vec<u32>> {
+        self.text
+            .encode(text)
+            .map_err(|err| Error::Tokenizer(err.to_string()))
+    }
+
+    /// Frames BPE ids with the start and end tokens, cut to fit the context.
+    pub fn frame(&self, ids: &[u32]) -> Vec<u32> {
+        let keep = ids.len().min(self.context_length.saturating_sub(2));
+        let mut framed = Vec::with_capacity(keep + 2);
+        framed.push(self.start);
+        framed.extend_from_slice(&ids[..keep]);
+        framed.push(self.end);
+        framed
+    }
+
+    /// A (b, longest) tensor of framed rows, padded after their end token.
+    pub fn batch(&self, rows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(2);
+        let mut flat = Vec::with_capacity(rows.len() * longest);
+        for row in rows {
+            flat.extend_from_slice(row);
+            flat.extend(std::iter::repeat_n(self.pad, longest - row.len()));
+        }
+        Ok(Tensor::from_vec(flat, (rows.len(), longest), device)?)
+    }
+
+    /// The underlying BPE.
+    pub fn text(&self) -> &TextTokenizer {
+        &self.text
+    }
+}
+
+/// A retrieval query: text, an image, or both.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<'a> {
+    /// The query's text.
+    pub text: Option<&'a str>,
+    /// The query's image.
+    pub image: Option<&'a RgbImage>,
+}
+
+/// CLIP as racm3's retriever encoder: documents and queries in, unit vectors out.
+#[derive(Debug, Clone)]
+pub struct ClipEncoder {
+    model: ClipModel,
+    tokenizer: ClipTokenizer,
+    device: Device,
+    name: String,
+}
+
+/// Inputs per forward pass when embedding many documents.
+const BATCH: usize = 64;
+
+impl ClipEncoder {
+    /// A model and its tokenizer; `name` identifies them in a memory's manifest.
+    pub fn new(model: ClipModel, tokenizer: ClipTokenizer, device: Device, name: String) -> Self {
+        Self {
+            model,
+            tokenizer,
+            device,
+            name,
+        }
+    }
+
+    /// Loads a CLIP folder: `config.json`, `model.safetensors` and `tokenizer.json`, as
+    /// Hugging Face saves a `CLIPModel` with its tokenizer, or as `racm3 clip train` writes.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let model = ClipModel::load(dir, device)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let text = TextTokenizer::from_file(&tokenizer_path)
+            .map_err(|err| Error::Tokenizer(err.to_string()))?;
+        let tokenizer = ClipTokenizer::new(text, model.config())
+            .map_err(|err| Error::Tokenizer(format!("{}: {err}", tokenizer_path.display())))?;
+        let name = dir.display().to_string();
+        Ok(Self::new(model, tokenizer, device.clone(), name))
+    }
+
+    /// The model.
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// The key dimension (the projection size).
+    pub fn dim(&self) -> usize {
+        self.model.config().projection_dim
+    }
+
+    /// What a memory records about the encoder that made its keys.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "encoder": "clip",
+            "name": self.name,
+            "dim": self.dim(),
+            "image_size": self.model.config().vision_config.image_size,
+        })
+    }
+
+    /// Unit text embeddings, n × dim row-major.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let rows = texts
+            .iter()
+            .map(|text| self.tokenizer.encode(text))
+            .collect::<Result<Vec<_>>>()?;
+        self.embed_token_rows(&rows)
+    }
+
+    /// Unit text embeddings of already framed token rows (see [`ClipTokenizer::frame`]).
+    pub fn embed_token_rows(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(rows.len() * self.dim());
+        for chunk in rows.chunks(BATCH) {
+            let ids = self.tokenizer.batch(chunk, &self.device)?;
+            let features = l2_normalize(&self.model.text_features(&ids)?)?;
+            out.extend(features.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Unit image embeddings, n × dim row-major. Any size is resized and cropped.
+    pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<f32>> {
+        let size = self.model.config().vision_config.image_size as u32;
+        let mut out = Vec::with_capacity(images.len() * self.dim());
+        for chunk in images.chunks(BATCH) {
+            let pixels = pixel_values(chunk, size, &self.device)?;
+            let features = l2_normalize(&self.model.image_features(&pixels)?)?;
+            out.extend(features.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// The key of a query: its text's and image's unit embeddings averaged, then
+    /// normalized; either alone when only one is given.
+    pub fn query_key(&self, query: &Query) -> Result<Vec<f32>> {
+        let text = query
+            .text
+            .map(|text| self.embed_texts(&[text]))
+            .transpose()?;
+        let image = query
+            .image
+            .map(|image| self.embed_images(std::slice::from_ref(image)))
+            .transpose()?;
+        combine(text.as_deref(), image.as_deref())
+            .ok_or_else(|| Error::BadInput("a query needs text, an image, or both".into()))
+    }
+
+    /// Keys of documents, n × dim row-major: each the normalized mean of its text's and
+    /// its first image's unit embeddings. Text is every caption and text part, in order.
+    pub fn document_keys(&self, documents: &[Document]) -> Result<Vec<f32>> {
+        let dim = self.dim();
+        let texts: Vec<Option<String>> = documents.iter().map(document_text).collect();
+        let with_text: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
+        let images: Vec<RgbImage> = documents
+            .iter()
+            .filter_map(|doc| doc.images().next().map(|image| image.pixels.clone()))
+            .collect();
+        let text_keys = self.embed_texts(&with_text)?;
+        let image_keys = self.embed_images(&images)?;
+        let (mut next_text, mut next_image) = (0, 0);
+        let mut keys = Vec::with_capacity(documents.len() * dim);
+        for (doc, text) in documents.iter().zip(&texts) {
+            let text_key = text.as_ref().map(|_| {
+                next_text += 1;
+                &text_keys[(next_text - 1) * dim..next_text * dim]
+            });
+            let image_key = doc.images().next().map(|_| {
+                next_image += 1;
+                &image_keys[(next_image - 1) * dim..next_image * dim]
+            });
+            let key = combine(text_key, image_key).ok_or_else(|| {
+                Error::BadInput(format!(
+                    "document '{}' has neither text nor an image",
+                    doc.id()
+                ))
+            })?;
+            keys.extend(key);
+        }
+        Ok(keys)
+    }
+}
+
+/// A document's text: its captions and text parts in reading order, or `None`.
+pub fn document_text(document: &Document) -> Option<String> {
+    let pieces: Vec<&str> = document
+        .parts()
+        .iter()
+        .map(|part| match part {
+            Part::Text(text) => text.trim(),
+            Part::Image(image) => image.alt.trim(),
+        })
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    (!pieces.is_empty()).then(|| pieces.join(" "))
+}
+
+/// The normalized mean of two unit vectors, or the one that is present.
+fn combine(text: Option<&[f32]>, image: Option<&[f32]>) -> Option<Vec<f32>> {
+    let mean: Vec<f32> = match (text, image) {
+        (Some(t), Some(i)) => t.iter().zip(i).map(|(a, b)| (a + b) / 2.0).collect(),
+        (Some(one), None) | (None, Some(one)) => one.to_vec(),
+        (None, None) => return None,
+    };
+    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    Some(mean.into_iter().map(|v| v / norm).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The key of text and image is the normalized mean; one modality alone is itself.
+    #[test]
+    fn combine_is_normalized_mean() {
+        let text = [1.0, 0.0];
+        let image = [0.0, 1.0];
+        let both = combine(Some(&text), Some(&image)).unwrap();
+        let half = 0.5f32.sqrt();
+        assert!((both[0] - half).abs() < 1e-6 && (both[1] - half).abs() < 1e-6);
+        assert_eq!(combine(Some(&text), None).unwrap(), text.to_vec());
+        assert!(combine(None, None).is_none());
+    }
+}

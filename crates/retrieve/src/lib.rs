@@ -1,0 +1,21 @@
+//! racm3-retrieve: the retriever of RA-CM3.
+//!
+//! The retrieval stage of the pipeline (data → tokenize → **retrieve** → generate →
+//! evaluate). A CLIP dual encoder ([`clip`]) loads Hugging Face checkpoints or trains here
+//! contrastively ([`train`]); [`ClipEncoder`] turns documents and text/image queries into
+//! unit keys; [`policy`] applies RA-CM3's retrieval rules over a
+//! [`racm3_memory::Memory`]; [`recall_at_k`] measures a CLIP on held-out pairs.
+#![deny(missing_docs)]
+
+pub mod clip;
+mod encoder;
+mod error;
+pub mod policy;
+mod preprocess;
+pub mod train;
+
+pub use encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, Query, START_TOKEN, document_text};
+pub use error::{Error, Result};
+pub use policy::{RetrievalPolicy, Retrieved, retrieve, retrieve_for_query, retrieve_for_training};
+pub use preprocess::{OPENAI_MEAN, OPENAI_STD, pixel_values};
+pub use train::{ClipTrainConfig, ClipTrainer, Recall, recall_at_k};

@@ -1,0 +1,205 @@
+//! RA-CM3's retrieval policy (Yasunaga et al., 2023, §3.2 "Retrieval strategy"): take the
+//! top documents by inner product with the query, but skip near copies of the query and of
+//! each other, so the k documents bring k different pieces of evidence. In training, the
+//! query document itself is excluded and 20% of the query's text tokens are dropped
+//! (query dropout), so the generator learns to use imperfect retrievals.
+
+use racm3_data::Document;
+use racm3_memory::{Memory, MemorySearch, dot};
+use rand::RngExt;
+use rand::seq::SliceRandom;
+
+use crate::encoder::{ClipEncoder, Query, document_text};
+use crate::error::{Error, Result};
+
+/// How many documents to retrieve and which to skip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrievalPolicy {
+    /// Documents to return.
+    pub k: usize,
+    /// Skip a candidate whose score with the query is above this (a near copy).
+    pub query_threshold: f32,
+    /// Skip a candidate whose key scores above this with an already chosen document's.
+    pub pairwise_threshold: f32,
+    /// Search exactly even when the memory has an approximate index.
+    pub exact: bool,
+    /// HNSW's candidate list size, `None` for the memory's default.
+    pub ef_search: Option<usize>,
+}
+
+impl Default for RetrievalPolicy {
+    /// The paper's settings: k = 2 and both thresholds 0.9.
+    fn default() -> Self {
+        Self {
+            k: 2,
+            query_threshold: 0.9,
+            pairwise_threshold: 0.9,
+            exact: false,
+            ef_search: None,
+        }
+    }
+}
+
+/// A retrieved document's row, id and score with the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retrieved {
+    /// The row in the memory.
+    pub row: u64,
+    /// The document's id.
+    pub id: String,
+    /// Inner product of its key with the query's.
+    pub score: f32,
+}
+
+/// Up to `policy.k` documents for a query key, best first, following the policy. `exclude`
+/// names a document never to return (the query document, in training). Fewer than k come
+/// back only when the memory has fewer documents that pass the thresholds.
+pub fn retrieve(
+    memory: &Memory,
+    key: &[f32],
+    policy: &RetrievalPolicy,
+    exclude: Option<&str>,
+) -> Result<Vec<Retrieved>> {
+    let excluded_row = exclude.and_then(|id| memory.row_of(id));
+    let available = memory.len() - usize::from(excluded_row.is_some());
+    if policy.k == 0 || policy.k > available.max(1) || available == 0 {
+        return Err(racm3_memory::Error::BadK {
+            k: policy.k,
+            len: available,
+            what: format!("the memory at {}", memory.dir().display()),
+        }
+        .into());
+    }
+    let keep = |row: u64| Some(row) != excluded_row;
+    let how = MemorySearch {
+        exact: policy.exact,
+        ef_search: policy.ef_search,
+        keep: Some(&keep),
+    };
+    // Near copies are rare, so a few extra candidates usually suffice; widen if not.
+    let mut wanted = (policy.k * 4 + 8).min(available);
+    loop {
+        let hits = memory.search(key, wanted, &how)?.remove(0);
+        let mut chosen: Vec<Retrieved> = Vec::with_capacity(policy.k);
+        for hit in &hits {
+            if hit.score > policy.query_threshold {
+                continue;
+            }
+            let candidate = memory.key(hit.label).expect("a searched row has a key");
+            let redundant = chosen.iter().any(|taken| {
+                let taken_key = memory.key(taken.row).expect("a chosen row has a key");
+                dot(candidate, taken_key) > policy.pairwise_threshold
+            });
+            if redundant {
+                continue;
+            }
+            chosen.push(Retrieved {
+                row: hit.label,
+                id: memory.id(hit.label).unwrap_or_default().to_owned(),
+                score: hit.score,
+            });
+            if chosen.len() == policy.k {
+                return Ok(chosen);
+            }
+        }
+        if wanted >= available || hits.len() < wanted {
+            return Ok(chosen);
+        }
+        wanted = (wanted * 4).min(available);
+    }
+}
+
+/// Query dropout: `ids` with round(rate · len) tokens removed at random positions (at least
+/// one token always stays).
+pub fn drop_tokens(ids: &[u32], rate: f64, rng: &mut impl rand::Rng) -> Vec<u32> {
+    let drop = ((ids.len() as f64 * rate).round() as usize).min(ids.len().saturating_sub(1));
+    let mut positions: Vec<usize> = (0..ids.len()).collect();
+    positions.shuffle(rng);
+    let mut dropped = vec![false; ids.len()];
+    for &position in &positions[..drop] {
+        dropped[position] = true;
+    }
+    ids.iter()
+        .zip(dropped)
+        .filter(|(_, dropped)| !dropped)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// The share of query text tokens dropped in training (the paper's 20%).
+pub const QUERY_DROPOUT: f64 = 0.2;
+
+/// Retrieval for a training document: the query is its text or its image, chosen at random
+/// (the text with query dropout applied), and the document itself is excluded.
+pub fn retrieve_for_training(
+    encoder: &ClipEncoder,
+    memory: &Memory,
+    document: &Document,
+    policy: &RetrievalPolicy,
+    rng: &mut impl rand::Rng,
+) -> Result<Vec<Retrieved>> {
+    check_dims(encoder, memory)?;
+    let text = document_text(document);
+    let image = document.images().next().map(|image| &image.pixels);
+    let use_text = match (&text, image) {
+        (Some(_), Some(_)) => rng.random_bool(0.5),
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => {
+            return Err(Error::BadInput(format!(
+                "document '{}' has neither text nor an image to query with",
+                document.id()
+            )));
+        }
+    };
+    let key = if use_text {
+        let words = encoder
+            .tokenizer()
+            .encode_words(text.as_deref().unwrap_or_default())?;
+        let kept = drop_tokens(&words, QUERY_DROPOUT, rng);
+        encoder.embed_token_rows(&[encoder.tokenizer().frame(&kept)])?
+    } else {
+        encoder.query_key(&Query { text: None, image })?
+    };
+    retrieve(memory, &key, policy, Some(document.id()))
+}
+
+/// Retrieval for a user's query.
+pub fn retrieve_for_query(
+    encoder: &ClipEncoder,
+    memory: &Memory,
+    query: &Query,
+    policy: &RetrievalPolicy,
+) -> Result<Vec<Retrieved>> {
+    check_dims(encoder, memory)?;
+    let key = encoder.query_key(query)?;
+    retrieve(memory, &key, policy, None)
+}
+
+fn check_dims(encoder: &ClipEncoder, memory: &Memory) -> Result<()> {
+    if encoder.dim() != memory.dim() {
+        return Err(Error::EncoderMismatch {
+            memory: memory.dir().to_owned(),
+            memory_dim: memory.dim(),
+            clip_dim: encoder.dim(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    // Dropout removes exactly round(20%) of the tokens, keeps order, and never empties.
+    #[test]
+    fn drops_a_fifth_in_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let ids: Vec<u32> = (0..10).collect();
+        let kept = drop_tokens(&ids, 0.2, &mut rng);
+        assert_eq!(kept.len(), 8);
+        assert!(kept.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(drop_tokens(&[7], 0.9, &mut rng), vec![7]);
+    }
+}

@@ -1,0 +1,431 @@
+//! Training a small CLIP from scratch, contrastively: for a batch of image-caption pairs,
+//! each image must pick its caption among the batch's captions and each caption its image
+//! (the symmetric InfoNCE loss of Radford et al., 2021), with a learnable temperature.
+//! Also [`recall_at_k`], the retrieval metric it is judged by.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::VarMap;
+use image::RgbImage;
+use racm3_tokenize::{TextTokenizer, TrainOptions};
+use racm3_train::{
+    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_vars, save_vars,
+    seeded_var_builder, warmup_cosine,
+};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::clip::{ClipModel, Config, l2_normalize};
+use crate::encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, START_TOKEN};
+use crate::error::{Error, Result};
+use crate::preprocess::pixel_values;
+
+/// An image with its caption.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The caption.
+    pub text: String,
+    /// The image, any size.
+    pub image: RgbImage,
+}
+
+/// Every setting of a CLIP training run, stored with its checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipTrainConfig {
+    /// The model preset ([`Config::preset`]).
+    pub preset: String,
+    /// BPE vocabulary size of the tokenizer trained on the captions.
+    pub vocab_size: usize,
+    /// Optimizer steps in all.
+    pub steps: usize,
+    /// Pairs per batch; every other caption of the batch is a negative.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Steps of linear warm-up.
+    pub warmup: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Seeds the weights and the batches.
+    pub seed: u64,
+    /// Steps between checkpoints (and validation).
+    pub checkpoint_every: usize,
+}
+
+impl Default for ClipTrainConfig {
+    /// Settings that train `emoji-small` on two cores in about half an hour.
+    fn default() -> Self {
+        Self {
+            preset: "emoji-small".into(),
+            vocab_size: 4096,
+            steps: 1500,
+            batch_size: 128,
+            lr: 1e-3,
+            warmup: 100,
+            // OpenAI trained CLIP with weight decay 0.2.
+            weight_decay: 0.2,
+            seed: 0,
+            checkpoint_every: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    step: usize,
+    config: ClipTrainConfig,
+}
+
+/// One logged step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// The step just taken (from 1).
+    pub step: usize,
+    /// The contrastive loss.
+    pub loss: f64,
+    /// The learned softmax temperature, 1 / exp(logit_scale).
+    pub temperature: f64,
+    /// In-batch accuracy of image-to-text matching.
+    pub accuracy: f64,
+}
+
+/// Recall@1/5/10 in both directions. A retrieved item counts as correct when its caption
+/// equals the query's: the same emoji drawn by two vendors shares one caption.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Recall {
+    /// Pairs evaluated.
+    pub pairs: usize,
+    /// Text query, image results: recall at 1, 5, 10.
+    pub text_to_image: [f64; 3],
+    /// Image query, text results: recall at 1, 5, 10.
+    pub image_to_text: [f64; 3],
+}
+
+/// Recall@1/5/10 of `encoder` on `pairs`, by exact search over their embeddings.
+pub fn recall_at_k(encoder: &ClipEncoder, pairs: &[Pair]) -> Result<Recall> {
+    let dim = encoder.dim();
+    let texts: Vec<&str> = pairs.iter().map(|pair| pair.text.as_str()).collect();
+    let images: Vec<RgbImage> = pairs.iter().map(|pair| pair.image.clone()).collect();
+    let text_keys = encoder.embed_texts(&texts)?;
+    let image_keys = encoder.embed_images(&images)?;
+    let direction = |queries: &[f32], keys: &[f32]| -> [f64; 3] {
+        let mut found = [0usize; 3];
+        for (query_index, query) in queries.chunks_exact(dim).enumerate() {
+            let own = racm3_memory::dot(query, &keys[query_index * dim..(query_index + 1) * dim]);
+            // The rank of the best correct item: items scoring above it that are wrong.
+            let best_correct = keys
+                .chunks_exact(dim)
+                .enumerate()
+                .filter(|(index, _)| texts[*index] == texts[query_index])
+                .map(|(_, key)| racm3_memory::dot(query, key))
+                .fold(own, f32::max);
+            let rank = keys
+                .chunks_exact(dim)
+                .enumerate()
+                .filter(|(index, key)| {
+                    texts[*index] != texts[query_index]
+                        && racm3_memory::dot(query, key) > best_correct
+                })
+                .count();
+            for (slot, k) in [1, 5, 10].into_iter().enumerate() {
+                found[slot] += usize::from(rank < k);
+            }
+        }
+        found.map(|count| count as f64 / pairs.len().max(1) as f64)
+    };
+    Ok(Recall {
+        pairs: pairs.len(),
+        text_to_image: direction(&text_keys, &image_keys),
+        image_to_text: direction(&image_keys, &text_keys),
+    })
+}
+
+/// A CLIP training run in a folder: `config.json`, `model.safetensors` and
+/// `tokenizer.json` (ready for [`ClipEncoder::load`]), `loss.csv`, `loss.png`, and
+/// resumable checkpoints in `train/`.
+pub struct ClipTrainer {
+    config: ClipTrainConfig,
+    out: PathBuf,
+    device: Device,
+    vars: VarMap,
+    encoder: ClipEncoder,
+    optimizer: AdamW,
+    step: usize,
+    log: LossLog,
+    /// Framed token ids of every training caption.
+    token_rows: Vec<Vec<u32>>,
+    /// Every training image, preprocessed: (n, 3, size, size).
+    pixels: Tensor,
+    captions: Vec<String>,
+}
+
+const LOG_COLUMNS: [&str; 3] = ["loss", "temperature", "accuracy"];
+
+impl ClipTrainer {
+    /// Starts a run in `out` on `pairs`, or resumes the one there (keeping its tokenizer
+    /// and settings, except the total step count, which may be raised).
+    pub fn open(
+        config: ClipTrainConfig,
+        pairs: &[Pair],
+        out: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        if pairs.len() < 2 {
+            return Err(Error::BadInput(format!(
+                "contrastive training needs at least 2 image-caption pairs, got {}",
+                pairs.len()
+            )));
+        }
+        let checkpoints = Checkpoints::new(out);
+        let latest: Option<(PathBuf, TrainState)> = checkpoints.latest()?;
+        let config = match &latest {
+            Some((_, state)) => ClipTrainConfig {
+                steps: config.steps,
+                ..state.config.clone()
+            },
+            None => config,
+        };
+        let tokenizer_path = out.join("tokenizer.json");
+        let text = match &latest {
+            Some(_) => TextTokenizer::from_file(&tokenizer_path),
+            None => {
+                let options = TrainOptions {
+                    vocab_size: config.vocab_size,
+                    lowercase: true,
+                    ..TrainOptions::default()
+                };
+                TextTokenizer::train(pairs.iter().map(|pair| pair.text.as_str()), &options)
+                    .and_then(|mut text| {
+                        text.add_special_tokens(&[START_TOKEN, END_TOKEN])?;
+                        Ok(text)
+                    })
+            }
+        }
+        .map_err(|err| Error::Tokenizer(err.to_string()))?;
+        let vocab = text.vocab_size() as usize;
+        let start = text.token_to_id(START_TOKEN).unwrap_or_default();
+        let end = text.token_to_id(END_TOKEN).unwrap_or_default();
+        let model_config = Config::preset(&config.preset, vocab, start, end).ok_or_else(|| {
+            Error::BadInput(format!(
+                "unknown CLIP preset '{}': expected emoji-small or tiny",
+                config.preset
+            ))
+        })?;
+        let vars = VarMap::new();
+        let model = ClipModel::new(
+            &model_config,
+            seeded_var_builder(&vars, config.seed, DType::F32, device),
+        )?;
+        let tokenizer = ClipTokenizer::new(text.clone(), &model_config)?;
+        let mut optimizer = AdamW::new(
+            &vars,
+            AdamWConfig {
+                lr: config.lr,
+                beta1: 0.9,
+                // CLIP's beta2 for transformer towers (Radford et al., 2021, appendix).
+                beta2: 0.98,
+                eps: 1e-6,
+                weight_decay: config.weight_decay,
+            },
+        )?;
+        let step = match &latest {
+            Some((dir, state)) => {
+                load_vars(&vars, &dir.join("model.safetensors"))?;
+                optimizer.load(&dir.join("optimizer.safetensors"))?;
+                state.step
+            }
+            None => 0,
+        };
+        std::fs::create_dir_all(out).map_err(Error::io(out))?;
+        if latest.is_none() {
+            text.save(&tokenizer_path)
+                .map_err(|err| Error::Tokenizer(err.to_string()))?;
+        }
+        let token_rows = pairs
+            .iter()
+            .map(|pair| tokenizer.encode(&pair.text))
+            .collect::<Result<Vec<_>>>()?;
+        let images: Vec<RgbImage> = pairs.iter().map(|pair| pair.image.clone()).collect();
+        let pixels = pixel_values(
+            &images,
+            model_config.vision_config.image_size as u32,
+            device,
+        )?;
+        let log = LossLog::open(&out.join("loss.csv"), &LOG_COLUMNS, step)?;
+        let encoder = ClipEncoder::new(model, tokenizer, device.clone(), out.display().to_string());
+        Ok(Self {
+            config,
+            out: out.to_owned(),
+            device: device.clone(),
+            vars,
+            encoder,
+            optimizer,
+            step,
+            log,
+            token_rows,
+            pixels,
+            captions: pairs.iter().map(|pair| pair.text.clone()).collect(),
+        })
+    }
+
+    /// Steps done so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &ClipTrainConfig {
+        &self.config
+    }
+
+    /// The model being trained, as an encoder.
+    pub fn encoder(&self) -> &ClipEncoder {
+        &self.encoder
+    }
+
+    /// The batch of step `step`: distinct captions only, since two pairs that share a
+    /// caption (one emoji, two vendors) would be each other's false negatives. Drawn from
+    /// the step number, so a resumed run sees the batches it would have seen.
+    fn batch_indices(&self, step: usize) -> Vec<usize> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            self.config.seed ^ (step as u64).wrapping_mul(0x9e37_79b9),
+        );
+        let mut order: Vec<usize> = (0..self.captions.len()).collect();
+        order.shuffle(&mut rng);
+        let mut seen = std::collections::HashSet::new();
+        order
+            .into_iter()
+            .filter(|&index| seen.insert(self.captions[index].as_str()))
+            .take(self.config.batch_size)
+            .collect()
+    }
+
+    /// One optimizer step on the batch of the current step.
+    fn train_step(&mut self) -> Result<StepReport> {
+        let indices = self.batch_indices(self.step);
+        let b_sz = indices.len();
+        let rows: Vec<Vec<u32>> = indices
+            .iter()
+            .map(|&index| self.token_rows[index].clone())
+            .collect();
+        let ids = self.encoder.tokenizer().batch(&rows, &self.device)?;
+        let index_tensor = Tensor::from_vec(
+            indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            b_sz,
+            &self.device,
+        )?;
+        let pixels = self.pixels.index_select(&index_tensor, 0)?;
+        let model = self.encoder.model();
+        let image_embeds = l2_normalize(&model.image_features(&pixels)?)?;
+        let text_embeds = l2_normalize(&model.text_features(&ids)?)?;
+        // (b, b): image i against caption j.
+        let logits = image_embeds
+            .matmul(&text_embeds.t()?)?
+            .broadcast_mul(&model.logit_scale().exp()?)?;
+        let targets = Tensor::arange(0u32, b_sz as u32, &self.device)?;
+        let loss = ((candle_nn::loss::cross_entropy(&logits, &targets)?
+            + candle_nn::loss::cross_entropy(&logits.t()?, &targets)?)?
+            / 2.0)?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        if !loss_value.is_finite() {
+            return Err(Error::BadInput(format!(
+                "loss became {loss_value} at step {}; lower the learning rate and resume",
+                self.step + 1
+            )));
+        }
+        let mut grads = loss.backward()?;
+        clip_grad_norm(&mut grads, &self.vars, 1.0)?;
+        let lr = warmup_cosine(
+            self.step,
+            self.config.warmup,
+            self.config.steps,
+            self.config.lr,
+            self.config.lr * 0.05,
+        );
+        self.optimizer.step(&grads, lr)?;
+        self.clamp_logit_scale()?;
+        let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let correct = predicted
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| **p as usize == *i)
+            .count();
+        self.step += 1;
+        let scale = self.encoder.model().logit_scale().to_scalar::<f32>()? as f64;
+        Ok(StepReport {
+            step: self.step,
+            loss: loss_value,
+            temperature: (-scale).exp(),
+            accuracy: correct as f64 / b_sz as f64,
+        })
+    }
+
+    /// CLIP caps the logit scale at ln(100) so the softmax never becomes too sharp.
+    fn clamp_logit_scale(&self) -> Result<()> {
+        let data = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| racm3_train::Error::Poisoned)?;
+        if let Some(var) = data.get("logit_scale") {
+            let capped = var.as_tensor().clamp(0f32, 100f32.ln())?;
+            var.set(&capped)?;
+        }
+        Ok(())
+    }
+
+    /// Trains until `config.steps`, calling `on_step` after each step and checkpointing
+    /// every `checkpoint_every` steps and at the end. `on_checkpoint` runs after each save
+    /// (to evaluate the saved model).
+    pub fn train(
+        &mut self,
+        on_step: impl FnMut(&StepReport),
+        on_checkpoint: impl FnMut(&Self) -> Result<()>,
+    ) -> Result<()> {
+        self.train_until(self.config.steps, on_step, on_checkpoint)
+    }
+
+    /// [`ClipTrainer::train`], stopping after step `stop` with a checkpoint there (the
+    /// schedule still spans `config.steps`, so a resumed run continues it exactly).
+    pub fn train_until(
+        &mut self,
+        stop: usize,
+        mut on_step: impl FnMut(&StepReport),
+        mut on_checkpoint: impl FnMut(&Self) -> Result<()>,
+    ) -> Result<()> {
+        let stop = stop.min(self.config.steps);
+        while self.step < stop {
+            let report = self.train_step()?;
+            self.log.push(
+                report.step,
+                &[report.loss, report.temperature, report.accuracy],
+            )?;
+            on_step(&report);
+            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == stop {
+                self.save()?;
+                on_checkpoint(self)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint and refreshes the ready-to-use model and loss curve in `out`.
+    pub fn save(&self) -> Result<()> {
+        let state = TrainState {
+            step: self.step,
+            config: self.config.clone(),
+        };
+        Checkpoints::new(&self.out).save(self.step, &state, |dir| {
+            save_vars(&self.vars, &dir.join("model.safetensors"))?;
+            self.optimizer.save(&dir.join("optimizer.safetensors"))
+        })?;
+        save_vars(&self.vars, &self.out.join("model.safetensors"))?;
+        let config_json = serde_json::to_vec_pretty(self.encoder.model().config())
+            .expect("plain data serializes");
+        racm3_data::write_atomic(&self.out.join("config.json"), &config_json)?;
+        self.log.plot(&self.out.join("loss.png"))?;
+        Ok(())
+    }
+}
