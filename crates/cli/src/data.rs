@@ -74,7 +74,7 @@ impl DatasetArgs {
     }
 }
 
-fn load_dataset(name: &str, skip_bad: bool) -> Result<Loaded> {
+pub fn load_dataset(name: &str, skip_bad: bool) -> Result<Loaded> {
     let home = Home::from_env();
     let dataset = match Dataset::resolve(name, &home) {
         Err(racm3::data::Error::NotFetched { dataset, .. }) => {

@@ -1,6 +1,8 @@
 //! The `racm3` command: every stage of the pipeline as a subcommand.
 
+mod clip;
 mod data;
+mod memory;
 mod progress;
 mod tokenizer;
 mod vq;
@@ -12,7 +14,8 @@ use clap::{Parser, Subcommand};
 /// Retrieval-augmented multimodal generation (RA-CM3) in Rust.
 ///
 /// The pipeline, in order: fetch and inspect data (`data`), train the text tokenizer
-/// (`tokenizer`), train the image tokenizer (`vq`); the retriever, generator, evaluation and
+/// (`tokenizer`), train the image tokenizer (`vq`), train the CLIP retriever (`clip`),
+/// build the memory (`memory`) and query it (`retrieve`); the generator, evaluation and
 /// server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
 #[derive(Debug, Parser)]
 #[command(name = "racm3", version, propagate_version = true)]
@@ -32,6 +35,17 @@ enum Command {
     /// Train the VQGAN image tokenizer; encode images to codes and decode them back.
     #[command(subcommand)]
     Vq(vq::VqCommand),
+    /// Train the CLIP retriever encoder and measure its recall@k.
+    #[command(subcommand)]
+    Clip(clip::ClipCommand),
+    /// Build, update and inspect the external memory of documents and keys.
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
+    /// Find the documents of a memory closest to a text and/or image query, with RA-CM3's
+    /// retrieval policy.
+    ///
+    /// Example: racm3 retrieve --memory mem/emoji --text "red apple" -k 4
+    Retrieve(memory::RetrieveArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +54,9 @@ fn main() -> ExitCode {
         Command::Data(command) => data::run(command),
         Command::Tokenizer(command) => tokenizer::run(command),
         Command::Vq(command) => vq::run(command),
+        Command::Clip(command) => clip::run(command),
+        Command::Memory(command) => memory::run(command),
+        Command::Retrieve(args) => memory::retrieve(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

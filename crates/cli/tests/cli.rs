@@ -193,6 +193,13 @@ fn help_texts_have_examples() {
         &["data", "show"],
         &["tokenizer", "train"],
         &["tokenizer", "encode"],
+        &["clip", "train"],
+        &["clip", "recall"],
+        &["memory", "build"],
+        &["memory", "add"],
+        &["memory", "remove"],
+        &["memory", "info"],
+        &["retrieve"],
     ] {
         let help = racm3(home.path(), &[command, &["--help"]].concat());
         assert!(help.status.success());
@@ -355,4 +362,164 @@ fn vq_train_writes_and_resumes_a_run() {
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(out.join("config.json").is_file() && out.join("model.safetensors").is_file());
+}
+
+// The retrieval half end to end on the emoji fixture: `clip train` makes a loadable CLIP
+// with a recall report, `memory build` stores every document with keys, `retrieve`
+// ranks them best first, `memory add` skips stored ids, `memory remove` takes one out for
+// good, and bad requests (k past the memory, a folder with no memory) say what is wrong.
+#[test]
+fn clip_memory_and_retrieve_from_the_command_line() {
+    let work = tempfile::tempdir().unwrap();
+    let home = fixtures();
+    let clip = work.path().join("clip");
+    let mem = work.path().join("mem");
+    let (clip_arg, mem_arg) = (clip.to_str().unwrap(), mem.to_str().unwrap());
+    let trained = racm3(
+        &home,
+        &[
+            "clip",
+            "train",
+            "emoji",
+            "--preset",
+            "tiny",
+            "--steps",
+            "20",
+            "--batch-size",
+            "8",
+            "--out",
+            clip_arg,
+        ],
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "loss.csv",
+        "recall.json",
+    ] {
+        assert!(clip.join(file).exists(), "clip train wrote no {file}");
+    }
+
+    let built = racm3(
+        &home,
+        &[
+            "memory", "build", "emoji", "--clip", clip_arg, "--out", mem_arg, "--index", "flat",
+        ],
+    );
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert!(
+        stdout(&built).contains("added 16 documents") && stdout(&built).contains("documents/s"),
+        "{}",
+        stdout(&built)
+    );
+
+    let found = json(&racm3(
+        &home,
+        &[
+            "retrieve",
+            "--memory",
+            mem_arg,
+            "--text",
+            "grinning face",
+            "-k",
+            "3",
+            "--json",
+        ],
+    ));
+    let rows = found.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let scores: Vec<f64> = rows
+        .iter()
+        .map(|row| row["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|pair| pair[0] >= pair[1]),
+        "{scores:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|row| row["id"].as_str().unwrap().starts_with("emoji/"))
+    );
+
+    // A threshold no document passes leaves nothing, and says so.
+    let none = racm3(
+        &home,
+        &[
+            "retrieve",
+            "--memory",
+            mem_arg,
+            "--text",
+            "grinning face",
+            "--query-threshold=-1.5",
+        ],
+    );
+    assert!(none.status.success());
+    assert!(
+        stderr(&none).contains("only 0 documents passed"),
+        "{}",
+        stderr(&none)
+    );
+
+    let again = racm3(&home, &["memory", "add", "emoji", "--memory", mem_arg]);
+    assert!(
+        stdout(&again).contains("added 0 documents")
+            && stdout(&again).contains("skipped 16 already stored"),
+        "{}",
+        stdout(&again)
+    );
+    let victim = rows[0]["id"].as_str().unwrap().to_owned();
+    let removed = racm3(&home, &["memory", "remove", &victim, "--memory", mem_arg]);
+    assert!(
+        stdout(&removed).contains("15 remain"),
+        "{}",
+        stdout(&removed)
+    );
+    let info = json(&racm3(&home, &["memory", "info", mem_arg, "--json"]));
+    assert_eq!(info["documents"], 15);
+    assert_eq!(info["index"], "flat");
+    let all = json(&racm3(
+        &home,
+        &[
+            "retrieve",
+            "--memory",
+            mem_arg,
+            "--text",
+            "grinning face",
+            "-k",
+            "15",
+            "--query-threshold",
+            "2",
+            "--pairwise-threshold",
+            "2",
+            "--json",
+        ],
+    ));
+    assert_eq!(all.as_array().unwrap().len(), 15);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row["id"] != victim.as_str())
+    );
+
+    let too_many = racm3(
+        &home,
+        &[
+            "retrieve", "--memory", mem_arg, "--text", "face", "-k", "16",
+        ],
+    );
+    assert!(!too_many.status.success());
+    assert!(
+        stderr(&too_many).contains("1..=15"),
+        "{}",
+        stderr(&too_many)
+    );
+    let nowhere = racm3(&home, &["retrieve", "--memory", clip_arg, "--text", "face"]);
+    assert!(
+        stderr(&nowhere).contains("not a racm3 memory"),
+        "{}",
+        stderr(&nowhere)
+    );
 }

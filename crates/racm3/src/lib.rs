@@ -7,13 +7,16 @@
 //! - [`data`]: documents and the readers that make them from real data;
 //! - [`tokenize`]: text BPE, the VQGAN image tokenizer, the shared id space, CM3
 //!   serialization and causal masking;
-//! - [`train`]: training mechanics shared by every model (optimizer, checkpoints, logs).
+//! - [`train`]: training mechanics shared by every model (optimizer, checkpoints, logs);
+//! - [`memory`]: the on-disk memory of documents and keys, with exact and HNSW search;
+//! - [`retrieve`]: the CLIP encoder, document and query keys, and the retrieval policy.
 //!
-//! Later stages (the CLIP retriever and memory, the CM3
-//! generator, evaluation) join here as they land.
+//! Later stages (the CM3 generator, evaluation) join here as they land.
 #![deny(missing_docs)]
 
 pub use candle_core::Device;
 pub use racm3_data as data;
+pub use racm3_memory as memory;
+pub use racm3_retrieve as retrieve;
 pub use racm3_tokenize as tokenize;
 pub use racm3_train as train;
