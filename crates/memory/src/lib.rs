@@ -6,7 +6,8 @@
 //! `f32` rows and document ids and never runs a model.
 //!
 //! - [`index`]: vector indexes shaped like faiss's `Index` ([`VectorIndex`]): exact
-//!   [`FlatIndex`] and approximate [`HnswIndex`], built from a spec by [`index_factory`].
+//!   [`FlatIndex`] and approximate [`HnswIndex`], built from a spec by [`index_factory`],
+//!   and [`PgVectorIndex`], keys sharded over PostgreSQL + pgvector servers.
 //! - [`Memory`]: a folder of documents, keys and an index, with versioned, checksummed
 //!   files, atomic commits, `add` after the build and `remove` by id.
 #![deny(missing_docs)]
@@ -22,5 +23,7 @@ mod topk;
 
 pub use dot::dot;
 pub use error::{Error, Result};
-pub use index::{FlatIndex, Hit, HnswConfig, HnswIndex, SearchParams, VectorIndex, index_factory};
+pub use index::{
+    FlatIndex, Hit, HnswConfig, HnswIndex, PgVectorIndex, SearchParams, VectorIndex, index_factory,
+};
 pub use store::{Memory, MemorySearch};

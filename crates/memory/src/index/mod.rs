@@ -7,11 +7,13 @@
 
 mod flat;
 mod hnsw;
+mod pgvector;
 
 use std::path::Path;
 
 pub use flat::FlatIndex;
 pub use hnsw::{HnswConfig, HnswIndex};
+pub use pgvector::PgVectorIndex;
 
 use crate::error::{Error, Result};
 
