@@ -71,7 +71,7 @@ def main():
     hnsw.add(keys)
     sweep = []
     hnsw_build = time.perf_counter() - started
-    for ef in [16, 24, 32, 48, 64, 96, 128, 256]:
+    for ef in [8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 256]:
         hnsw.hnsw.efSearch = ef
         _, found = hnsw.search(queries, 10)
         sweep.append({"ef_search": ef, "recall_at_10": recall_at_10(found, exact),

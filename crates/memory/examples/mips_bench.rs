@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     hnsw.add(key_rows)?;
     let hnsw_build = started.elapsed().as_secs_f64();
     let mut sweep = Vec::new();
-    for ef in [16, 24, 32, 48, 64, 96, 128, 256] {
+    for ef in [8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 256] {
         let params = SearchParams {
             ef_search: Some(ef),
             keep: None,

@@ -18,7 +18,7 @@ use std::sync::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::{FlatIndex, Hit, SearchParams, VectorIndex, check_k, check_rows};
-use crate::dot::dot;
+use crate::dot::{dot, dot4};
 use crate::error::{Error, Result};
 use crate::file::{self, Kind};
 
@@ -247,31 +247,49 @@ impl HnswIndex {
         while results.len() > ef {
             results.pop();
         }
+        let mut fresh: Vec<u32> = Vec::with_capacity(self.m0());
         while let Some(candidate) = candidates.pop() {
             let worst = results.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
             if results.len() >= ef && candidate.score < worst {
                 break;
             }
+            fresh.clear();
             self.for_each_neighbor(candidate.node, level, |neighbor| {
-                if !visited.insert(neighbor) {
-                    return;
+                if visited.insert(neighbor) {
+                    fresh.push(neighbor);
                 }
-                let score = dot(query, self.vector(neighbor));
+            });
+            let mut offer = |node: u32, score: f32| {
                 let worst = results.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
                 if results.len() < ef || score > worst {
-                    let scored = Scored {
-                        score,
-                        node: neighbor,
-                    };
+                    let scored = Scored { score, node };
                     candidates.push(scored);
-                    if keep(neighbor) {
+                    if keep(node) {
                         results.push(Reverse(scored));
                         if results.len() > ef {
                             results.pop();
                         }
                     }
                 }
-            });
+            };
+            let mut groups = fresh.chunks_exact(4);
+            for group in &mut groups {
+                let scores = dot4(
+                    query,
+                    [
+                        self.vector(group[0]),
+                        self.vector(group[1]),
+                        self.vector(group[2]),
+                        self.vector(group[3]),
+                    ],
+                );
+                for (&node, score) in group.iter().zip(scores) {
+                    offer(node, score);
+                }
+            }
+            for &node in groups.remainder() {
+                offer(node, dot(query, self.vector(node)));
+            }
         }
         let mut found: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
         found.sort_unstable_by(|a, b| b.cmp(a));
