@@ -67,9 +67,15 @@ pub enum MemoryCommand {
         /// The memory folder to create.
         #[arg(long)]
         out: PathBuf,
-        /// The index: flat (exact) or hnsw<M> such as hnsw32 (approximate).
+        /// The index: flat (exact), hnsw<M> such as hnsw32 (approximate), or
+        /// pgvector:<table> (keys sharded over the --pg-server servers).
         #[arg(long, default_value = "hnsw32")]
         index: String,
+        /// A PostgreSQL + pgvector server for a pgvector:<table> index, as a libpq
+        /// connection string ("host=10.0.0.5 port=5432 user=racm3 dbname=racm3"); repeat
+        /// the flag to shard the keys over several servers.
+        #[arg(long = "pg-server")]
+        pg_servers: Vec<String>,
     },
     /// Add a dataset's documents to an existing memory (a knowledge update, no rebuild).
     /// Documents whose ids are already stored are skipped.
@@ -147,10 +153,17 @@ pub fn run(command: MemoryCommand) -> Result<()> {
             clip,
             out,
             index,
+            pg_servers,
         } => {
             let encoder = load_clip(&clip)?;
-            let mut memory = Memory::create(&out, encoder.dim(), &index, encoder.describe())
-                .with_context(|| format!("creating the memory in {}", out.display()))?;
+            let mut memory = Memory::create_on_servers(
+                &out,
+                encoder.dim(),
+                &index,
+                &pg_servers,
+                encoder.describe(),
+            )
+            .with_context(|| format!("creating the memory in {}", out.display()))?;
             add_documents(&source, &encoder, &mut memory)
         }
         MemoryCommand::Add {

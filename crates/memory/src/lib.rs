@@ -24,6 +24,7 @@ mod topk;
 pub use dot::dot;
 pub use error::{Error, Result};
 pub use index::{
-    FlatIndex, Hit, HnswConfig, HnswIndex, PgVectorIndex, SearchParams, VectorIndex, index_factory,
+    FlatIndex, Hit, HnswConfig, HnswIndex, IndexSpec, PgVectorIndex, SearchParams, VectorIndex,
+    index_factory,
 };
 pub use store::{Memory, MemorySearch};

@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::file::{self, Kind};
-use crate::index::{FlatIndex, Hit, HnswConfig, HnswIndex, SearchParams, VectorIndex, check_k};
+use crate::index::{
+    FlatIndex, Hit, HnswConfig, HnswIndex, IndexSpec, PgVectorIndex, SearchParams, VectorIndex,
+    check_k,
+};
 use crate::record;
 
 const MANIFEST: &str = "manifest.bin";
@@ -38,6 +41,9 @@ struct Manifest {
     removed: Vec<u64>,
     /// Who made the keys (the encoder's name and settings); queries must use the same.
     encoder: serde_json::Value,
+    /// For a pgvector memory: the servers' connection strings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,10 +54,15 @@ struct Segment {
 }
 
 /// The keys with the chosen index over them. An HNSW index owns its flat storage, so the
-/// keys are held once either way.
+/// keys are held once either way. A pgvector memory searches on its servers and keeps the
+/// committed keys here too, as the truth the servers are re-synced from.
 enum Keys {
     Flat(FlatIndex),
     Hnsw(HnswIndex),
+    Remote {
+        local: FlatIndex,
+        remote: PgVectorIndex,
+    },
 }
 
 impl Keys {
@@ -59,6 +70,7 @@ impl Keys {
         match self {
             Keys::Flat(flat) => flat,
             Keys::Hnsw(hnsw) => hnsw.storage(),
+            Keys::Remote { local, .. } => local,
         }
     }
 
@@ -66,6 +78,7 @@ impl Keys {
         match self {
             Keys::Flat(flat) => flat,
             Keys::Hnsw(hnsw) => hnsw,
+            Keys::Remote { remote, .. } => remote,
         }
     }
 
@@ -73,6 +86,10 @@ impl Keys {
         match self {
             Keys::Flat(flat) => flat.add(keys),
             Keys::Hnsw(hnsw) => hnsw.add(keys),
+            Keys::Remote { local, remote } => {
+                remote.add(keys)?;
+                local.add(keys)
+            }
         }
     }
 }
@@ -118,6 +135,18 @@ impl Memory {
     /// whose keys have dimension `dim`, searched with the index `spec` ("flat", "hnsw32").
     /// `encoder` records what makes the keys, for the queries to match.
     pub fn create(dir: &Path, dim: usize, spec: &str, encoder: serde_json::Value) -> Result<Self> {
+        Self::create_on_servers(dir, dim, spec, &[], encoder)
+    }
+
+    /// [`Memory::create`] for any spec, including `pgvector:<table>`, whose keys are
+    /// searched on `servers` (libpq connection strings, recorded in the manifest).
+    pub fn create_on_servers(
+        dir: &Path,
+        dim: usize,
+        spec: &str,
+        servers: &[String],
+        encoder: serde_json::Value,
+    ) -> Result<Self> {
         if dir.join(MANIFEST).exists() {
             return Err(Error::Io {
                 path: dir.to_owned(),
@@ -127,16 +156,18 @@ impl Memory {
                 ),
             });
         }
-        let keys = new_keys(spec, dim)?;
+        let spec = IndexSpec::parse(spec)?;
+        let keys = new_keys(&spec, dim, servers, FlatIndex::new(dim))?;
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let manifest = Manifest {
             dim,
-            index: keys.index().spec(),
+            index: spec.to_string(),
             generation: 0,
             segments: Vec::new(),
             graph: None,
             removed: Vec::new(),
             encoder,
+            servers: servers.to_vec(),
         };
         let memory = Self::from_parts(dir, manifest, keys);
         memory.write_manifest()?;
@@ -203,19 +234,16 @@ impl Memory {
         }
         payloads.push(Vec::new());
         let storage = FlatIndex::from_vectors(manifest.dim, vectors)?;
-        let keys = match &manifest.graph {
-            Some(graph) => {
+        let spec = IndexSpec::parse(&manifest.index)
+            .map_err(|err| Error::corrupt(&manifest_path, err.to_string()))?;
+        let keys = match (&manifest.graph, &spec) {
+            (Some(graph), IndexSpec::Hnsw { .. }) => {
                 let path = dir.join(graph);
                 let payload = file::read(&path, Kind::Graph)?;
                 Keys::Hnsw(HnswIndex::from_graph(storage, &payload, &path)?)
             }
-            None if manifest.index == "flat" => Keys::Flat(storage),
-            None => {
-                // An hnsw memory with no graph file is empty: build the graph over no rows.
-                let mut keys = new_keys(&manifest.index, manifest.dim)?;
-                keys.add(storage.vectors())?;
-                keys
-            }
+            // An hnsw memory with no graph has no rows yet; a pgvector one re-syncs.
+            _ => new_keys(&spec, manifest.dim, &manifest.servers, storage)?,
         };
         let mut removed = vec![false; rows.len()];
         for &row in &manifest.removed {
@@ -484,8 +512,8 @@ impl Memory {
     }
 }
 
-fn new_keys(spec: &str, dim: usize) -> Result<Keys> {
-    let index = crate::index::index_factory(spec, dim)?;
+/// The keys of `spec` over `storage`'s rows (all committed).
+fn new_keys(spec: &IndexSpec, dim: usize, servers: &[String], storage: FlatIndex) -> Result<Keys> {
     if dim == 0 {
         return Err(Error::Dimension {
             what: "memory keys".into(),
@@ -493,20 +521,32 @@ fn new_keys(spec: &str, dim: usize) -> Result<Keys> {
             got: 0,
         });
     }
-    Ok(match index.spec().as_str() {
-        "flat" => Keys::Flat(FlatIndex::new(dim)),
-        spec => {
-            let m = spec
-                .trim_start_matches("hnsw")
-                .parse()
-                .expect("factory spelled it");
-            Keys::Hnsw(HnswIndex::new(
+    Ok(match spec {
+        IndexSpec::Flat => Keys::Flat(storage),
+        IndexSpec::Hnsw { m } => {
+            let mut hnsw = HnswIndex::new(
                 dim,
                 HnswConfig {
-                    m,
+                    m: *m,
                     ..HnswConfig::default()
                 },
-            ))
+            );
+            hnsw.add(storage.vectors())?;
+            Keys::Hnsw(hnsw)
+        }
+        IndexSpec::PgVector { table } => {
+            let mut remote = PgVectorIndex::open(servers, table, dim)?;
+            // Rows past the last commit (an interrupted add) go; missing rows are re-sent.
+            if remote.len() > storage.len() {
+                remote.truncate(storage.len())?;
+            }
+            if remote.len() < storage.len() {
+                remote.add(&storage.vectors()[remote.len() * dim..])?;
+            }
+            Keys::Remote {
+                local: storage,
+                remote,
+            }
         }
     })
 }

@@ -4,13 +4,22 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use racm3_memory::{FlatIndex, PgVectorIndex, SearchParams, VectorIndex, synthetic};
+use racm3_data::{Document, Source, Split};
+use racm3_memory::{
+    FlatIndex, Hit, Memory, MemorySearch, PgVectorIndex, SearchParams, VectorIndex, synthetic,
+};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.ci/pgvector")
 }
 
-/// Servers for the test, stopped on drop when the test started them.
+/// Servers this test process started, and how many tests are using them.
+static STARTED: std::sync::Mutex<(usize, Vec<String>)> = std::sync::Mutex::new((0, Vec::new()));
+
+const STATE: &str = "/tmp/racm3-pgvector-test";
+
+/// Servers for one test. Tests run in parallel, so the first to need servers starts them
+/// and the last to finish stops them.
 struct Servers {
     urls: Vec<String>,
     started_here: bool,
@@ -24,19 +33,24 @@ impl Servers {
                 started_here: false,
             };
         }
-        let output = Command::new(script())
-            .args(["start", "2", "54340"])
-            .env("RACM3_PG_STATE", "/tmp/racm3-pgvector-test")
-            .output()
-            .expect("running .ci/pgvector");
-        assert!(
-            output.status.success(),
-            ".ci/pgvector failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let urls = String::from_utf8(output.stdout).unwrap();
+        let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+        if started.0 == 0 {
+            let output = Command::new(script())
+                .args(["start", "2", "54340"])
+                .env("RACM3_PG_STATE", STATE)
+                .output()
+                .expect("running .ci/pgvector");
+            assert!(
+                output.status.success(),
+                ".ci/pgvector failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let urls = String::from_utf8(output.stdout).unwrap();
+            started.1 = urls.trim().split(',').map(str::to_owned).collect();
+        }
+        started.0 += 1;
         Self {
-            urls: urls.trim().split(',').map(str::to_owned).collect(),
+            urls: started.1.clone(),
             started_here: true,
         }
     }
@@ -44,10 +58,15 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
-        if self.started_here {
+        if !self.started_here {
+            return;
+        }
+        let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+        started.0 -= 1;
+        if started.0 == 0 {
             let _ = Command::new(script())
                 .arg("stop")
-                .env("RACM3_PG_STATE", "/tmp/racm3-pgvector-test")
+                .env("RACM3_PG_STATE", STATE)
                 .status();
         }
     }
@@ -110,6 +129,100 @@ fn sharded_top_k_equals_flat() {
         .unwrap()
         .to_string();
     assert!(err.contains("dimension 32, not 16"), "{err}");
+}
+
+/// The same labels in the same order, and scores equal up to float summation order
+/// (pgvector sums in another order than racm3's SIMD kernel).
+fn assert_same_hits(want: &[Vec<Hit>], have: &[Vec<Hit>]) {
+    assert_eq!(want.len(), have.len());
+    for (want, have) in want.iter().zip(have) {
+        let labels = |hits: &[Hit]| hits.iter().map(|h| h.label).collect::<Vec<_>>();
+        assert_eq!(labels(have), labels(want));
+        for (a, b) in want.iter().zip(have) {
+            assert!(
+                (a.score - b.score).abs() < 1e-5,
+                "{} vs {}",
+                a.score,
+                b.score
+            );
+        }
+    }
+}
+
+fn text_documents(range: std::ops::Range<usize>) -> Vec<Document> {
+    range
+        .map(|i| {
+            let source = Source {
+                dataset: "t".into(),
+                entity: format!("e{i}"),
+                split: Split::Train,
+                references: vec![],
+                attributes: Default::default(),
+            };
+            let mut doc = Document::new(format!("doc/{i}"), source);
+            doc.push_text(&format!("document {i}"));
+            doc
+        })
+        .collect()
+}
+
+// A memory whose keys live on the servers answers like a flat memory over the same keys,
+// reopens with its servers from the manifest, and an add that was never committed is
+// dropped from the servers on reopening (it never shows in results).
+#[test]
+fn pgvector_memory_matches_flat_and_drops_uncommitted_rows() {
+    let servers = Servers::get();
+    let dim = 16;
+    let all = synthetic::clustered(260, dim, 20, 0.5, 5);
+    let (keys, queries) = all.split_at(250 * dim);
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh table for this test: clear whatever an earlier run left.
+    PgVectorIndex::open(&servers.urls, "racm3_test_memory", dim)
+        .unwrap()
+        .clear()
+        .unwrap();
+    let spec = "pgvector:racm3_test_memory";
+    let mut remote = Memory::create_on_servers(
+        &dir.path().join("pg"),
+        dim,
+        spec,
+        &servers.urls,
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    let mut local = Memory::create(
+        &dir.path().join("flat"),
+        dim,
+        "flat",
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    for memory in [&mut remote, &mut local] {
+        memory
+            .add(&text_documents(0..200), &keys[..200 * dim])
+            .unwrap();
+        memory.remove("doc/7").unwrap();
+        memory.commit().unwrap();
+    }
+    // Added but never committed: the process "dies" here.
+    remote
+        .add(&text_documents(200..250), &keys[200 * dim..])
+        .unwrap();
+    drop(remote);
+    let remote = Memory::open(&dir.path().join("pg")).unwrap();
+    assert_eq!(remote.len(), 199);
+    assert_eq!(remote.index_spec(), spec);
+    let how = MemorySearch::default();
+    assert_same_hits(
+        &local.search(queries, 10, &how).unwrap(),
+        &remote.search(queries, 10, &how).unwrap(),
+    );
+    let table = PgVectorIndex::open(&servers.urls, "racm3_test_memory", dim).unwrap();
+    assert_eq!(
+        table.len(),
+        200,
+        "uncommitted keys were left on the servers"
+    );
 }
 
 // A server that does not answer is an error naming it, not a hang or a panic; so is a

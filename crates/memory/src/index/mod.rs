@@ -96,31 +96,77 @@ pub trait VectorIndex: Send + Sync {
     }
 }
 
-/// Builds an empty index from a spec (faiss `index_factory`): `flat` is exact search;
-/// `hnsw<M>` (`hnsw32`) is an HNSW graph with M links per node, `hnsw` meaning `hnsw32`.
+/// A parsed index spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexSpec {
+    /// `flat`: exact search.
+    Flat,
+    /// `hnsw<M>` (`hnsw32`; `hnsw` means M = 32): an HNSW graph with M links per node.
+    Hnsw {
+        /// Links per node on the upper levels.
+        m: usize,
+    },
+    /// `pgvector:<table>`: keys in a table sharded over PostgreSQL servers.
+    PgVector {
+        /// The table's name.
+        table: String,
+    },
+}
+
+impl IndexSpec {
+    /// Parses `flat`, `hnsw<M>` or `pgvector:<table>` (case-insensitive).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = || Error::BadSpec {
+            spec: spec.to_owned(),
+        };
+        let lower = spec.trim().to_ascii_lowercase();
+        if lower == "flat" {
+            return Ok(Self::Flat);
+        }
+        if let Some(table) = lower.strip_prefix("pgvector:") {
+            return Ok(Self::PgVector {
+                table: table.to_owned(),
+            });
+        }
+        let m = match lower.strip_prefix("hnsw") {
+            Some("") => 32,
+            Some(digits) => digits.parse::<usize>().map_err(|_| bad())?,
+            None => return Err(bad()),
+        };
+        if !(2..=256).contains(&m) {
+            return Err(bad());
+        }
+        Ok(Self::Hnsw { m })
+    }
+}
+
+impl std::fmt::Display for IndexSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexSpec::Flat => write!(f, "flat"),
+            IndexSpec::Hnsw { m } => write!(f, "hnsw{m}"),
+            IndexSpec::PgVector { table } => write!(f, "pgvector:{table}"),
+        }
+    }
+}
+
+/// Builds an empty in-process index from a spec (faiss `index_factory`): `flat` or
+/// `hnsw<M>`. A pgvector index needs its servers: open it with [`PgVectorIndex::open`].
 pub fn index_factory(spec: &str, dim: usize) -> Result<Box<dyn VectorIndex>> {
-    let bad = || Error::BadSpec {
-        spec: spec.to_owned(),
-    };
-    let lower = spec.trim().to_ascii_lowercase();
-    if lower == "flat" {
-        return Ok(Box::new(FlatIndex::new(dim)));
+    match IndexSpec::parse(spec)? {
+        IndexSpec::Flat => Ok(Box::new(FlatIndex::new(dim))),
+        IndexSpec::Hnsw { m } => Ok(Box::new(HnswIndex::new(
+            dim,
+            HnswConfig {
+                m,
+                ..HnswConfig::default()
+            },
+        ))),
+        IndexSpec::PgVector { .. } => Err(Error::Unsupported {
+            op: "building from a spec alone (it needs servers; use PgVectorIndex::open)",
+            index: spec.to_owned(),
+        }),
     }
-    let m = match lower.strip_prefix("hnsw") {
-        Some("") => 32,
-        Some(digits) => digits.parse::<usize>().map_err(|_| bad())?,
-        None => return Err(bad()),
-    };
-    if !(2..=256).contains(&m) {
-        return Err(bad());
-    }
-    Ok(Box::new(HnswIndex::new(
-        dim,
-        HnswConfig {
-            m,
-            ..HnswConfig::default()
-        },
-    )))
 }
 
 /// Checks that `values` holds whole rows of `dim` and returns how many.

@@ -172,6 +172,21 @@ impl PgVectorIndex {
         Ok(())
     }
 
+    /// Deletes every key whose label is `len` or more: what an interrupted add left
+    /// beyond the last commit of the memory that owns the table.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        for shard in &self.shards {
+            shard.run("dropping uncommitted keys", |client| {
+                client.execute(
+                    &format!("DELETE FROM {} WHERE label >= $1", self.table),
+                    &[&(len as i64)],
+                )
+            })?;
+        }
+        self.len = self.len.min(len);
+        Ok(())
+    }
+
     /// The servers, as host:port.
     pub fn servers(&self) -> Vec<String> {
         self.shards
