@@ -206,3 +206,24 @@ fn bad_searches_are_clear_errors() {
         .to_string();
     assert!(err.contains("ivf"), "{err}");
 }
+
+// A memory written in format version 1 (tests/fixtures/memory/v1, made by
+// examples/make_memory_fixture.rs) still opens: documents, removal and search intact.
+#[test]
+fn reads_format_version_1() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/memory/v1");
+    let memory = Memory::open(&dir).unwrap();
+    assert_eq!(memory.len(), 3);
+    assert_eq!(memory.index_spec(), "hnsw8");
+    assert_eq!(memory.row_of("fixture/3"), None);
+    let doc = memory.document(1).unwrap();
+    assert_eq!(doc.caption(), "green apple");
+    assert_eq!(
+        doc.images().next().unwrap().pixels.get_pixel(1, 0).0,
+        [60, 200, 0]
+    );
+    let hits = memory
+        .search(&[0.0, 0.0, 1.0, 0.0], 1, &MemorySearch::default())
+        .unwrap();
+    assert_eq!(memory.id(hits[0][0].label), Some("fixture/2"));
+}
