@@ -192,6 +192,83 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    fn memory_with(keys: &[[f32; 3]], dir: &std::path::Path) -> Memory {
+        let mut memory = Memory::create(dir, 3, "flat", serde_json::Value::Null).unwrap();
+        let documents: Vec<Document> = (0..keys.len())
+            .map(|i| {
+                let source = racm3_data::Source {
+                    dataset: "t".into(),
+                    entity: format!("e{i}"),
+                    split: racm3_data::Split::Train,
+                    references: vec![],
+                    attributes: Default::default(),
+                };
+                let mut doc = Document::new(format!("d{i}"), source);
+                doc.push_text("x");
+                doc
+            })
+            .collect();
+        let flat: Vec<f32> = keys.iter().flat_map(|key| normalized(*key)).collect();
+        memory.add(&documents, &flat).unwrap();
+        memory
+    }
+
+    fn normalized(key: [f32; 3]) -> [f32; 3] {
+        let norm = key.iter().map(|v| v * v).sum::<f32>().sqrt();
+        key.map(|v| v / norm)
+    }
+
+    fn ids(found: &[Retrieved]) -> Vec<&str> {
+        found.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    // The policy skips a near copy of the query (score > 0.9), then a document too close
+    // to one already chosen (> 0.9 with it), and never returns the excluded document;
+    // with both thresholds off it is plain top-k.
+    #[test]
+    fn skips_near_copies_and_redundant_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = memory_with(
+            &[
+                [1.0, 0.0, 0.0],   // d0: the query itself
+                [1.0, 0.6, 0.0],   // d1: close to the query (0.857)
+                [1.0, 0.62, 0.05], // d2: near copy of d1 (0.849; 0.999 with d1)
+                [1.0, 0.0, 0.9],   // d3: another direction (0.743)
+                [0.0, 1.0, 0.0],   // d4: far
+            ],
+            dir.path(),
+        );
+        let query = normalized([1.0, 0.0, 0.0]);
+        let policy = RetrievalPolicy {
+            k: 2,
+            exact: true,
+            ..RetrievalPolicy::default()
+        };
+        let found = retrieve(&memory, &query, &policy, None).unwrap();
+        assert_eq!(ids(&found), vec!["d1", "d3"]);
+        assert!(found[0].score > found[1].score);
+        let plain = RetrievalPolicy {
+            k: 3,
+            query_threshold: 2.0,
+            pairwise_threshold: 2.0,
+            ..policy
+        };
+        assert_eq!(
+            ids(&retrieve(&memory, &query, &plain, None).unwrap()),
+            vec!["d0", "d1", "d2"]
+        );
+        assert_eq!(
+            ids(&retrieve(&memory, &query, &plain, Some("d0")).unwrap()),
+            vec!["d1", "d2", "d3"]
+        );
+        // k past the documents that could come back is an error naming the limit.
+        let too_many = RetrievalPolicy { k: 5, ..plain };
+        let err = retrieve(&memory, &query, &too_many, Some("d0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1..=4"), "{err}");
+    }
+
     // Dropout removes exactly round(20%) of the tokens, keeps order, and never empties.
     #[test]
     fn drops_a_fifth_in_order() {
