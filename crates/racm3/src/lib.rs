@@ -9,13 +9,15 @@
 //!   serialization and causal masking;
 //! - [`train`]: training mechanics shared by every model (optimizer, checkpoints, logs);
 //! - [`memory`]: the on-disk memory of documents and keys, with exact and HNSW search;
-//! - [`retrieve`]: the CLIP encoder, document and query keys, and the retrieval policy.
+//! - [`retrieve`]: the CLIP encoder, document and query keys, and the retrieval policy;
+//! - [`generate`]: the CM3 decoder, its KV cache, and the sampler's logits steps.
 //!
-//! Later stages (the CM3 generator, evaluation) join here as they land.
+//! Generator training, the tasks and evaluation join here as they land.
 #![deny(missing_docs)]
 
 pub use candle_core::Device;
 pub use racm3_data as data;
+pub use racm3_generate as generate;
 pub use racm3_memory as memory;
 pub use racm3_retrieve as retrieve;
 pub use racm3_tokenize as tokenize;
