@@ -88,13 +88,13 @@ impl Config {
 
     /// Why this config cannot build a model, if it cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_heads {}",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head_dim {} must be even for rotary embeddings",
                 self.head_dim()
