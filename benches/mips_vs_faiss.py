@@ -22,7 +22,7 @@ import numpy as np
 
 def qps(count, run):
     best = 0.0
-    for _ in range(3):
+    for _ in range(5):
         started = time.perf_counter()
         run()
         best = max(best, count / (time.perf_counter() - started))

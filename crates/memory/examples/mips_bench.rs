@@ -91,9 +91,9 @@ fn batched(
     }
 }
 
-/// Queries per second of `run`, which answers `count` queries; best of three runs.
+/// Queries per second of `run`, which answers `count` queries; best of five runs.
 fn qps(count: usize, run: impl Fn()) -> f64 {
-    (0..3)
+    (0..5)
         .map(|_| {
             let started = Instant::now();
             run();

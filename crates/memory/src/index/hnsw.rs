@@ -18,7 +18,7 @@ use std::sync::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::{FlatIndex, Hit, SearchParams, VectorIndex, check_k, check_rows};
-use crate::dot::{dot, dot4};
+use crate::dot::{dot, dot_f16, dot4_f16, to_f16_bits};
 use crate::error::{Error, Result};
 use crate::file::{self, Kind};
 
@@ -112,6 +112,10 @@ thread_local! {
 pub struct HnswIndex {
     config: HnswConfig,
     storage: FlatIndex,
+    /// The same rows in half precision: the graph is walked on these (half the memory
+    /// traffic of a search, which waits on memory), and the final candidates are
+    /// re-scored exactly from `storage`.
+    compact: Vec<u16>,
     /// The top level of each node.
     levels: Vec<u8>,
     /// Level-0 links: for each node, a count then `2·m` slots.
@@ -130,6 +134,7 @@ impl HnswIndex {
         Self {
             config,
             storage: FlatIndex::new(dim),
+            compact: Vec::new(),
             levels: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
@@ -203,12 +208,23 @@ impl HnswIndex {
         &self.storage.vectors()[node as usize * dim..(node as usize + 1) * dim]
     }
 
+    fn compact_row(&self, node: u32) -> &[u16] {
+        let dim = self.storage.dim();
+        &self.compact[node as usize * dim..(node as usize + 1) * dim]
+    }
+
+    /// The query's approximate score with a node (half-precision row).
+    #[inline]
+    fn approx(&self, query: &[f32], node: u32) -> f32 {
+        dot_f16(query, self.compact_row(node))
+    }
+
     /// Walks greedily toward the query on one level.
     fn greedy(&self, query: &[f32], mut best: Scored, level: usize) -> Scored {
         loop {
             let mut improved = false;
             self.for_each_neighbor(best.node, level, |neighbor| {
-                let score = dot(query, self.vector(neighbor));
+                let score = self.approx(query, neighbor);
                 if score > best.score {
                     best = Scored {
                         score,
@@ -274,13 +290,13 @@ impl HnswIndex {
             };
             let mut groups = fresh.chunks_exact(4);
             for group in &mut groups {
-                let scores = dot4(
+                let scores = dot4_f16(
                     query,
                     [
-                        self.vector(group[0]),
-                        self.vector(group[1]),
-                        self.vector(group[2]),
-                        self.vector(group[3]),
+                        self.compact_row(group[0]),
+                        self.compact_row(group[1]),
+                        self.compact_row(group[2]),
+                        self.compact_row(group[3]),
                     ],
                 );
                 for (&node, score) in group.iter().zip(scores) {
@@ -288,7 +304,7 @@ impl HnswIndex {
                 }
             }
             for &node in groups.remainder() {
-                offer(node, dot(query, self.vector(node)));
+                offer(node, self.approx(query, node));
             }
         }
         let mut found: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
@@ -308,7 +324,7 @@ impl HnswIndex {
             let vector = self.vector(candidate.node);
             let diverse = chosen
                 .iter()
-                .all(|&other| dot(vector, self.vector(other)) <= candidate.score);
+                .all(|&other| self.approx(vector, other) <= candidate.score);
             if diverse {
                 chosen.push(candidate.node);
             }
@@ -338,7 +354,7 @@ impl HnswIndex {
         let mut scored: Vec<Scored> = current
             .into_iter()
             .map(|n| Scored {
-                score: dot(base, self.vector(n)),
+                score: self.approx(base, n),
                 node: n,
             })
             .collect();
@@ -354,7 +370,7 @@ impl HnswIndex {
         let (entry, top) = *self.entry.read().unwrap_or_else(|p| p.into_inner());
         let top = top as usize;
         let mut best = Scored {
-            score: dot(query, self.vector(entry)),
+            score: self.approx(query, entry),
             node: entry,
         };
         for layer in (level + 1..=top).rev() {
@@ -413,7 +429,7 @@ impl HnswIndex {
     fn search_one(&self, query: &[f32], k: usize, ef: usize, params: &SearchParams) -> Vec<Hit> {
         let (entry, top) = *self.entry.read().unwrap_or_else(|p| p.into_inner());
         let mut best = Scored {
-            score: dot(query, self.vector(entry)),
+            score: self.approx(query, entry),
             node: entry,
         };
         for layer in (1..=top as usize).rev() {
@@ -423,7 +439,16 @@ impl HnswIndex {
         let found = VISITED.with_borrow_mut(|visited| {
             self.search_layer(query, &[best], ef.max(k), 0, &keep, visited)
         });
-        found
+        // Exact scores for the candidates, so hits carry true inner products.
+        let mut rescored: Vec<Scored> = found
+            .into_iter()
+            .map(|s| Scored {
+                score: dot(query, self.vector(s.node)),
+                node: s.node,
+            })
+            .collect();
+        rescored.sort_unstable_by(|a, b| b.cmp(a));
+        rescored
             .into_iter()
             .take(k)
             .map(|s| Hit {
@@ -495,6 +520,7 @@ impl HnswIndex {
         }
         let index = Self {
             config,
+            compact: to_f16_bits(storage.vectors()),
             storage,
             levels,
             links0,
@@ -560,6 +586,7 @@ impl VectorIndex for HnswIndex {
             });
         }
         self.storage.add(vectors)?;
+        self.compact.extend(to_f16_bits(vectors));
         self.reserve_nodes(count);
         let mut first_new = start;
         if start == 0 && count > 0 {
@@ -586,6 +613,10 @@ impl VectorIndex for HnswIndex {
         check_k(k, self.len(), "the hnsw index")?;
         let ef = params.ef_search.unwrap_or(self.config.ef_search);
         let dim = self.dim();
+        if queries.len() == dim {
+            // One query: handing it to the thread pool costs more than it saves.
+            return Ok(vec![self.search_one(queries, k, ef, params)]);
+        }
         Ok(queries
             .par_chunks_exact(dim)
             .map(|query| self.search_one(query, k, ef, params))
