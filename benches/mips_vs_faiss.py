@@ -77,7 +77,9 @@ def main():
         sweep.append({"ef_search": ef, "recall_at_10": recall_at_10(found, exact),
                       "qps_batch_1": timed_search(hnsw, queries, 1),
                       "qps_batch_64": timed_search(hnsw, queries, 64)})
-    theirs["hnsw32"] = {"build_s": hnsw_build, "sweep": sweep}
+    theirs["hnsw32"] = {"build_s": hnsw_build, "sweep": sweep,
+                        "memory_bytes": int(faiss.serialize_index(hnsw).nbytes)}
+    theirs["flat"]["memory_bytes"] = int(faiss.serialize_index(flat).nbytes)
 
     print(f"{args.keys} keys x {args.dim}, {args.queries} queries, "
           f"{ours['threads']} threads, faiss {faiss.__version__}")
@@ -87,8 +89,12 @@ def main():
     print(f"| flat | {o['build_s']:.2f} / {t['build_s']:.2f} | {o['qps_batch_1']:.0f} / {t['qps_batch_1']:.0f} = "
           f"{o['qps_batch_1'] / t['qps_batch_1']:.2f}x | {o['qps_batch_64']:.0f} / {t['qps_batch_64']:.0f} = "
           f"{o['qps_batch_64'] / t['qps_batch_64']:.2f}x |")
+    mib = 1 << 20
+    print(f"flat memory: {o['memory_bytes'] / mib:.0f} MiB (racm3) / {t['memory_bytes'] / mib:.0f} MiB (faiss)")
     print(f"\nHNSW M=32, efConstruction {ours['hnsw32']['ef_construction']}: build "
-          f"{ours['hnsw32']['build_s']:.1f} s (racm3) / {hnsw_build:.1f} s (faiss)")
+          f"{ours['hnsw32']['build_s']:.1f} s (racm3) / {hnsw_build:.1f} s (faiss); memory "
+          f"{ours['hnsw32']['memory_bytes'] / mib:.0f} MiB (racm3: f32 keys + f16 copy + links) / "
+          f"{theirs['hnsw32']['memory_bytes'] / mib:.0f} MiB (faiss, serialized)")
     print("| efSearch | recall@10 racm3 / faiss | QPS batch 1 racm3 / faiss | QPS batch 64 racm3 / faiss |")
     print("| --- | --- | --- | --- |")
     for a, b in zip(ours["hnsw32"]["sweep"], sweep):
