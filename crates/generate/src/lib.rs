@@ -6,11 +6,14 @@
 //! its decoding state is a [`KvCache`] the caller owns. [`sampler`] turns logits into
 //! tokens, apart from the model: temperature, top-k, top-p, classifier-free guidance and
 //! the constraint that image spans hold exactly a grid of image codes.
+//! [`training_sequence`] lays out `[retrieved… main]` and [`rag_loss`] weighs its parts.
 #![deny(missing_docs)]
 
 mod config;
 mod model;
 pub mod sampler;
+mod sequence;
 
 pub use config::Config;
 pub use model::{Cm3Model, KvCache};
+pub use sequence::{Loss, RETRIEVED_LOSS_WEIGHT, Role, Sequence, rag_loss, training_sequence};
