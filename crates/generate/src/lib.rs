@@ -13,7 +13,9 @@ mod config;
 mod model;
 pub mod sampler;
 mod sequence;
+mod train;
 
 pub use config::Config;
 pub use model::{Cm3Model, KvCache};
 pub use sequence::{Loss, RETRIEVED_LOSS_WEIGHT, Role, Sequence, rag_loss, training_sequence};
+pub use train::{Cm3TrainConfig, Cm3Trainer, StepReport};

@@ -337,12 +337,13 @@ impl ClipTrainer {
         }
         let mut grads = loss.backward()?;
         clip_grad_norm(&mut grads, &self.vars, 1.0)?;
+        // Cosine decay to zero, as CLIP was trained.
         let lr = warmup_cosine(
             self.step,
             self.config.warmup,
             self.config.steps,
             self.config.lr,
-            self.config.lr * 0.05,
+            0.0,
         );
         self.optimizer.step(&grads, lr)?;
         self.clamp_logit_scale()?;
