@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod decode;
 mod model;
 pub mod sampler;
 mod sequence;
