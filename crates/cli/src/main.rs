@@ -2,6 +2,7 @@
 
 mod clip;
 mod data;
+mod generator;
 mod memory;
 mod progress;
 mod tokenizer;
@@ -15,8 +16,8 @@ use clap::{Parser, Subcommand};
 ///
 /// The pipeline, in order: fetch and inspect data (`data`), train the text tokenizer
 /// (`tokenizer`), train the image tokenizer (`vq`), train the CLIP retriever (`clip`),
-/// build the memory (`memory`) and query it (`retrieve`); the generator, evaluation and
-/// server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
+/// build the memory (`memory`) and query it (`retrieve`), train the generator (`train`);
+/// generation tasks, evaluation and the server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
 #[derive(Debug, Parser)]
 #[command(name = "racm3", version, propagate_version = true)]
 struct Cli {
@@ -46,6 +47,11 @@ enum Command {
     ///
     /// Example: racm3 retrieve --memory mem/emoji --text "red apple" -k 4
     Retrieve(memory::RetrieveArgs),
+    /// Train the CM3 generator on a dataset's documents, each with the documents the
+    /// retriever finds for it (loss L_main + 0.1 L_retr), or with --baseline without them.
+    ///
+    /// Example: racm3 train emoji --memory mem/emoji --preset small --steps 2000 --out checkpoints/cm3-small
+    Train(generator::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Command::Clip(command) => clip::run(command),
         Command::Memory(command) => memory::run(command),
         Command::Retrieve(args) => memory::retrieve(args),
+        Command::Train(args) => generator::train(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -220,7 +220,7 @@ fn open_memory(dir: &Path) -> Result<Memory> {
 }
 
 /// The CLIP named by `--clip`, else the one the memory records.
-fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder> {
+pub fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder> {
     let recorded = memory.encoder()["name"].as_str().map(PathBuf::from);
     let Some(dir) = clip.map(Path::to_owned).or(recorded) else {
         bail!(

@@ -200,6 +200,7 @@ fn help_texts_have_examples() {
         &["memory", "remove"],
         &["memory", "info"],
         &["retrieve"],
+        &["train"],
     ] {
         let help = racm3(home.path(), &[command, &["--help"]].concat());
         assert!(help.status.success());

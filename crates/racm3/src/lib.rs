@@ -12,10 +12,16 @@
 //! - [`retrieve`]: the CLIP encoder, document and query keys, and the retrieval policy;
 //! - [`generate`]: the CM3 decoder, its KV cache, and the sampler's logits steps.
 //!
-//! Generator training, the tasks and evaluation join here as they land.
+//! It also composes them: [`corpus`] turns documents, a memory and the tokenizers into
+//! the generator's retrieval-augmented training sequences. The tasks and evaluation join
+//! here as they land.
 #![deny(missing_docs)]
 
+pub mod corpus;
+mod error;
+
 pub use candle_core::Device;
+pub use error::Error;
 pub use racm3_data as data;
 pub use racm3_generate as generate;
 pub use racm3_memory as memory;

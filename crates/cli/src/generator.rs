@@ -1,0 +1,207 @@
+//! `racm3 train`: train the CM3 generator on documents with the documents the retriever
+//! finds for them (or, with --baseline, on the same tokens without retrieval).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use racm3::Device;
+use racm3::corpus::{CorpusConfig, Tokens, cached, retrieve_all, sequences, tokenize_documents};
+use racm3::data::{Document, Split};
+use racm3::generate::{Cm3TrainConfig, Cm3Trainer, Config};
+use racm3::memory::Memory;
+use racm3::retrieve::RetrievalPolicy;
+use racm3::tokenize::vqgan::ImageTokenizer;
+use racm3::tokenize::{Cm3Codec, TextTokenizer, TrainOptions};
+
+use crate::data::load_dataset;
+use crate::progress::Bar;
+use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The dataset whose train split is the main documents (val split: validation loss).
+    #[arg(default_value = "emoji")]
+    dataset: String,
+    /// The memory to retrieve from (not needed with --baseline).
+    #[arg(long)]
+    memory: Option<PathBuf>,
+    /// The CLIP folder; by default the one that built the memory.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// The VQGAN folder that turns images into codes.
+    #[arg(long, default_value = DEFAULT_VQGAN)]
+    vqgan: PathBuf,
+    /// Model shape: tiny, small or ra-cm3-2.7b.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Retrieved documents per sequence (K).
+    #[arg(short, long, default_value_t = 2)]
+    k: usize,
+    /// Train the no-retrieval baseline: K = 0 always, the same tokens otherwise.
+    #[arg(long)]
+    baseline: bool,
+    /// Optimizer steps in all.
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches per step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed for weights, masking and batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The run folder: model, tokenizer, corpus caches, checkpoints, loss curves.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    if !args.baseline && args.memory.is_none() {
+        bail!("give --memory to retrieve from, or --baseline to train without retrieval");
+    }
+    let documents = load_dataset(&args.dataset, false)?.documents;
+    let of_split = |split: Split| -> Vec<Document> {
+        documents
+            .iter()
+            .filter(|doc| doc.source.split == split)
+            .cloned()
+            .collect()
+    };
+    let (train_docs, val_docs) = (of_split(Split::Train), of_split(Split::Val));
+    if train_docs.is_empty() {
+        bail!("{} has no training documents", args.dataset);
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    // Deterministic on the same captions, so a baseline run gets the same tokenizer.
+    let tokenizer_path = args.out.join("tokenizer.json");
+    let text = if tokenizer_path.exists() {
+        TextTokenizer::from_file(&tokenizer_path)?
+    } else {
+        let captions: Vec<String> = train_docs.iter().map(Document::caption).collect();
+        let text = TextTokenizer::train(&captions, &TrainOptions::default())?;
+        text.save(&tokenizer_path)?;
+        text
+    };
+    let vqgan = ImageTokenizer::load(&args.vqgan, &Device::Cpu)
+        .with_context(|| format!("loading the VQGAN in {}", args.vqgan.display()))?;
+    let codec = Cm3Codec::new(text, vqgan.codebook_size());
+    let ids = *codec.ids();
+    let Some(model) = Config::preset(&args.preset, ids.len() as usize) else {
+        bail!(
+            "unknown preset '{}': expected one of {}",
+            args.preset,
+            Config::PRESETS.join(", ")
+        );
+    };
+    let corpus = CorpusConfig {
+        policy: RetrievalPolicy {
+            k: args.k,
+            ..RetrievalPolicy::default()
+        },
+        no_retrieval_share: 0.1,
+        baseline: args.baseline,
+        max_len: model.max_seq_len,
+        seed: args.seed,
+    };
+
+    let memory = args.memory.as_deref().map(Memory::open).transpose()?;
+    let mut stored: Vec<Document> = Vec::new();
+    if let Some(memory) = &memory {
+        for id in memory.ids() {
+            let row = memory.row_of(id).expect("a live id has a row");
+            stored.push(memory.document(row)?);
+        }
+    }
+    let cache = args.out.join("corpus");
+    let tokens: Tokens = cached(&cache.join("tokens.json"), || {
+        let mut everything: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
+        everything.extend(stored.iter().cloned());
+        let bar = Bar::new("tokenizing");
+        racm3::data::Progress::set_total(&bar, everything.len() as u64);
+        let tokens = tokenize_documents(&everything, &codec, &vqgan, |n| {
+            racm3::data::Progress::advance(&bar, n as u64)
+        });
+        bar.finish();
+        tokens
+    })?;
+    let retrieved = match &memory {
+        Some(memory) if !args.baseline => {
+            let encoder = crate::memory::encoder_for(memory, args.clip.as_deref())?;
+            cached(&cache.join(format!("retrieved-k{}.json", args.k)), || {
+                let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
+                let bar = Bar::new("retrieving");
+                racm3::data::Progress::set_total(&bar, queries.len() as u64);
+                let found = retrieve_all(&queries, &encoder, memory, &corpus, |n| {
+                    racm3::data::Progress::advance(&bar, n as u64)
+                });
+                bar.finish();
+                found
+            })?
+        }
+        _ => Default::default(),
+    };
+    let (train_set, skipped) = sequences(&train_docs, &tokens, &retrieved, &codec, &corpus)?;
+    let val_corpus = CorpusConfig {
+        no_retrieval_share: 0.0,
+        ..corpus
+    };
+    let (val_set, _) = sequences(&val_docs, &tokens, &retrieved, &codec, &val_corpus)?;
+    let mean_len = train_set.iter().map(|s| s.tokens.len()).sum::<usize>() as f64
+        / train_set.len().max(1) as f64;
+    eprintln!(
+        "{} training sequences ({} skipped), {} val; mean length {mean_len:.0} tokens; {}",
+        train_set.len(),
+        skipped,
+        val_set.len(),
+        if args.baseline {
+            "baseline: no retrieval".to_string()
+        } else {
+            format!("K = {}", args.k)
+        }
+    );
+
+    let config = Cm3TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        lr: args.lr,
+        seed: args.seed,
+        ..Cm3TrainConfig::new(model)
+    };
+    let mut trainer = Cm3Trainer::open(config, ids, &args.out, &Device::Cpu)?;
+    let bar = Bar::new("training");
+    racm3::data::Progress::set_total(&bar, args.steps as u64);
+    racm3::data::Progress::advance(&bar, trainer.step() as u64);
+    let started = Instant::now();
+    let first = trainer.step();
+    let mut seen_tokens = 0usize;
+    let outcome = trainer.train_until(args.steps, &train_set, &val_set, |report| {
+        seen_tokens += report.tokens;
+        racm3::data::Progress::advance(&bar, 1);
+        bar.set_message(format!(
+            "main {:.3} retr {:.3} {:.0} tok/s",
+            report.main,
+            report.retrieved,
+            seen_tokens as f64 / started.elapsed().as_secs_f64()
+        ));
+    });
+    bar.finish();
+    outcome?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let val = trainer.validation_loss(&val_set)?;
+    println!(
+        "trained steps {first}..{} in {elapsed:.0} s ({:.0} target tokens/s); val main loss {val:.4}; model in {}",
+        args.steps,
+        seen_tokens as f64 / elapsed.max(1e-9),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Training corpora for the generator: documents as CM3 tokens, each with the documents
+//! the retriever found for it, laid out as RA-CM3 trains on them.
+//!
+//! The two expensive parts are done once and cached in the run folder, so training is
+//! never bound by them: the VQGAN codes and text ids of every document
+//! (`corpus/tokens.json`), and the retrieval for every training document
+//! (`corpus/retrieved.json`). A baseline run reads the same tokens and ignores retrieval.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use racm3_data::Document;
+use racm3_generate::{Sequence, training_sequence};
+use racm3_memory::Memory;
+use racm3_retrieve::{ClipEncoder, RetrievalPolicy, retrieve_for_training};
+use racm3_tokenize::vqgan::ImageTokenizer;
+use racm3_tokenize::{Cm3Codec, causal_mask_seeded, segments_of};
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// How sequences are made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CorpusConfig {
+    /// The retrieval policy; its k is K, the retrieved documents per sequence (paper: 2).
+    pub policy: RetrievalPolicy,
+    /// Share of sequences built with no retrieved document, so the model also works
+    /// without retrieval (paper: 10%).
+    pub no_retrieval_share: f64,
+    /// Baseline mode: K = 0 for every sequence, the same tokens otherwise.
+    pub baseline: bool,
+    /// Longest sequence.
+    pub max_len: usize,
+    /// Seeds masking, the no-retrieval draw and query dropout.
+    pub seed: u64,
+}
+
+/// Token ids of documents, keyed by id.
+pub type Tokens = HashMap<String, Vec<u32>>;
+
+/// CM3 token ids of `documents`: text through the codec's BPE, images through the VQGAN
+/// in batches. `progress` is told how many documents are done.
+pub fn tokenize_documents(
+    documents: &[Document],
+    codec: &Cm3Codec,
+    vqgan: &ImageTokenizer,
+    mut progress: impl FnMut(usize),
+) -> Result<Tokens, Error> {
+    let mut tokens = Tokens::with_capacity(documents.len());
+    for chunk in documents.chunks(64) {
+        let images: Vec<image::RgbImage> = chunk
+            .iter()
+            .flat_map(|doc| doc.images().map(|image| image.pixels.clone()))
+            .collect();
+        let mut codes = vqgan.encode(&images, 32)?.into_iter();
+        for document in chunk {
+            let segments = segments_of(document, |_| {
+                codes
+                    .next()
+                    .ok_or_else(|| racm3_tokenize::Error::Malformed {
+                        position: 0,
+                        problem: "fewer codes than images".into(),
+                    })
+            })?;
+            tokens.insert(document.id().to_owned(), codec.encode(&segments)?);
+        }
+        progress(chunk.len());
+    }
+    Ok(tokens)
+}
+
+/// The ids of the documents retrieved for each training document (the query is its text
+/// or its image at random, with query dropout; the document itself is excluded).
+pub fn retrieve_all(
+    documents: &[Document],
+    encoder: &ClipEncoder,
+    memory: &Memory,
+    config: &CorpusConfig,
+    mut progress: impl FnMut(usize),
+) -> Result<HashMap<String, Vec<String>>, Error> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5e7);
+    let mut found = HashMap::with_capacity(documents.len());
+    for document in documents {
+        let hits = retrieve_for_training(encoder, memory, document, &config.policy, &mut rng)?;
+        found.insert(
+            document.id().to_owned(),
+            hits.into_iter().map(|hit| hit.id).collect(),
+        );
+        progress(1);
+    }
+    Ok(found)
+}
+
+/// The training sequences of `documents`: `[ret_1 <break> … ret_K <break> main <eos>]`
+/// with CM3 masking on the main document. Documents whose tokens are missing or too long
+/// are skipped and counted.
+pub fn sequences(
+    documents: &[Document],
+    tokens: &Tokens,
+    retrieved: &HashMap<String, Vec<String>>,
+    codec: &Cm3Codec,
+    config: &CorpusConfig,
+) -> Result<(Vec<Sequence>, usize), Error> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let mut out = Vec::with_capacity(documents.len());
+    let mut skipped = 0;
+    for (index, document) in documents.iter().enumerate() {
+        let Some(main) = tokens.get(document.id()) else {
+            skipped += 1;
+            continue;
+        };
+        let masked = causal_mask_seeded(main, codec.ids(), config.seed.wrapping_add(index as u64))?;
+        let without = config.baseline || rng.random_bool(config.no_retrieval_share.clamp(0.0, 1.0));
+        let neighbours: Vec<Vec<u32>> = if without {
+            Vec::new()
+        } else {
+            retrieved
+                .get(document.id())
+                .into_iter()
+                .flatten()
+                .filter_map(|id| tokens.get(id).cloned())
+                .collect()
+        };
+        match training_sequence(&neighbours, &masked, codec.ids(), config.max_len) {
+            Some(sequence) => out.push(sequence),
+            None => skipped += 1,
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// A JSON cache file in the run folder: read it if present, else make and write it.
+pub fn cached<T: Serialize + for<'de> Deserialize<'de>>(
+    path: &Path,
+    make: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    if let Ok(bytes) = std::fs::read(path) {
+        return serde_json::from_slice(&bytes).map_err(|source| Error::Cache {
+            path: path.to_owned(),
+            problem: format!("{source}; delete it to rebuild"),
+        });
+    }
+    let value = make()?;
+    let json = serde_json::to_vec(&value).map_err(|source| Error::Cache {
+        path: path.to_owned(),
+        problem: source.to_string(),
+    })?;
+    racm3_data::write_atomic(path, &json)?;
+    Ok(value)
+}
