@@ -1,24 +1,25 @@
 use std::path::PathBuf;
 
-/// An error from any stage, as the composed pipeline meets it.
+/// An error from any stage, as the composed pipeline meets it. Stage errors are boxed:
+/// they carry paths and messages, and a result should stay small.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading data failed.
     #[error(transparent)]
-    Data(#[from] racm3_data::Error),
+    Data(Box<racm3_data::Error>),
     /// Tokenizing failed.
     #[error(transparent)]
-    Tokenize(#[from] racm3_tokenize::Error),
+    Tokenize(Box<racm3_tokenize::Error>),
     /// Retrieval failed.
     #[error(transparent)]
-    Retrieve(#[from] racm3_retrieve::Error),
+    Retrieve(Box<racm3_retrieve::Error>),
     /// The memory failed.
     #[error(transparent)]
-    Memory(#[from] racm3_memory::Error),
+    Memory(Box<racm3_memory::Error>),
     /// Training mechanics failed.
     #[error(transparent)]
-    Train(#[from] racm3_train::Error),
+    Train(Box<racm3_train::Error>),
     /// A cache file that cannot be read or written.
     #[error("{path}: {problem}")]
     Cache {
@@ -28,3 +29,21 @@ pub enum Error {
         problem: String,
     },
 }
+
+macro_rules! from_stage {
+    ($($variant:ident: $error:ty),*) => {$(
+        impl From<$error> for Error {
+            fn from(err: $error) -> Self {
+                Error::$variant(Box::new(err))
+            }
+        }
+    )*};
+}
+
+from_stage!(
+    Data: racm3_data::Error,
+    Tokenize: racm3_tokenize::Error,
+    Retrieve: racm3_retrieve::Error,
+    Memory: racm3_memory::Error,
+    Train: racm3_train::Error
+);
