@@ -310,8 +310,8 @@ pub fn retrieve(args: RetrieveArgs) -> Result<()> {
         image: image.as_ref(),
     };
     let found = retrieve_for_query(&encoder, &memory, &query, &policy)?;
-    let mut rows = Vec::with_capacity(found.len());
-    for (rank, hit) in found.iter().enumerate() {
+    let mut rows = Vec::with_capacity(found.documents.len());
+    for (rank, hit) in found.documents.iter().enumerate() {
         let document = memory.document(hit.row)?;
         rows.push(json!({
             "rank": rank + 1,
@@ -341,6 +341,12 @@ pub fn retrieve(args: RetrieveArgs) -> Result<()> {
             rows.len(),
             args.query_threshold,
             args.pairwise_threshold
+        );
+    }
+    if found.near_copies > 0 {
+        eprintln!(
+            "skipped {} near copies of the query (score above {}); --query-threshold 1 keeps them",
+            found.near_copies, args.query_threshold
         );
     }
     Ok(())

@@ -85,7 +85,7 @@ pub fn retrieve_all(
         let hits = retrieve_for_training(encoder, memory, document, &config.policy, &mut rng)?;
         found.insert(
             document.id().to_owned(),
-            hits.into_iter().map(|hit| hit.id).collect(),
+            hits.documents.into_iter().map(|hit| hit.id).collect(),
         );
         progress(1);
     }

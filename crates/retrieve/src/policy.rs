@@ -51,6 +51,17 @@ pub struct Retrieved {
     pub score: f32,
 }
 
+/// What a retrieval found, and what the policy skipped on the way.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Retrieval {
+    /// The documents, best first.
+    pub documents: Vec<Retrieved>,
+    /// Candidates skipped as near copies of the query (score above the query threshold).
+    pub near_copies: usize,
+    /// Candidates skipped as too close to a document already chosen.
+    pub redundant: usize,
+}
+
 /// Up to `policy.k` documents for a query key, best first, following the policy. `exclude`
 /// names a document never to return (the query document, in training). Fewer than k come
 /// back only when the memory has fewer documents that pass the thresholds.
@@ -59,7 +70,7 @@ pub fn retrieve(
     key: &[f32],
     policy: &RetrievalPolicy,
     exclude: Option<&str>,
-) -> Result<Vec<Retrieved>> {
+) -> Result<Retrieval> {
     let excluded_row = exclude.and_then(|id| memory.row_of(id));
     let available = memory.len() - usize::from(excluded_row.is_some());
     if policy.k == 0 || policy.k > available.max(1) || available == 0 {
@@ -80,30 +91,32 @@ pub fn retrieve(
     let mut wanted = (policy.k * 4 + 8).min(available);
     loop {
         let hits = memory.search(key, wanted, &how)?.remove(0);
-        let mut chosen: Vec<Retrieved> = Vec::with_capacity(policy.k);
+        let mut found = Retrieval::default();
         for hit in &hits {
             if hit.score > policy.query_threshold {
+                found.near_copies += 1;
                 continue;
             }
             let candidate = memory.key(hit.label).expect("a searched row has a key");
-            let redundant = chosen.iter().any(|taken| {
+            let redundant = found.documents.iter().any(|taken| {
                 let taken_key = memory.key(taken.row).expect("a chosen row has a key");
                 dot(candidate, taken_key) > policy.pairwise_threshold
             });
             if redundant {
+                found.redundant += 1;
                 continue;
             }
-            chosen.push(Retrieved {
+            found.documents.push(Retrieved {
                 row: hit.label,
                 id: memory.id(hit.label).unwrap_or_default().to_owned(),
                 score: hit.score,
             });
-            if chosen.len() == policy.k {
-                return Ok(chosen);
+            if found.documents.len() == policy.k {
+                return Ok(found);
             }
         }
         if wanted >= available || hits.len() < wanted {
-            return Ok(chosen);
+            return Ok(found);
         }
         wanted = (wanted * 4).min(available);
     }
@@ -137,7 +150,7 @@ pub fn retrieve_for_training(
     document: &Document,
     policy: &RetrievalPolicy,
     rng: &mut impl rand::Rng,
-) -> Result<Vec<Retrieved>> {
+) -> Result<Retrieval> {
     check_dims(encoder, memory)?;
     let text = document_text(document);
     let image = document.images().next().map(|image| &image.pixels);
@@ -170,7 +183,7 @@ pub fn retrieve_for_query(
     memory: &Memory,
     query: &Query,
     policy: &RetrievalPolicy,
-) -> Result<Vec<Retrieved>> {
+) -> Result<Retrieval> {
     check_dims(encoder, memory)?;
     let key = encoder.query_key(query)?;
     retrieve(memory, &key, policy, None)
@@ -218,8 +231,8 @@ mod tests {
         key.map(|v| v / norm)
     }
 
-    fn ids(found: &[Retrieved]) -> Vec<&str> {
-        found.iter().map(|r| r.id.as_str()).collect()
+    fn ids(found: &Retrieval) -> Vec<&str> {
+        found.documents.iter().map(|r| r.id.as_str()).collect()
     }
 
     // The policy skips a near copy of the query (score > 0.9), then a document too close
@@ -246,7 +259,8 @@ mod tests {
         };
         let found = retrieve(&memory, &query, &policy, None).unwrap();
         assert_eq!(ids(&found), vec!["d1", "d3"]);
-        assert!(found[0].score > found[1].score);
+        assert!(found.documents[0].score > found.documents[1].score);
+        assert_eq!((found.near_copies, found.redundant), (1, 1));
         let plain = RetrievalPolicy {
             k: 3,
             query_threshold: 2.0,
