@@ -531,12 +531,24 @@ fn clip_memory_and_retrieve_from_the_command_line() {
 fn committed_clip_recalls_held_out_emoji() {
     let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/clip-emoji-small");
     let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
-        .args(["clip", "recall", "emoji", "--split", "val", "--json", "--clip", clip.to_str().unwrap()])
+        .args([
+            "clip",
+            "recall",
+            "emoji",
+            "--split",
+            "val",
+            "--json",
+            "--clip",
+            clip.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let recall = json(&output);
     assert_eq!(recall["pairs"], 698);
     let at_10 = recall["text_to_image"][2].as_f64().unwrap();
     assert!(at_10 > 0.4, "text-to-image recall@10 {at_10}");
-    assert!(recall["image_to_text"][2].as_f64().unwrap() > 0.3, "{recall}");
+    assert!(
+        recall["image_to_text"][2].as_f64().unwrap() > 0.3,
+        "{recall}"
+    );
 }

@@ -14,70 +14,60 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
-/// Rows as IEEE half floats (bits), the compact copy a graph search reads.
-pub(crate) fn to_f16_bits(values: &[f32]) -> Vec<u16> {
-    values
-        .iter()
-        .map(|&v| half::f16::from_f32(v).to_bits())
-        .collect()
-}
-
-/// `query · row` with `row` in half precision, for four rows at once: interleaving four
-/// streams keeps more loads in flight, which is what a graph search waits on (faiss's
-/// `distances_batch_4`).
+/// `query · rows[i]` for four rows at once: interleaving four streams keeps more loads in
+/// flight, which is what a graph search waits on (faiss's `distances_batch_4`).
 #[inline]
-pub(crate) fn dot4_f16(query: &[f32], rows: [&[u16]; 4]) -> [f32; 4] {
+pub(crate) fn dot4(query: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the features the kernel was compiled for.
-            return unsafe { dot4_f16_avx2(query, rows) };
+            return unsafe { dot4_avx2(query, rows) };
         }
     }
-    rows.map(|row| dot_f16_portable(query, row))
-}
-
-/// `query · row` with `row` in half precision.
-#[inline]
-pub(crate) fn dot_f16(query: &[f32], row: &[u16]) -> f32 {
-    dot4_f16(query, [row, row, row, row])[0]
-}
-
-fn dot_f16_portable(query: &[f32], row: &[u16]) -> f32 {
-    query
-        .iter()
-        .zip(row)
-        .map(|(q, bits)| q * half::f16::from_bits(*bits).to_f32())
-        .sum()
+    rows.map(|row| dot_portable(query, row))
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_f16_avx2(query: &[f32], rows: [&[u16]; 4]) -> [f32; 4] {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(query: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;
     let len = rows.iter().fold(query.len(), |len, row| len.min(row.len()));
     let q = query.as_ptr();
-    let pointers = rows.map(<[u16]>::as_ptr);
+    let pointers = rows.map(<[f32]>::as_ptr);
+    // Two sums a row: eight independent FMA chains keep both FMA units busy (latency 4,
+    // two a cycle), where one chain a row would leave half of them idle.
     let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc2 = [_mm256_setzero_ps(); 4];
     let mut i = 0;
+    while i + 16 <= len {
+        // SAFETY: i + 16 <= len, inside the query and every row.
+        let (x, x2) = unsafe { (_mm256_loadu_ps(q.add(i)), _mm256_loadu_ps(q.add(i + 8))) };
+        for ((sum, sum2), row) in acc.iter_mut().zip(acc2.iter_mut()).zip(pointers) {
+            let (y, y2) = unsafe { (_mm256_loadu_ps(row.add(i)), _mm256_loadu_ps(row.add(i + 8))) };
+            *sum = _mm256_fmadd_ps(x, y, *sum);
+            *sum2 = _mm256_fmadd_ps(x2, y2, *sum2);
+        }
+        i += 16;
+    }
     while i + 8 <= len {
         // SAFETY: i + 8 <= len, inside the query and every row.
         let x = unsafe { _mm256_loadu_ps(q.add(i)) };
         for (sum, row) in acc.iter_mut().zip(pointers) {
-            let halves = unsafe { _mm_loadu_si128(row.add(i).cast::<__m128i>()) };
-            *sum = _mm256_fmadd_ps(x, _mm256_cvtph_ps(halves), *sum);
+            let y = unsafe { _mm256_loadu_ps(row.add(i)) };
+            *sum = _mm256_fmadd_ps(x, y, *sum);
         }
         i += 8;
+    }
+    for (sum, sum2) in acc.iter_mut().zip(acc2) {
+        *sum = _mm256_add_ps(*sum, sum2);
     }
     let mut out = [0f32; 4];
     for (slot, (sum, row)) in out.iter_mut().zip(acc.iter().zip(rows)) {
         let halves = _mm_add_ps(_mm256_castps256_ps128(*sum), _mm256_extractf128_ps(*sum, 1));
         let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
         let total = _mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1));
-        *slot = _mm_cvtss_f32(total) + dot_f16_portable(&query[i..len], &row[i..len]);
+        *slot = _mm_cvtss_f32(total) + (i..len).map(|j| query[j] * row[j]).sum::<f32>();
     }
     out
 }

@@ -18,7 +18,7 @@ use std::sync::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::{FlatIndex, Hit, SearchParams, VectorIndex, check_k, check_rows};
-use crate::dot::{dot, dot_f16, dot4_f16, to_f16_bits};
+use crate::dot::{dot, dot4};
 use crate::error::{Error, Result};
 use crate::file::{self, Kind};
 
@@ -112,10 +112,6 @@ thread_local! {
 pub struct HnswIndex {
     config: HnswConfig,
     storage: FlatIndex,
-    /// The same rows in half precision: the graph is walked on these (half the memory
-    /// traffic of a search, which waits on memory), and the final candidates are
-    /// re-scored exactly from `storage`.
-    compact: Vec<u16>,
     /// The top level of each node.
     levels: Vec<u8>,
     /// Level-0 links: for each node, a count then `2·m` slots.
@@ -134,7 +130,6 @@ impl HnswIndex {
         Self {
             config,
             storage: FlatIndex::new(dim),
-            compact: Vec::new(),
             levels: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
@@ -208,23 +203,12 @@ impl HnswIndex {
         &self.storage.vectors()[node as usize * dim..(node as usize + 1) * dim]
     }
 
-    fn compact_row(&self, node: u32) -> &[u16] {
-        let dim = self.storage.dim();
-        &self.compact[node as usize * dim..(node as usize + 1) * dim]
-    }
-
-    /// The query's approximate score with a node (half-precision row).
-    #[inline]
-    fn approx(&self, query: &[f32], node: u32) -> f32 {
-        dot_f16(query, self.compact_row(node))
-    }
-
     /// Walks greedily toward the query on one level.
     fn greedy(&self, query: &[f32], mut best: Scored, level: usize) -> Scored {
         loop {
             let mut improved = false;
             self.for_each_neighbor(best.node, level, |neighbor| {
-                let score = self.approx(query, neighbor);
+                let score = dot(query, self.vector(neighbor));
                 if score > best.score {
                     best = Scored {
                         score,
@@ -290,13 +274,13 @@ impl HnswIndex {
             };
             let mut groups = fresh.chunks_exact(4);
             for group in &mut groups {
-                let scores = dot4_f16(
+                let scores = dot4(
                     query,
                     [
-                        self.compact_row(group[0]),
-                        self.compact_row(group[1]),
-                        self.compact_row(group[2]),
-                        self.compact_row(group[3]),
+                        self.vector(group[0]),
+                        self.vector(group[1]),
+                        self.vector(group[2]),
+                        self.vector(group[3]),
                     ],
                 );
                 for (&node, score) in group.iter().zip(scores) {
@@ -304,7 +288,7 @@ impl HnswIndex {
                 }
             }
             for &node in groups.remainder() {
-                offer(node, self.approx(query, node));
+                offer(node, dot(query, self.vector(node)));
             }
         }
         let mut found: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
@@ -324,7 +308,7 @@ impl HnswIndex {
             let vector = self.vector(candidate.node);
             let diverse = chosen
                 .iter()
-                .all(|&other| self.approx(vector, other) <= candidate.score);
+                .all(|&other| dot(vector, self.vector(other)) <= candidate.score);
             if diverse {
                 chosen.push(candidate.node);
             }
@@ -354,7 +338,7 @@ impl HnswIndex {
         let mut scored: Vec<Scored> = current
             .into_iter()
             .map(|n| Scored {
-                score: self.approx(base, n),
+                score: dot(base, self.vector(n)),
                 node: n,
             })
             .collect();
@@ -370,7 +354,7 @@ impl HnswIndex {
         let (entry, top) = *self.entry.read().unwrap_or_else(|p| p.into_inner());
         let top = top as usize;
         let mut best = Scored {
-            score: self.approx(query, entry),
+            score: dot(query, self.vector(entry)),
             node: entry,
         };
         for layer in (level + 1..=top).rev() {
@@ -429,7 +413,7 @@ impl HnswIndex {
     fn search_one(&self, query: &[f32], k: usize, ef: usize, params: &SearchParams) -> Vec<Hit> {
         let (entry, top) = *self.entry.read().unwrap_or_else(|p| p.into_inner());
         let mut best = Scored {
-            score: self.approx(query, entry),
+            score: dot(query, self.vector(entry)),
             node: entry,
         };
         for layer in (1..=top as usize).rev() {
@@ -439,16 +423,7 @@ impl HnswIndex {
         let found = VISITED.with_borrow_mut(|visited| {
             self.search_layer(query, &[best], ef.max(k), 0, &keep, visited)
         });
-        // Exact scores for the candidates, so hits carry true inner products.
-        let mut rescored: Vec<Scored> = found
-            .into_iter()
-            .map(|s| Scored {
-                score: dot(query, self.vector(s.node)),
-                node: s.node,
-            })
-            .collect();
-        rescored.sort_unstable_by(|a, b| b.cmp(a));
-        rescored
+        found
             .into_iter()
             .take(k)
             .map(|s| Hit {
@@ -520,7 +495,6 @@ impl HnswIndex {
         }
         let index = Self {
             config,
-            compact: to_f16_bits(storage.vectors()),
             storage,
             levels,
             links0,
@@ -586,7 +560,6 @@ impl VectorIndex for HnswIndex {
             });
         }
         self.storage.add(vectors)?;
-        self.compact.extend(to_f16_bits(vectors));
         self.reserve_nodes(count);
         let mut first_new = start;
         if start == 0 && count > 0 {
