@@ -50,6 +50,9 @@ pub enum ClipCommand {
         /// The run's folder: config.json, model.safetensors, tokenizer.json, checkpoints.
         #[arg(long, default_value = DEFAULT_CLIP)]
         out: PathBuf,
+        /// Where to train: cpu, cuda or cuda:N (a --features cuda build).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Text-to-image and image-to-text recall@1/5/10 of a CLIP on a split. An image and a
     /// caption match when the caption is the image's own.
@@ -83,7 +86,9 @@ pub fn run(command: ClipCommand) -> Result<()> {
             seed,
             skip_bad,
             out,
+            device,
         } => {
+            let device = crate::device(&device)?;
             let defaults = ClipTrainConfig::default();
             let config = ClipTrainConfig {
                 preset,
@@ -93,7 +98,7 @@ pub fn run(command: ClipCommand) -> Result<()> {
                 seed,
                 ..defaults
             };
-            train(&datasets, config, limit, skip_bad, &out)
+            train(&datasets, config, limit, skip_bad, &out, &device)
         }
         ClipCommand::Recall {
             dataset,
@@ -154,6 +159,7 @@ fn train(
     limit: Option<usize>,
     skip_bad: bool,
     out: &Path,
+    device: &Device,
 ) -> Result<()> {
     let mut train_pairs = Vec::new();
     let mut val_sets = Vec::new();
@@ -167,8 +173,7 @@ fn train(
         train_pairs.extend(pairs);
         val_sets.push((name.clone(), pairs_of(&documents, Split::Val, limit)));
     }
-    let device = Device::Cpu;
-    let mut trainer = ClipTrainer::open(config, &train_pairs, out, &device)
+    let mut trainer = ClipTrainer::open(config, &train_pairs, out, device)
         .with_context(|| format!("opening the run in {}", out.display()))?;
     let config = trainer.config().clone();
     eprintln!(

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use racm3::Device;
 use racm3::corpus::{CorpusConfig, Tokens, cached, retrieve_all, sequences, tokenize_documents};
 use racm3::data::{Document, Split};
 use racm3::generate::{Cm3TrainConfig, Cm3Trainer, Config};
@@ -60,9 +59,13 @@ pub struct TrainArgs {
     /// The run folder: model, tokenizer, corpus caches, checkpoints, loss curves.
     #[arg(long)]
     out: PathBuf,
+    /// Where to train: cpu, cuda or cuda:N (a --features cuda build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    let device = crate::device(&args.device)?;
     if !args.baseline && args.memory.is_none() {
         bail!("give --memory to retrieve from, or --baseline to train without retrieval");
     }
@@ -90,7 +93,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         text.save(&tokenizer_path)?;
         text
     };
-    let vqgan = ImageTokenizer::load(&args.vqgan, &Device::Cpu)
+    let vqgan = ImageTokenizer::load(&args.vqgan, &device)
         .with_context(|| format!("loading the VQGAN in {}", args.vqgan.display()))?;
     let codec = Cm3Codec::new(text, vqgan.codebook_size());
     let ids = *codec.ids();
@@ -176,7 +179,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         ..Cm3TrainConfig::new(model)
     };
-    let mut trainer = Cm3Trainer::open(config, ids, &args.out, &Device::Cpu)?;
+    let mut trainer = Cm3Trainer::open(config, ids, &args.out, &device)?;
     let bar = Bar::new("training");
     racm3::data::Progress::set_total(&bar, args.steps as u64);
     racm3::data::Progress::advance(&bar, trainer.step() as u64);

@@ -2,7 +2,7 @@
 //! optionally against an unconditional stream for classifier-free guidance, with the
 //! structural constraint applied to every step's logits.
 
-use candle_core::{Device, IndexOp, Result, Tensor};
+use candle_core::{IndexOp, Result, Tensor};
 
 use crate::model::{Cm3Model, KvCache};
 use crate::sampler::{Sampler, Structure, guidance};
@@ -29,8 +29,8 @@ pub fn sample(
     max_new: usize,
     stop: impl Fn(u32) -> bool,
 ) -> Result<Vec<u32>> {
-    let device = Device::Cpu;
-    let row = |tokens: &[u32]| Tensor::new(tokens, &device)?.unsqueeze(0);
+    let device = model.device();
+    let row = |tokens: &[u32]| Tensor::new(tokens, device)?.unsqueeze(0);
     // (1, t, vocab) -> the last position's logits.
     let last = |logits: Tensor| -> Result<Vec<f32>> {
         let t = logits.dim(1)?;

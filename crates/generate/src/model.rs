@@ -285,6 +285,11 @@ impl Cm3Model {
         &self.config
     }
 
+    /// The device its weights live on.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.embeddings().device()
+    }
+
     /// Logits (b, t, vocab) for token ids (b, t). With a cache, the ids continue the
     /// cached sequence and the cache grows by t; without one, they start at position 0.
     pub fn forward(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
