@@ -127,9 +127,15 @@ impl PgVectorIndex {
         let mut len = 0;
         for shard in &shards {
             let existing: Option<i32> = shard.run("creating the table", |client| {
+                // IF NOT EXISTS is not safe against a concurrent creator (two clients can
+                // both miss the row and one fails on a unique index): an advisory lock
+                // makes the creations take turns.
                 client.batch_execute(&format!(
-                    "CREATE EXTENSION IF NOT EXISTS vector;
-                     CREATE TABLE IF NOT EXISTS {table} (label bigint PRIMARY KEY, key vector({dim}) NOT NULL);"
+                    "BEGIN;
+                     SELECT pg_advisory_xact_lock(7236818351);
+                     CREATE EXTENSION IF NOT EXISTS vector;
+                     CREATE TABLE IF NOT EXISTS {table} (label bigint PRIMARY KEY, key vector({dim}) NOT NULL);
+                     COMMIT;"
                 ))?;
                 // The declared dimension of an existing table's key column.
                 let row = client.query_one(
