@@ -9,8 +9,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use racm3_tokenize::{IdSpace, Special};
 use racm3_train::{
-    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_vars, save_vars,
-    seeded_var_builder, warmup_cosine,
+    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_training_state,
+    save_training_state, save_vars, seeded_var_builder, warmup_cosine,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -133,8 +133,7 @@ impl Cm3Trainer {
         )?;
         let step = match &latest {
             Some((dir, state)) => {
-                load_vars(&vars, &dir.join("model.safetensors"))?;
-                optimizer.load(&dir.join("optimizer.safetensors"))?;
+                load_training_state(dir, &vars, &mut optimizer)?;
                 state.step
             }
             None => 0,
@@ -316,8 +315,7 @@ impl Cm3Trainer {
             config: self.config.clone(),
         };
         Checkpoints::new(&self.out).save(self.step, &state, |dir| {
-            save_vars(&self.vars, &dir.join("model.safetensors"))?;
-            self.optimizer.save(&dir.join("optimizer.safetensors"))
+            save_training_state(dir, &self.vars, &self.optimizer)
         })?;
         save_vars(&self.vars, &self.out.join("model.safetensors"))?;
         let config_json =

@@ -10,8 +10,8 @@ use candle_nn::VarMap;
 use image::RgbImage;
 use racm3_tokenize::{TextTokenizer, TrainOptions};
 use racm3_train::{
-    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_vars, save_vars,
-    seeded_var_builder, warmup_cosine,
+    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_training_state,
+    save_training_state, save_vars, seeded_var_builder, warmup_cosine,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -232,8 +232,7 @@ impl ClipTrainer {
         )?;
         let step = match &latest {
             Some((dir, state)) => {
-                load_vars(&vars, &dir.join("model.safetensors"))?;
-                optimizer.load(&dir.join("optimizer.safetensors"))?;
+                load_training_state(dir, &vars, &mut optimizer)?;
                 state.step
             }
             None => 0,
@@ -419,8 +418,7 @@ impl ClipTrainer {
             config: self.config.clone(),
         };
         Checkpoints::new(&self.out).save(self.step, &state, |dir| {
-            save_vars(&self.vars, &dir.join("model.safetensors"))?;
-            self.optimizer.save(&dir.join("optimizer.safetensors"))
+            save_training_state(dir, &self.vars, &self.optimizer)
         })?;
         save_vars(&self.vars, &self.out.join("model.safetensors"))?;
         let config_json = serde_json::to_vec_pretty(self.encoder.model().config())

@@ -14,7 +14,10 @@ mod log;
 mod optim;
 mod schedule;
 
-pub use checkpoint::{Checkpoints, STATE_FILE, WEIGHTS_FILE, load_vars, save_tensors, save_vars};
+pub use checkpoint::{
+    Checkpoints, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, load_training_state, load_vars,
+    save_tensors, save_training_state, save_vars,
+};
 pub use error::{Error, Result};
 pub use init::seeded_var_builder;
 pub use log::LossLog;
