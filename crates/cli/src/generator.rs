@@ -116,17 +116,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
 
     let memory = args.memory.as_deref().map(Memory::open).transpose()?;
-    let mut stored: Vec<Document> = Vec::new();
-    if let Some(memory) = &memory {
-        for id in memory.ids() {
-            let row = memory.row_of(id).expect("a live id has a row");
-            stored.push(memory.document(row)?);
-        }
-    }
     let cache = args.out.join("corpus");
     let tokens: Tokens = cached(&cache.join("tokens.json"), || {
         let mut everything: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
-        everything.extend(stored.iter().cloned());
+        // The memory's documents are decoded only when the cache is being made.
+        if let Some(memory) = &memory {
+            for id in memory.ids() {
+                let row = memory.row_of(id).expect("a live id has a row");
+                everything.push(memory.document(row)?);
+            }
+        }
         let bar = Bar::new("tokenizing");
         racm3::data::Progress::set_total(&bar, everything.len() as u64);
         let tokens = tokenize_documents(&everything, &codec, &vqgan, |n| {
