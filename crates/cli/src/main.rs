@@ -5,6 +5,7 @@ mod data;
 mod generator;
 mod memory;
 mod progress;
+mod tasks;
 mod tokenizer;
 mod vq;
 
@@ -16,8 +17,9 @@ use clap::{Parser, Subcommand};
 ///
 /// The pipeline, in order: fetch and inspect data (`data`), train the text tokenizer
 /// (`tokenizer`), train the image tokenizer (`vq`), train the CLIP retriever (`clip`),
-/// build the memory (`memory`) and query it (`retrieve`), train the generator (`train`);
-/// generation tasks, evaluation and the server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
+/// build the memory (`memory`) and query it (`retrieve`), train the generator (`train`),
+/// then use it: `generate` (caption to image), `caption` (image to caption), `infill`
+/// and `few-shot`; evaluation and the server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
 #[derive(Debug, Parser)]
 #[command(name = "racm3", version, propagate_version = true)]
 struct Cli {
@@ -52,6 +54,23 @@ enum Command {
     ///
     /// Example: racm3 train emoji --memory mem/emoji --preset small --steps 2000 --out checkpoints/cm3-small
     Train(generator::TrainArgs),
+    /// Caption to image: draw a caption with the retrieved documents in front of the
+    /// prompt, classifier-free guidance, and CLIP re-ranking of the samples.
+    ///
+    /// Example: racm3 generate --text "red apple" --memory mem/emoji --out apple.png -k 2 --samples 8 --cfg 3.0 --seed 1 --verbose
+    Generate(tasks::GenerateArgs),
+    /// Image to caption: infill the image's alt text, reading the retrieved documents.
+    ///
+    /// Example: racm3 caption apple.png --memory mem/emoji --verbose
+    Caption(tasks::CaptionArgs),
+    /// Infilling: write the words at <mask> in a caption, or redraw rows of an image.
+    ///
+    /// Example: racm3 infill face.png --caption "smiling face with <mask>" --memory mem/emoji
+    Infill(tasks::InfillArgs),
+    /// Few-shot classification in context: labeled example images, then the query image.
+    ///
+    /// Example: racm3 few-shot --demo shirt.png=wug --demo boot.png=dax --query q.png
+    FewShot(tasks::FewShotArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +83,10 @@ fn main() -> ExitCode {
         Command::Memory(command) => memory::run(command),
         Command::Retrieve(args) => memory::retrieve(args),
         Command::Train(args) => generator::train(args),
+        Command::Generate(args) => tasks::generate(args),
+        Command::Caption(args) => tasks::caption(args),
+        Command::Infill(args) => tasks::infill(args),
+        Command::FewShot(args) => tasks::few_shot(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

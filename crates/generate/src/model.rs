@@ -280,6 +280,24 @@ impl Cm3Model {
         })
     }
 
+    /// Loads a saved model folder: `config.json` and `model.safetensors`, as
+    /// `racm3 train` writes them. A tensor missing from the file, or of a shape the config
+    /// does not give, is an error naming the tensor and the file.
+    pub fn load(dir: &std::path::Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let in_file = |path: &std::path::Path, err: &dyn std::fmt::Display| {
+            candle_core::Error::msg(format!("{}: {err}", path.display()))
+        };
+        let text = std::fs::read(&config_path).map_err(|err| in_file(&config_path, &err))?;
+        let config: Config =
+            serde_json::from_slice(&text).map_err(|err| in_file(&config_path, &err))?;
+        let weights = dir.join("model.safetensors");
+        // SAFETY: the file is mapped read-only and not modified while the model lives.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
+            .map_err(|err| in_file(&weights, &err))?;
+        Self::new(&config, vb).map_err(|err| in_file(&weights, &err))
+    }
+
     /// The config it was built from.
     pub fn config(&self) -> &Config {
         &self.config

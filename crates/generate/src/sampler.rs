@@ -153,11 +153,13 @@ pub fn keep_top_p(probabilities: &mut [f64], p: f64) {
 /// Classifier-free guidance: `u + scale · (c − u)` per token, from the logits of the
 /// conditional stream `c` and of the unconditional one `u` (its caption replaced by
 /// `<mask:0>`). Scale 1 is the conditional logits; larger follows the condition harder.
+/// It is computed as `scale · c + (1 − scale) · u`, the same value, so that scale 1 gives
+/// `c` bit for bit.
 pub fn guidance(conditional: &[f32], unconditional: &[f32], scale: f32) -> Vec<f32> {
     conditional
         .iter()
         .zip(unconditional)
-        .map(|(&c, &u)| u + scale * (c - u))
+        .map(|(&c, &u)| scale * c + (1.0 - scale) * u)
         .collect()
 }
 
@@ -189,6 +191,16 @@ impl Structure {
             ids,
             grid_tokens,
             position: Position::Outside,
+        }
+    }
+
+    /// A constraint that starts inside `src="` and allows exactly `codes` image ids, then
+    /// only `">`: the hole of an image whose other codes are already written (infilling).
+    pub fn image_hole(ids: IdSpace, codes: usize) -> Self {
+        Self {
+            ids,
+            grid_tokens: codes,
+            position: Position::Image(0),
         }
     }
 

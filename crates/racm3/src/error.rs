@@ -20,6 +20,12 @@ pub enum Error {
     /// Training mechanics failed.
     #[error(transparent)]
     Train(Box<racm3_train::Error>),
+    /// The generator failed: a checkpoint that does not load, or a tensor operation.
+    #[error("generator: {0}")]
+    Model(Box<candle_core::Error>),
+    /// A request the pipeline cannot serve as asked.
+    #[error("{0}")]
+    BadInput(String),
     /// A cache file that cannot be read or written.
     #[error("{path}: {problem}")]
     Cache {
@@ -38,6 +44,19 @@ macro_rules! from_stage {
             }
         }
     )*};
+}
+
+impl Error {
+    /// Wraps a candle error from the generator.
+    pub fn model(err: candle_core::Error) -> Self {
+        Error::Model(Box::new(err))
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(err: candle_core::Error) -> Self {
+        Error::model(err)
+    }
 }
 
 from_stage!(

@@ -13,12 +13,14 @@
 //! - [`generate`]: the CM3 decoder, its KV cache, and the sampler's logits steps.
 //!
 //! It also composes them: [`corpus`] turns documents, a memory and the tokenizers into
-//! the generator's retrieval-augmented training sequences. The tasks and evaluation join
-//! here as they land.
+//! the generator's retrieval-augmented training sequences, and [`tasks`] runs RA-CM3's
+//! tasks (caption to image, image to caption, infilling, few-shot in context) with the
+//! retrieved documents in front of each prompt. Evaluation joins here as it lands.
 #![deny(missing_docs)]
 
 pub mod corpus;
 mod error;
+pub mod tasks;
 
 pub use candle_core::Device;
 pub use error::Error;

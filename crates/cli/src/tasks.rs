@@ -1,0 +1,422 @@
+//! `racm3 generate`, `caption`, `infill` and `few-shot`: RA-CM3's tasks from the command
+//! line, each showing the retrieved documents that informed its output.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use image::RgbImage;
+use racm3::generate::sampler::SamplingConfig;
+use racm3::memory::Memory;
+use racm3::retrieve::{ClipEncoder, RetrievalPolicy};
+use racm3::tasks::{
+    Context, Demonstration, GeneratedImage, GeneratedText, Generator, Outputs, Retriever,
+    SampleSettings,
+};
+use serde_json::json;
+
+use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
+
+/// The committed generator trained with retrieval on emoji.
+pub const DEFAULT_GENERATOR: &str = "checkpoints/cm3-emoji-small";
+
+/// The generator, where retrieval comes from, and how outputs are shown.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The generator's folder (what `racm3 train --out` wrote).
+    #[arg(long, default_value = DEFAULT_GENERATOR)]
+    model: PathBuf,
+    /// The VQGAN folder the generator was trained with.
+    #[arg(long, default_value = DEFAULT_VQGAN)]
+    vqgan: PathBuf,
+    /// The memory to retrieve from; without it the model reads no retrieved documents.
+    #[arg(long)]
+    memory: Option<PathBuf>,
+    /// The CLIP folder for retrieval and re-ranking; by default the one that built the
+    /// memory.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// Retrieved documents in front of the prompt (K); 0 turns retrieval off.
+    #[arg(short, long, default_value_t = 2)]
+    k: usize,
+    /// Skip retrieved documents scoring above this with the query (near copies).
+    #[arg(long, default_value_t = 0.9)]
+    query_threshold: f32,
+    /// Skip retrieved documents scoring above this with one already chosen.
+    #[arg(long, default_value_t = 0.9)]
+    pairwise_threshold: f32,
+    /// Where to run: cpu, cuda or cuda:N (a --features cuda build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print the retrieved documents with their scores and the prompt's notes.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Print everything as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How tokens are drawn.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Samples to draw; with a CLIP, the best by CLIP score comes first.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Keep the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the smallest set of tokens with this much probability.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sample i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    fn settings(&self, default_temperature: f64) -> Result<SampleSettings> {
+        if self.samples == 0 || self.samples > MAX_SAMPLES {
+            bail!("--samples must be 1 to {MAX_SAMPLES}, got {}", self.samples);
+        }
+        Ok(SampleSettings {
+            samples: self.samples,
+            sampling: SamplingConfig {
+                temperature: self.temperature.unwrap_or(default_temperature),
+                top_k: self.top_k,
+                top_p: self.top_p,
+            },
+            seed: self.seed,
+        })
+    }
+}
+
+const MAX_SAMPLES: usize = 64;
+
+/// `racm3 generate`: caption to image.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The caption to draw.
+    #[arg(long)]
+    text: String,
+    /// Where to write the best image (PNG).
+    #[arg(long, default_value = "generated.png")]
+    out: PathBuf,
+    /// Also write every sample side by side, best first, to this PNG.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Classifier-free guidance scale s in u + s (c - u); 1 is none.
+    #[arg(long, default_value_t = 3.0)]
+    cfg: f32,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `racm3 caption`: image to caption.
+#[derive(Debug, Args)]
+pub struct CaptionArgs {
+    /// The image (PNG, JPEG, WebP; fitted to the VQGAN's size).
+    image: PathBuf,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `racm3 infill`: fill a hole in a caption or in an image.
+#[derive(Debug, Args)]
+pub struct InfillArgs {
+    /// The document's image.
+    image: PathBuf,
+    /// The caption. With `<mask>` in it, the model writes the masked words; without, give
+    /// --rows to redraw part of the image.
+    #[arg(long)]
+    caption: String,
+    /// Rows of the code grid to redraw, as START..END (an 8-row grid for emoji64-f8).
+    #[arg(long, value_parser = parse_rows)]
+    rows: Option<Range<usize>>,
+    /// Where to write the infilled image (with --rows).
+    #[arg(long, default_value = "infilled.png")]
+    out: PathBuf,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// `racm3 few-shot`: classify an image from labeled examples in context.
+#[derive(Debug, Args)]
+pub struct FewShotArgs {
+    /// A demonstration as IMAGE=LABEL; repeat for each.
+    #[arg(long = "demo", required = true, value_parser = parse_demo)]
+    demos: Vec<(PathBuf, String)>,
+    /// The image to classify.
+    #[arg(long)]
+    query: PathBuf,
+    /// Candidate labels, comma-separated; by default the demonstrations' labels.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn parse_rows(text: &str) -> Result<Range<usize>, String> {
+    let (start, end) = text
+        .split_once("..")
+        .ok_or_else(|| format!("'{text}' is not START..END"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{s}' in '{text}' is not a row number"))
+    };
+    Ok(number(start)?..number(end)?)
+}
+
+fn parse_demo(text: &str) -> Result<(PathBuf, String), String> {
+    let (path, label) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{text}' is not IMAGE=LABEL"))?;
+    if label.trim().is_empty() {
+        return Err(format!("'{text}' has an empty label"));
+    }
+    Ok((PathBuf::from(path), label.trim().to_owned()))
+}
+
+/// What a task needs loaded: the generator, and the memory with its CLIP when retrieving.
+struct Loaded {
+    generator: Generator,
+    memory: Option<Memory>,
+    clip: Option<ClipEncoder>,
+    policy: RetrievalPolicy,
+}
+
+impl Loaded {
+    fn new(args: &ModelArgs) -> Result<Self> {
+        let device = crate::device(&args.device)?;
+        let generator = Generator::load(&args.model, &args.vqgan, &device).with_context(|| {
+            format!(
+                "loading the generator in {} with the VQGAN in {}",
+                args.model.display(),
+                args.vqgan.display()
+            )
+        })?;
+        let memory = match &args.memory {
+            Some(dir) if args.k > 0 => Some(
+                Memory::open(dir)
+                    .with_context(|| format!("opening the memory in {}", dir.display()))?,
+            ),
+            _ => None,
+        };
+        let clip = match (&memory, &args.clip) {
+            (Some(memory), clip) => Some(crate::memory::encoder_for(memory, clip.as_deref())?),
+            (None, Some(dir)) => Some(crate::clip::load_clip(dir)?),
+            (None, None) => None,
+        };
+        Ok(Self {
+            generator,
+            memory,
+            clip,
+            policy: RetrievalPolicy {
+                k: args.k,
+                query_threshold: args.query_threshold,
+                pairwise_threshold: args.pairwise_threshold,
+                ..RetrievalPolicy::default()
+            },
+        })
+    }
+
+    fn retriever(&self) -> Option<Retriever<'_>> {
+        Some(Retriever {
+            encoder: self.clip.as_ref()?,
+            memory: self.memory.as_ref()?,
+            policy: self.policy,
+        })
+    }
+}
+
+fn read_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(racm3::data::decode_rgb(
+        &bytes,
+        &path.display().to_string(),
+    )?)
+}
+
+fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
+    let mut bytes = Vec::new();
+    image.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    racm3::data::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Images side by side in one row.
+fn row_of(images: &[&RgbImage]) -> RgbImage {
+    let (width, height) = images.first().map_or((1, 1), |image| image.dimensions());
+    let mut row = RgbImage::from_pixel(width * images.len() as u32, height, image::Rgb([255; 3]));
+    for (index, image) in images.iter().enumerate() {
+        image::imageops::replace(&mut row, *image, (index as u32 * width) as i64, 0);
+    }
+    row
+}
+
+/// The context on stderr: notes always (they say what changed the request), retrieved
+/// documents with --verbose.
+fn report_context(context: &Context, args: &ModelArgs) {
+    for note in &context.notes {
+        eprintln!("note: {note}");
+    }
+    if args.verbose && !args.json {
+        if context.documents.is_empty() {
+            eprintln!("retrieved: none (K = 0)");
+        }
+        for (rank, document) in context.documents.iter().enumerate() {
+            eprintln!(
+                "retrieved {}: {:.4}  {}  \"{}\"",
+                rank + 1,
+                document.score,
+                document.id,
+                document.caption
+            );
+        }
+    }
+}
+
+/// Texts on stdout, one per line, or everything as JSON.
+fn print_texts(out: &Outputs<GeneratedText>, args: &ModelArgs) -> Result<()> {
+    report_context(&out.context, args);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(out)?);
+    } else {
+        for sample in &out.samples {
+            println!("{}", sample.text);
+        }
+    }
+    Ok(())
+}
+
+/// Where the images went, or everything as JSON (codes, seeds, CLIP similarities).
+fn print_images(out: &Outputs<GeneratedImage>, args: &ModelArgs, written: &Path) -> Result<()> {
+    report_context(&out.context, args);
+    if args.json {
+        let mut value = serde_json::to_value(out)?;
+        value["out"] = json!(written);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let score = out.samples[0]
+            .clip_similarity
+            .map(|s| format!(" (CLIP similarity {s:.3}, best of {})", out.samples.len()))
+            .unwrap_or_default();
+        println!("wrote {}{score}", written.display());
+    }
+    Ok(())
+}
+
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let settings = args.sampling.settings(1.0)?;
+    let loaded = Loaded::new(&args.model)?;
+    let out = loaded.generator.text_to_image(
+        &args.text,
+        loaded.retriever().as_ref(),
+        &settings,
+        args.cfg,
+        loaded.clip.as_ref(),
+    )?;
+    save_png(&out.samples[0].image, &args.out)?;
+    if let Some(grid) = &args.grid {
+        let images: Vec<&RgbImage> = out.samples.iter().map(|s| &s.image).collect();
+        save_png(&row_of(&images), grid)?;
+    }
+    print_images(&out, &args.model, &args.out)?;
+    Ok(())
+}
+
+pub fn caption(args: CaptionArgs) -> Result<()> {
+    let settings = args.sampling.settings(0.0)?;
+    let image = read_image(&args.image)?;
+    let loaded = Loaded::new(&args.model)?;
+    let out = loaded.generator.image_to_caption(
+        &image,
+        loaded.retriever().as_ref(),
+        &settings,
+        loaded.clip.as_ref(),
+    )?;
+    print_texts(&out, &args.model)?;
+    Ok(())
+}
+
+pub fn infill(args: InfillArgs) -> Result<()> {
+    let image = read_image(&args.image)?;
+    let loaded = Loaded::new(&args.model)?;
+    let retriever = loaded.retriever();
+    match (args.caption.split_once("<mask>"), &args.rows) {
+        (Some((before, after)), None) => {
+            let settings = args.sampling.settings(0.0)?;
+            let out = loaded.generator.infill_caption(
+                &image,
+                before,
+                after,
+                retriever.as_ref(),
+                &settings,
+            )?;
+            print_texts(&out, &args.model)?;
+        }
+        (None, Some(rows)) => {
+            let settings = args.sampling.settings(1.0)?;
+            let out = loaded.generator.infill_image(
+                &image,
+                &args.caption,
+                rows.clone(),
+                retriever.as_ref(),
+                &settings,
+            )?;
+            let images: Vec<&RgbImage> = out.samples.iter().map(|s| &s.image).collect();
+            save_png(&row_of(&images), &args.out)?;
+            print_images(&out, &args.model, &args.out)?;
+        }
+        (Some(_), Some(_)) => bail!("give either <mask> in --caption or --rows, not both"),
+        (None, None) => {
+            bail!("nothing to fill: put <mask> in --caption, or give --rows to redraw")
+        }
+    }
+    Ok(())
+}
+
+pub fn few_shot(args: FewShotArgs) -> Result<()> {
+    let demos = args
+        .demos
+        .iter()
+        .map(|(path, label)| {
+            Ok(Demonstration {
+                image: read_image(path)?,
+                label: label.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let query = read_image(&args.query)?;
+    let loaded = Loaded::new(&args.model)?;
+    let answer = loaded.generator.classify_in_context(
+        &demos,
+        &query,
+        &args.labels,
+        loaded.retriever().as_ref(),
+    )?;
+    report_context(&answer.context, &args.model);
+    if args.model.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", answer.label);
+        if args.model.verbose {
+            for (label, score) in &answer.scores {
+                eprintln!("log p = {score:.3}  {label}");
+            }
+        }
+    }
+    Ok(())
+}
