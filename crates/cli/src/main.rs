@@ -4,6 +4,7 @@ mod clip;
 mod data;
 mod generator;
 mod memory;
+mod metric;
 mod progress;
 mod tasks;
 mod tokenizer;
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 /// (`tokenizer`), train the image tokenizer (`vq`), train the CLIP retriever (`clip`),
 /// build the memory (`memory`) and query it (`retrieve`), train the generator (`train`),
 /// then use it: `generate` (caption to image), `caption` (image to caption), `infill`
-/// and `few-shot`; evaluation and the server join as they are built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
+/// and `few-shot`; and score outputs (`metric`). The server joins as it is built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
 #[derive(Debug, Parser)]
 #[command(name = "racm3", version, propagate_version = true)]
 struct Cli {
@@ -71,6 +72,9 @@ enum Command {
     ///
     /// Example: racm3 few-shot --demo shirt.png=wug --demo boot.png=dax --query q.png
     FewShot(tasks::FewShotArgs),
+    /// Score your own files: caption metrics (CIDEr-D, ROUGE-L) from COCO-format JSON.
+    #[command(subcommand)]
+    Metric(metric::MetricCommand),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Caption(args) => tasks::caption(args),
         Command::Infill(args) => tasks::infill(args),
         Command::FewShot(args) => tasks::few_shot(args),
+        Command::Metric(command) => metric::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -205,6 +205,7 @@ fn help_texts_have_examples() {
         &["caption"],
         &["infill"],
         &["few-shot"],
+        &["metric", "cider"],
     ] {
         let help = racm3(home.path(), &[command, &["--help"]].concat());
         assert!(help.status.success());
@@ -750,5 +751,48 @@ fn generation_tasks_from_the_command_line() {
         stderr(&no_model).contains("missing"),
         "{}",
         stderr(&no_model)
+    );
+}
+
+// `metric cider` reads COCO-format files and prints pycocoevalcap's numbers; per-image
+// scores come with --json; a file that is not JSON is named.
+#[test]
+fn metric_cider_on_coco_files() {
+    let cider = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/cider");
+    let (references, results) = (cider.join("references.json"), cider.join("results.json"));
+    let args = [
+        "metric",
+        "cider",
+        "--references",
+        references.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ];
+    let home = fixtures();
+    let plain = racm3(&home, &args);
+    assert!(
+        stdout(&plain).contains("CIDEr-D 1.4995"),
+        "{}",
+        stdout(&plain)
+    );
+    let scores = json(&racm3(&home, &[&args[..], &["--json"]].concat()));
+    assert_eq!(scores["images"], 56);
+    assert_eq!(scores["per_image"].as_array().unwrap().len(), 56);
+    assert!((scores["cider_d"].as_f64().unwrap() - 1.499499).abs() < 1e-6);
+    let broken = racm3(
+        &home,
+        &[
+            "metric",
+            "cider",
+            "--references",
+            references.to_str().unwrap(),
+            "--results",
+            references.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !broken.status.success() && stderr(&broken).contains("not a COCO results list"),
+        "{}",
+        stderr(&broken)
     );
 }

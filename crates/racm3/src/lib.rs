@@ -10,12 +10,13 @@
 //! - [`train`]: training mechanics shared by every model (optimizer, checkpoints, logs);
 //! - [`memory`]: the on-disk memory of documents and keys, with exact and HNSW search;
 //! - [`retrieve`]: the CLIP encoder, document and query keys, and the retrieval policy;
-//! - [`generate`]: the CM3 decoder, its KV cache, and the sampler's logits steps.
+//! - [`generate`]: the CM3 decoder, its KV cache, and the sampler's logits steps;
+//! - [`evaluate`]: caption metrics with pycocoevalcap's numbers.
 //!
 //! It also composes them: [`corpus`] turns documents, a memory and the tokenizers into
 //! the generator's retrieval-augmented training sequences, and [`tasks`] runs RA-CM3's
 //! tasks (caption to image, image to caption, infilling, few-shot in context) with the
-//! retrieved documents in front of each prompt. Evaluation joins here as it lands.
+//! retrieved documents in front of each prompt.
 #![deny(missing_docs)]
 
 pub mod corpus;
@@ -25,6 +26,7 @@ pub mod tasks;
 pub use candle_core::Device;
 pub use error::Error;
 pub use racm3_data as data;
+pub use racm3_evaluate as evaluate;
 pub use racm3_generate as generate;
 pub use racm3_memory as memory;
 pub use racm3_retrieve as retrieve;
