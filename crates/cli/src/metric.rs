@@ -1,10 +1,14 @@
 //! `racm3 metric`: score a user's own files with racm3's metrics.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use racm3::evaluate::coco::read_pairs;
+use racm3::evaluate::fid::{
+    FEATURES, InceptionFid, Statistics, fid_of_npy, frechet_distance, kernel_inception_distance,
+    read_npy,
+};
 use racm3::evaluate::score_captions;
 use serde_json::json;
 
@@ -26,10 +30,34 @@ pub enum MetricCommand {
         #[arg(long)]
         json: bool,
     },
+    /// FID and KID between two sets: folders of images (through the standard FID
+    /// Inception-v3, pytorch-fid's preprocessing) or two .npy feature matrices (rows are
+    /// samples). Both sets need at least 2 samples.
+    ///
+    /// Example: racm3 metric fid generated/ real/ --json
+    Fid {
+        /// The first set: a folder of PNG/JPEG/WebP images or a .npy matrix.
+        a: PathBuf,
+        /// The second set, of the same kind.
+        b: PathBuf,
+        /// The converted Inception weights; default $RACM3_FID_WEIGHTS, else
+        /// $RACM3_HOME/fid/inception-fid.safetensors (made by .ci/fid-weights).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: MetricCommand) -> Result<()> {
     match command {
+        MetricCommand::Fid {
+            a,
+            b,
+            weights,
+            json,
+        } => fid(&a, &b, weights, json),
         MetricCommand::Cider {
             references,
             results,
@@ -69,4 +97,84 @@ pub fn run(command: MetricCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "npy")
+}
+
+/// Every image in a folder, in name order.
+fn read_images(dir: &Path) -> Result<Vec<image::RgbImage>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "png" | "jpg" | "jpeg" | "webp"
+                )
+            })
+        })
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(racm3::data::decode_rgb(
+                &bytes,
+                &path.display().to_string(),
+            )?)
+        })
+        .collect()
+}
+
+fn fid(a: &Path, b: &Path, weights: Option<PathBuf>, json: bool) -> Result<()> {
+    let (fid, kid, samples) = match (is_npy(a), is_npy(b)) {
+        (true, true) => {
+            let (x, n, dim) = read_npy(a)?;
+            let (y, m, _) = read_npy(b)?;
+            let fid = fid_of_npy(a, b)?;
+            let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            let kid = kernel_inception_distance(&as_f32(&x), &as_f32(&y), dim)?;
+            (fid, kid, (n, m))
+        }
+        (false, false) => {
+            let weights = weights
+                .or_else(|| std::env::var_os("RACM3_FID_WEIGHTS").map(PathBuf::from))
+                .unwrap_or_else(|| {
+                    racm3::data::Home::from_env()
+                        .path()
+                        .join("fid/inception-fid.safetensors")
+                });
+            if !weights.exists() {
+                bail!(
+                    "no FID Inception weights at {}: run .ci/fid-weights to fetch and convert them, or pass --weights",
+                    weights.display()
+                );
+            }
+            let inception = InceptionFid::load(&weights, &racm3::Device::Cpu)?;
+            let (x, y) = (read_images(a)?, read_images(b)?);
+            let fx = inception.features(&x, 16)?;
+            let fy = inception.features(&y, 16)?;
+            let sa = Statistics::of(&fx, FEATURES, &a.display().to_string())?;
+            let sb = Statistics::of(&fy, FEATURES, &b.display().to_string())?;
+            let fid = frechet_distance(&sa, &sb)?;
+            let kid = kernel_inception_distance(&fx, &fy, FEATURES)?;
+            (fid, kid, (x.len(), y.len()))
+        }
+        _ => bail!("give two folders of images or two .npy matrices, not one of each"),
+    };
+    if json {
+        let value = json!({"fid": fid, "kid": kid, "samples": [samples.0, samples.1]});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "FID {fid:.4}  KID {kid:.6}  ({} and {} samples)",
+            samples.0, samples.1
+        );
+    }
+    Ok(())
 }
