@@ -83,3 +83,42 @@ fn learns_and_resumes_exactly() {
         assert_eq!(diff, 0.0, "{name} differs after resuming");
     }
 }
+
+// A saved run loads back as the same model; a config.json that disagrees with the tensors
+// is an error naming the file, the tensor and both shapes.
+#[test]
+fn checkpoints_round_trip_and_mismatches_are_named() {
+    let ids = IdSpace::new(20, 4);
+    let train = data(&ids, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Cm3Trainer::open(config(3), ids, dir.path(), &Device::Cpu).unwrap();
+    trainer.train_until(3, &train, &[], |_| {}).unwrap();
+    let loaded = racm3_generate::Cm3Model::load(dir.path(), &Device::Cpu).unwrap();
+    let input = candle_core::Tensor::new(&[[1u32, 2, 3, 4]], &Device::Cpu).unwrap();
+    let a = trainer.model().forward(&input, None).unwrap();
+    let b = loaded.forward(&input, None).unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["intermediate_size"] = 128.into();
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let err = racm3_generate::Cm3Model::load(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("fc1.weight") && err.contains("128"),
+        "{err}"
+    );
+}
