@@ -17,6 +17,9 @@ pub enum Error {
     /// The memory failed.
     #[error(transparent)]
     Memory(Box<racm3_memory::Error>),
+    /// Evaluation failed.
+    #[error(transparent)]
+    Evaluate(Box<racm3_evaluate::Error>),
     /// Training mechanics failed.
     #[error(transparent)]
     Train(Box<racm3_train::Error>),
@@ -64,5 +67,6 @@ from_stage!(
     Tokenize: racm3_tokenize::Error,
     Retrieve: racm3_retrieve::Error,
     Memory: racm3_memory::Error,
-    Train: racm3_train::Error
+    Train: racm3_train::Error,
+    Evaluate: racm3_evaluate::Error
 );

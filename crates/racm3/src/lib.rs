@@ -16,11 +16,13 @@
 //! It also composes them: [`corpus`] turns documents, a memory and the tokenizers into
 //! the generator's retrieval-augmented training sequences, and [`tasks`] runs RA-CM3's
 //! tasks (caption to image, image to caption, infilling, few-shot in context) with the
-//! retrieved documents in front of each prompt.
+//! retrieved documents in front of each prompt, and [`scores`] has the scores that need
+//! racm3's CLIP (CLIPScore, RefCLIPScore, CLIP-FID).
 #![deny(missing_docs)]
 
 pub mod corpus;
 mod error;
+pub mod scores;
 pub mod tasks;
 
 pub use candle_core::Device;
