@@ -2,6 +2,7 @@
 
 mod clip;
 mod data;
+mod eval;
 mod generator;
 mod memory;
 mod metric;
@@ -72,6 +73,11 @@ enum Command {
     ///
     /// Example: racm3 few-shot --demo shirt.png=wug --demo boot.png=dax --query q.png
     FewShot(tasks::FewShotArgs),
+    /// RA-CM3 against its no-retrieval baseline on held-out emoji: caption to image (FID,
+    /// KID, CLIP-FID, CLIPScore over seeds) and image to caption (CIDEr-D, ROUGE-L).
+    ///
+    /// Example: racm3 eval --ra runs/ra --baseline runs/base --memory mem/ra --out report
+    Eval(eval::EvalArgs),
     /// Score your own files: caption metrics (CIDEr-D, ROUGE-L) from COCO-format JSON.
     #[command(subcommand)]
     Metric(metric::MetricCommand),
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
         Command::Infill(args) => tasks::infill(args),
         Command::FewShot(args) => tasks::few_shot(args),
         Command::Metric(command) => metric::run(command),
+        Command::Eval(args) => eval::eval(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use racm3::evaluate::coco::read_pairs;
 use racm3::evaluate::fid::{
-    FEATURES, InceptionFid, Statistics, fid_of_npy, frechet_distance, kernel_inception_distance,
+    FEATURES, InceptionFid, fid_of_npy, frechet_distance_of_samples, kernel_inception_distance,
     read_npy,
 };
 use racm3::evaluate::score_captions;
@@ -159,9 +159,9 @@ fn fid(a: &Path, b: &Path, weights: Option<PathBuf>, json: bool) -> Result<()> {
             let (x, y) = (read_images(a)?, read_images(b)?);
             let fx = inception.features(&x, 16)?;
             let fy = inception.features(&y, 16)?;
-            let sa = Statistics::of(&fx, FEATURES, &a.display().to_string())?;
-            let sb = Statistics::of(&fy, FEATURES, &b.display().to_string())?;
-            let fid = frechet_distance(&sa, &sb)?;
+            let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+            let fid = frechet_distance_of_samples(&widen(&fx), &widen(&fy), FEATURES)
+                .with_context(|| format!("{} against {}", a.display(), b.display()))?;
             let kid = kernel_inception_distance(&fx, &fy, FEATURES)?;
             (fid, kid, (x.len(), y.len()))
         }

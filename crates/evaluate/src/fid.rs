@@ -395,6 +395,43 @@ pub fn frechet_distance(a: &Statistics, b: &Statistics) -> Result<f64, Error> {
     })
 }
 
+/// The Frechet distance between two sample sets (n × dim and m × dim, row-major), exactly
+/// as [`frechet_distance`] of their [`Statistics`], but fast when a set has fewer samples
+/// than dimensions (2048-d Inception features of a few hundred images): with A and B the
+/// centered samples, tr sqrt(S1 S2) is the sum of the singular values of
+/// Aᵀ B / sqrt((n − 1)(m − 1)), an n × m matrix, since S1 S2 and that matrix's Gram matrix
+/// share their non-zero eigenvalues.
+pub fn frechet_distance_of_samples(a: &[f64], b: &[f64], dim: usize) -> Result<f64, Error> {
+    let sa = Statistics::of_f64(a, dim, "first set")?;
+    let sb = Statistics::of_f64(b, dim, "second set")?;
+    let (n, m) = (a.len() / dim, b.len() / dim);
+    if n.min(m) >= dim {
+        return frechet_distance(&sa, &sb);
+    }
+    let centered = |rows: &[f64], stats: &Statistics, count: usize| {
+        DMatrix::from_fn(count, dim, |i, j| rows[i * dim + j] - stats.mean[j])
+    };
+    let (ca, cb) = (centered(a, &sa, n), centered(b, &sb, m));
+    let cross = &ca * cb.transpose() / ((n as f64 - 1.0) * (m as f64 - 1.0)).sqrt();
+    let gram = if n <= m {
+        &cross * cross.transpose()
+    } else {
+        cross.transpose() * &cross
+    };
+    let trace_sqrt: f64 = SymmetricEigen::new(gram)
+        .eigenvalues
+        .iter()
+        .map(|&l| l.max(0.0).sqrt())
+        .sum();
+    let diff = &sa.mean - &sb.mean;
+    let value = diff.dot(&diff) + sa.covariance.trace() + sb.covariance.trace() - 2.0 * trace_sqrt;
+    Ok(if value.is_finite() {
+        value
+    } else {
+        frechet_distance(&sa, &sb)?
+    })
+}
+
 fn symmetric_sqrt(matrix: &DMatrix<f64>) -> DMatrix<f64> {
     let eigen = SymmetricEigen::new(matrix.clone());
     let roots = eigen.eigenvalues.map(|l| l.max(0.0).sqrt());

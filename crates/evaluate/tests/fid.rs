@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use racm3_evaluate::fid::{
-    InceptionFid, Statistics, fid_of_npy, frechet_distance, kernel_inception_distance, read_npy,
+    InceptionFid, Statistics, fid_of_npy, frechet_distance, frechet_distance_of_samples,
+    kernel_inception_distance, read_npy,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -43,6 +44,23 @@ fn frechet_distance_matches_scipy() {
     assert!((fid - want).abs() < 1e-6, "{fid} vs {want}");
     let same = fid_of_npy(&fixture("set_a.npy"), &fixture("set_a.npy")).unwrap();
     assert!(same.abs() < 1e-6, "{same}");
+
+    // Fewer samples than dimensions: the n × m route equals the d × d one (up to the
+    // rounding of the d × d route, whose rank-deficient square root clamps tiny
+    // negative eigenvalues).
+    let (a, _, dim) = read_npy(&fixture("set_a.npy")).unwrap();
+    let (b, _, _) = read_npy(&fixture("set_b.npy")).unwrap();
+    let (a, b) = (&a[..20 * dim], &b[..25 * dim]);
+    let by_samples = frechet_distance_of_samples(a, b, dim).unwrap();
+    let by_covariance = frechet_distance(
+        &Statistics::of_f64(a, dim, "a").unwrap(),
+        &Statistics::of_f64(b, dim, "b").unwrap(),
+    )
+    .unwrap();
+    assert!(
+        (by_samples - by_covariance).abs() < 1e-6 * by_covariance.abs().max(1.0),
+        "{by_samples} vs {by_covariance}"
+    );
 }
 
 #[test]
