@@ -2,6 +2,7 @@
 
 mod clip;
 mod data;
+mod demo;
 mod eval;
 mod generator;
 mod memory;
@@ -31,6 +32,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole system in one command: fetch the emoji, build the memory, draw held-out
+    /// captions with and without retrieval from the committed checkpoints, write a report.
+    ///
+    /// Example: racm3 demo --no-serve
+    Demo(demo::DemoArgs),
     /// Fetch, count and inspect datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -86,6 +92,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Demo(args) => demo::demo(args),
         Command::Data(command) => data::run(command),
         Command::Tokenizer(command) => tokenizer::run(command),
         Command::Vq(command) => vq::run(command),

@@ -244,6 +244,21 @@ pub fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder> 
 /// Documents per embedding batch and per commit: a crash loses at most one chunk.
 const CHUNK: usize = 2048;
 
+/// Adds the `split` documents of `dataset` that the memory does not hold yet.
+pub fn add_split(
+    dataset: &str,
+    split: Splits,
+    encoder: &ClipEncoder,
+    memory: &mut Memory,
+) -> Result<()> {
+    let source = Source {
+        dataset: dataset.to_owned(),
+        split,
+        skip_bad: false,
+    };
+    add_documents(&source, encoder, memory)
+}
+
 fn add_documents(source: &Source, encoder: &ClipEncoder, memory: &mut Memory) -> Result<()> {
     let loaded = load_dataset(&source.dataset, source.skip_bad)?;
     let (fresh, present): (Vec<Document>, Vec<Document>) = loaded

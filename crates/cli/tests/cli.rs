@@ -206,6 +206,9 @@ fn help_texts_have_examples() {
         &["infill"],
         &["few-shot"],
         &["metric", "cider"],
+        &["metric", "fid"],
+        &["eval"],
+        &["demo"],
     ] {
         let help = racm3(home.path(), &[command, &["--help"]].concat());
         assert!(help.status.success());
