@@ -282,7 +282,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         "memory": args.memory,
         "memory_documents": memory.len(),
         "k": args.k,
-        "query_threshold": f64::from(args.query_threshold),
+        // Through its decimal text, so 0.9 reads 0.9 and not 0.8999999761581421.
+        "query_threshold": args.query_threshold.to_string().parse::<f64>().unwrap_or(f64::NAN),
         "cfg": args.cfg,
         "sampling": "temperature 1, top-p 0.9, one image per caption and seed; captions greedy",
         "models": results,

@@ -12,7 +12,7 @@
 //! no gradient (../shared/FINDINGS.md).
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Init, Linear, VarBuilder, linear_no_bias};
+use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::Config;
 
@@ -40,6 +40,44 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.seen == 0
     }
+}
+
+/// A bias-free linear layer applied to (b, t, in) as one (b·t, in) × (in, out) product.
+/// candle's `Linear` runs b products instead, which in decoding (t = 1) are b
+/// matrix-vector products that each read the whole weight.
+#[derive(Debug, Clone)]
+struct Dense {
+    /// (out, in), as PyTorch and candle store it.
+    weight: Tensor,
+}
+
+impl Dense {
+    fn new(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Self> {
+        // The initialization candle_nn::linear_no_bias uses.
+        let weight = vb.get_with_hints(
+            (outputs, inputs),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        Ok(Self { weight })
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        project(xs, &self.weight)
+    }
+}
+
+/// `xs` (…, in) times `weight`ᵀ for a weight (out, in), as one matrix product over all
+/// leading dimensions.
+fn project(xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let mut dims = xs.dims().to_vec();
+    let inputs = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    let out = xs.reshape((rows, inputs))?.matmul(&weight.t()?)?;
+    dims.push(weight.dim(0)?);
+    out.reshape(dims)
 }
 
 #[derive(Debug, Clone)]
@@ -108,8 +146,8 @@ impl Rotary {
 #[derive(Debug, Clone)]
 struct Attention {
     /// (3 · hidden, hidden): queries, keys and values in one product.
-    qkv_proj: Linear,
-    o_proj: Linear,
+    qkv_proj: Dense,
+    o_proj: Dense,
     num_heads: usize,
     head_dim: usize,
 }
@@ -117,8 +155,8 @@ struct Attention {
 impl Attention {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            qkv_proj: linear_no_bias(cfg.hidden_size, 3 * cfg.hidden_size, vb.pp("qkv_proj"))?,
-            o_proj: linear_no_bias(cfg.hidden_size, cfg.hidden_size, vb.pp("o_proj"))?,
+            qkv_proj: Dense::new(cfg.hidden_size, 3 * cfg.hidden_size, vb.pp("qkv_proj"))?,
+            o_proj: Dense::new(cfg.hidden_size, cfg.hidden_size, vb.pp("o_proj"))?,
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim(),
         })
@@ -192,15 +230,15 @@ fn causal_mask(seq_len: usize, total: usize, device: &Device) -> Result<Tensor> 
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
 }
 
 impl Mlp {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: linear_no_bias(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: linear_no_bias(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: Dense::new(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
+            fc2: Dense::new(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
         })
     }
 }
@@ -334,7 +372,6 @@ impl Cm3Model {
             cache.seen += seq_len;
         }
         // The head is the embedding, transposed: (b, t, hidden) · (hidden, vocab).
-        xs.apply(&self.norm)?
-            .broadcast_matmul(&self.embed_tokens.embeddings().t()?)
+        project(&xs.apply(&self.norm)?, self.embed_tokens.embeddings())
     }
 }
