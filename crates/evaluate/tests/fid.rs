@@ -84,6 +84,7 @@ fn inception_features_match_torchscript() {
             .map(|(x, y)| (*x as f64 - y).powi(2))
             .sum::<f64>()
             .sqrt();
+        eprintln!("image {row}: relative error {:.2e}", error / norm);
         assert!(
             error / norm < 1e-3,
             "image {row}: relative error {}",
