@@ -195,7 +195,7 @@ impl Attention {
         };
         let total = k.dim(2)?;
         // (b, heads, t, total)
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (self.head_dim as f64).sqrt())?;
+        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
         let scores = if seq_len > 1 {
             scores.broadcast_add(&causal_mask(seq_len, total, xs.device())?)?
         } else {
