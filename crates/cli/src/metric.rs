@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[derive(Debug, Subcommand)]
 pub enum MetricCommand {
-    /// CIDEr-D and ROUGE-L of captions, as pycocoevalcap computes them (PTB tokenization,
+    /// CIDEr-D, BLEU-1..4 and ROUGE-L of captions, as pycocoevalcap computes them (PTB tokenization,
     /// lower case, punctuation removed). Reads COCO's formats: an annotations file with
     /// "annotations" of {"image_id", "caption"}, and a results list of the same.
     ///
@@ -76,6 +76,7 @@ pub fn run(command: MetricCommand) -> Result<()> {
                             "candidate_tokenized": image.candidate,
                             "cider_d": image.cider_d,
                             "rouge_l": image.rouge_l,
+                            "bleu": image.bleu,
                         })
                     })
                     .collect();
@@ -83,13 +84,15 @@ pub fn run(command: MetricCommand) -> Result<()> {
                     "images": pairs.image_ids.len(),
                     "cider_d": scores.cider_d,
                     "rouge_l": scores.rouge_l,
+                    "bleu": scores.bleu,
                     "per_image": per_image,
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!(
-                    "CIDEr-D {:.4}  ROUGE-L {:.4}  over {} images",
+                    "CIDEr-D {:.4}  BLEU-4 {:.4}  ROUGE-L {:.4}  over {} images",
                     scores.cider_d,
+                    scores.bleu[3],
                     scores.rouge_l,
                     pairs.image_ids.len()
                 );

@@ -12,6 +12,7 @@
 //!   the score is the mean over n and references, times 10.
 //! - ROUGE-L ([`rouge_l`]): the F-measure (β = 1.2) of the best LCS precision and the best
 //!   LCS recall over the references.
+//! - BLEU-1..4 ([`bleu`]) with pycocoevalcap's "closest" reference length and smoothing.
 //!
 //! What the tokenizer does not reproduce: PTB's rarer rules ("'twas" → "'t was", SGML,
 //! phone numbers, British spellings of quotes inside words). Captions are short phrases;
@@ -301,6 +302,72 @@ pub fn rouge_l(candidates: &[String], references: &[Vec<String>]) -> Result<Vec<
         .collect())
 }
 
+/// BLEU-1 to BLEU-4 as pycocoevalcap's `Bleu(4)` computes them on tokenized captions: the
+/// reference length closest to the candidate's (ties to the shorter), clipped n-gram
+/// counts, its smoothing constants (1e-15 and 1e-9) and brevity penalty. Returns the corpus
+/// scores (from summed counts, not a mean) and each image's.
+pub fn bleu(
+    candidates: &[String],
+    references: &[Vec<String>],
+) -> Result<([f64; 4], Vec<[f64; 4]>), Error> {
+    check_lengths(candidates, references)?;
+    const TINY: f64 = 1e-15;
+    const SMALL: f64 = 1e-9;
+    let (mut total_guess, mut total_correct) = ([0usize; 4], [0usize; 4]);
+    let (mut total_test, mut total_ref) = (0usize, 0usize);
+    let brevity = |test: f64, reference: f64| {
+        let ratio = (test + TINY) / (reference + SMALL);
+        if ratio < 1.0 {
+            (1.0 - 1.0 / ratio).exp()
+        } else {
+            1.0
+        }
+    };
+    let mut per_image = Vec::with_capacity(candidates.len());
+    for (candidate, refs) in candidates.iter().zip(references) {
+        let test = words(candidate);
+        let counts = ngram_counts(&test);
+        let reference_words: Vec<Vec<&str>> = refs.iter().map(|r| words(r)).collect();
+        let mut max_counts: HashMap<&[&str], u32> = HashMap::new();
+        for reference in &reference_words {
+            for (gram, count) in ngram_counts(reference) {
+                let slot = max_counts.entry(gram).or_insert(0);
+                *slot = (*slot).max(count);
+            }
+        }
+        let closest = reference_words
+            .iter()
+            .map(|r| (r.len().abs_diff(test.len()), r.len()))
+            .min()
+            .map_or(0, |(_, len)| len);
+        let mut correct = [0usize; 4];
+        for (gram, &count) in &counts {
+            correct[gram.len() - 1] +=
+                count.min(max_counts.get(gram).copied().unwrap_or(0)) as usize;
+        }
+        let guess: [usize; 4] = std::array::from_fn(|k| (test.len() + 1).saturating_sub(k + 1));
+        let penalty = brevity(test.len() as f64, closest as f64);
+        let mut product = 1.0;
+        per_image.push(std::array::from_fn(|k| {
+            product *= (correct[k] as f64 + TINY) / (guess[k] as f64 + SMALL);
+            product.powf(1.0 / (k as f64 + 1.0)) * penalty
+        }));
+        for k in 0..4 {
+            total_guess[k] += guess[k];
+            total_correct[k] += correct[k];
+        }
+        total_test += test.len();
+        total_ref += closest;
+    }
+    let penalty = brevity(total_test as f64, total_ref as f64);
+    let mut product = 1.0;
+    let corpus = std::array::from_fn(|k| {
+        product *= (total_correct[k] as f64 + TINY) / (total_guess[k] as f64 + SMALL);
+        product.powf(1.0 / (k as f64 + 1.0)) * penalty
+    });
+    Ok((corpus, per_image))
+}
+
 fn lcs_length(a: &[&str], b: &[&str]) -> usize {
     let mut previous = vec![0usize; b.len() + 1];
     for x in a {
@@ -343,6 +410,8 @@ pub struct CaptionScores {
     pub cider_d: f64,
     /// ROUGE-L, the mean over images.
     pub rouge_l: f64,
+    /// BLEU-1 to BLEU-4 of the corpus.
+    pub bleu: [f64; 4],
     /// Per image, in input order.
     pub per_image: Vec<ImageScores>,
 }
@@ -356,6 +425,8 @@ pub struct ImageScores {
     pub cider_d: f64,
     /// ROUGE-L.
     pub rouge_l: f64,
+    /// BLEU-1 to BLEU-4.
+    pub bleu: [f64; 4],
 }
 
 /// Tokenizes raw candidates and references as COCOEvalCap does and scores them.
@@ -370,17 +441,20 @@ pub fn score_captions(
         .collect();
     let cider = cider_d(&candidates, &references)?;
     let rouge = rouge_l(&candidates, &references)?;
+    let (bleu_corpus, bleu_images) = bleu(&candidates, &references)?;
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     Ok(CaptionScores {
         cider_d: mean(&cider),
         rouge_l: mean(&rouge),
+        bleu: bleu_corpus,
         per_image: candidates
             .into_iter()
-            .zip(cider.iter().zip(&rouge))
-            .map(|(candidate, (&cider_d, &rouge_l))| ImageScores {
+            .zip(cider.iter().zip(&rouge).zip(bleu_images))
+            .map(|(candidate, ((&cider_d, &rouge_l), bleu))| ImageScores {
                 candidate,
                 cider_d,
                 rouge_l,
+                bleu,
             })
             .collect(),
     })

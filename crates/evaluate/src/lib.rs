@@ -16,5 +16,5 @@ pub mod coco;
 mod error;
 pub mod fid;
 
-pub use captions::{CaptionScores, cider_d, ptb_tokenize, rouge_l, score_captions};
+pub use captions::{CaptionScores, bleu, cider_d, ptb_tokenize, rouge_l, score_captions};
 pub use error::Error;

@@ -1,11 +1,11 @@
-//! CIDEr-D and ROUGE-L against pycocoevalcap 1.2 on a committed fixture of 56 images
+//! CIDEr-D, ROUGE-L and BLEU against pycocoevalcap 1.2 on a committed fixture of 56 images
 //! (tools/make_cider_fixture.py): the PTB tokenization of every caption, and every
 //! per-image score within 1e-9, from COCO-format files.
 
 use std::path::{Path, PathBuf};
 
 use racm3_evaluate::coco::read_pairs;
-use racm3_evaluate::{cider_d, ptb_tokenize, rouge_l, score_captions};
+use racm3_evaluate::{bleu, cider_d, ptb_tokenize, rouge_l, score_captions};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -89,6 +89,27 @@ fn scores_match_pycocoevalcap() {
         );
     }
     assert!(cider.iter().any(|&s| s > 3.0) && cider.contains(&0.0));
+    let (corpus_bleu, image_bleu) = bleu(&candidates, &references).unwrap();
+    for (index, image) in images.iter().enumerate() {
+        for k in 0..4 {
+            let want = image["bleu"][k].as_f64().unwrap();
+            let got = image_bleu[index][k];
+            assert!(
+                (got - want).abs() < 1e-9,
+                "image {index} BLEU-{}: {got} vs {want}",
+                k + 1
+            );
+        }
+    }
+    for k in 0..4 {
+        let want = expected["bleu"][k].as_f64().unwrap();
+        assert!(
+            (corpus_bleu[k] - want).abs() < 1e-9,
+            "BLEU-{}: {} vs {want}",
+            k + 1,
+            corpus_bleu[k]
+        );
+    }
 
     let pairs = read_pairs(&fixture("references.json"), &fixture("results.json")).unwrap();
     let scores = score_captions(&pairs.candidates, &pairs.references).unwrap();
