@@ -799,3 +799,38 @@ fn metric_cider_on_coco_files() {
         stderr(&broken)
     );
 }
+
+// The README's main job on the real emoji: it builds the memory, loads the committed
+// generators and writes a report with one row per held-out caption and a picture with
+// the real image, two retrieved documents and a sample of each model per row.
+#[test]
+fn main_job_demo_writes_its_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
+        .current_dir(&root)
+        .args([
+            "demo",
+            "--no-serve",
+            "--captions",
+            "2",
+            "--samples",
+            "1",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("| 1 |") || line.starts_with("| 2 |"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{report}");
+    assert!(rows.iter().all(|row| row.contains('(')), "{report}");
+    // 1 real + 2 retrieved + 3 samples of 128 pixels, and 4 gaps of 12.
+    let size = image::image_dimensions(out.path().join("samples.png")).unwrap();
+    assert_eq!(size, (6 * 128 + 4 * 12, 2 * (128 + 4)));
+    assert!(out.path().join("memory/manifest.bin").exists());
+}
