@@ -30,6 +30,28 @@ pub enum MetricCommand {
         #[arg(long)]
         json: bool,
     },
+    /// CLIPScore (2.5 max(cos, 0) with "A photo depicts ") of each result's caption against
+    /// its image, and RefCLIPScore when references are given, with racm3's CLIP. Images
+    /// are IMAGES/<image_id>.png (or .jpg, .jpeg, .webp).
+    ///
+    /// Example: racm3 metric clipscore --results results.json --images generated/ --references captions_val.json
+    Clipscore {
+        /// The results list ([{"image_id", "caption"}]).
+        #[arg(long)]
+        results: PathBuf,
+        /// The folder of images named by image id.
+        #[arg(long)]
+        images: PathBuf,
+        /// An annotations file for RefCLIPScore.
+        #[arg(long)]
+        references: Option<PathBuf>,
+        /// The CLIP folder.
+        #[arg(long, default_value = crate::clip::DEFAULT_CLIP)]
+        clip: PathBuf,
+        /// Print per-image scores as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// FID and KID between two sets: folders of images (through the standard FID
     /// Inception-v3, pytorch-fid's preprocessing) or two .npy feature matrices (rows are
     /// samples). Both sets need at least 2 samples.
@@ -52,6 +74,13 @@ pub enum MetricCommand {
 
 pub fn run(command: MetricCommand) -> Result<()> {
     match command {
+        MetricCommand::Clipscore {
+            results,
+            images,
+            references,
+            clip,
+            json,
+        } => clipscore(&results, &images, references.as_deref(), &clip, json),
         MetricCommand::Fid {
             a,
             b,
@@ -177,6 +206,79 @@ fn fid(a: &Path, b: &Path, weights: Option<PathBuf>, json: bool) -> Result<()> {
         println!(
             "FID {fid:.4}  KID {kid:.6}  ({} and {} samples)",
             samples.0, samples.1
+        );
+    }
+    Ok(())
+}
+
+/// The image of `id` in `dir`, by any of the extensions racm3 reads.
+fn image_of(dir: &Path, id: &str) -> Result<image::RgbImage> {
+    for extension in ["png", "jpg", "jpeg", "webp"] {
+        let path = dir.join(format!("{id}.{extension}"));
+        if path.exists() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            return Ok(racm3::data::decode_rgb(
+                &bytes,
+                &path.display().to_string(),
+            )?);
+        }
+    }
+    bail!(
+        "no image for image_id {id} in {} (expected {id}.png, .jpg or .webp)",
+        dir.display()
+    )
+}
+
+fn clipscore(
+    results: &Path,
+    images: &Path,
+    references: Option<&Path>,
+    clip: &Path,
+    json: bool,
+) -> Result<()> {
+    let encoder = crate::clip::load_clip(clip)?;
+    let (ids, captions, refs) = match references {
+        Some(annotations) => {
+            let pairs = read_pairs(annotations, results)?;
+            (pairs.image_ids, pairs.candidates, Some(pairs.references))
+        }
+        None => {
+            let pairs = racm3::evaluate::coco::read_results(results)?;
+            (pairs.0, pairs.1, None)
+        }
+    };
+    let pictures = ids
+        .iter()
+        .map(|id| image_of(images, id))
+        .collect::<Result<Vec<_>>>()?;
+    let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
+    let scores = racm3::scores::clip_score(&encoder, &pictures, &texts)?;
+    let ref_scores = refs
+        .map(|refs| racm3::scores::ref_clip_score(&encoder, &pictures, &texts, &refs))
+        .transpose()?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    if json {
+        let value = json!({
+            "images": ids.len(),
+            "clip_score": mean(&scores),
+            "ref_clip_score": ref_scores.as_deref().map(mean),
+            "per_image": ids.iter().zip(&scores).enumerate().map(|(i, (id, s))| json!({
+                "image_id": id,
+                "clip_score": s,
+                "ref_clip_score": ref_scores.as_ref().map(|r| r[i]),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let with_refs = ref_scores
+            .as_deref()
+            .map(|r| format!("  RefCLIPScore {:.4}", mean(r)))
+            .unwrap_or_default();
+        println!(
+            "CLIPScore {:.4}{with_refs}  over {} images",
+            mean(&scores),
+            ids.len()
         );
     }
     Ok(())

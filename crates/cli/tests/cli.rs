@@ -207,6 +207,7 @@ fn help_texts_have_examples() {
         &["few-shot"],
         &["metric", "cider"],
         &["metric", "fid"],
+        &["metric", "clipscore"],
         &["eval"],
         &["demo"],
     ] {
@@ -833,4 +834,57 @@ fn main_job_demo_writes_its_report() {
     let size = image::image_dimensions(out.path().join("samples.png")).unwrap();
     assert_eq!(size, (6 * 128 + 4 * 12, 2 * (128 + 4)));
     assert!(out.path().join("memory/manifest.bin").exists());
+}
+
+// `metric clipscore` scores results against images named by image id, RefCLIPScore with
+// references; a missing image is named.
+#[test]
+fn metric_clipscore_on_coco_files() {
+    let work = tempfile::tempdir().unwrap();
+    let emoji = fixtures().join("emoji/emoji-datasource-twitter-16.0.0/img/twitter/64");
+    std::fs::copy(emoji.join("1f600.png"), work.path().join("7.png")).unwrap();
+    std::fs::copy(emoji.join("1f34e.png"), work.path().join("8.png")).unwrap();
+    let results = work.path().join("results.json");
+    std::fs::write(
+        &results,
+        r#"[{"image_id": 7, "caption": "grinning face"}, {"image_id": 8, "caption": "red apple"}]"#,
+    )
+    .unwrap();
+    let references = work.path().join("references.json");
+    std::fs::write(
+        &references,
+        r#"{"annotations": [{"image_id": 7, "caption": "grinning face"}, {"image_id": 8, "caption": "red apple"}]}"#,
+    )
+    .unwrap();
+    let clip = checkpoint("clip-emoji-small");
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let args = [
+        "metric".to_owned(),
+        "clipscore".into(),
+        "--results".into(),
+        path(&results),
+        "--images".into(),
+        path(work.path()),
+        "--clip".into(),
+        path(&clip),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let scores = json(&racm3(
+        &fixtures(),
+        &[&args[..], &["--references", &path(&references), "--json"]].concat(),
+    ));
+    assert_eq!(scores["images"], 2);
+    let each = scores["per_image"].as_array().unwrap();
+    for image in each {
+        let score = image["clip_score"].as_f64().unwrap();
+        assert!((0.0..=2.5).contains(&score), "{scores}");
+        assert!(image["ref_clip_score"].as_f64().is_some());
+    }
+    std::fs::remove_file(work.path().join("8.png")).unwrap();
+    let missing = racm3(&fixtures(), &args);
+    assert!(
+        stderr(&missing).contains("no image for image_id 8"),
+        "{}",
+        stderr(&missing)
+    );
 }

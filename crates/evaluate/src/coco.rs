@@ -50,6 +50,28 @@ fn id_text(id: &Value) -> String {
     }
 }
 
+/// Reads a results list alone: image ids and captions, in order; an image may appear once.
+pub fn read_results(results: &Path) -> Result<(Vec<String>, Vec<String>), Error> {
+    let list: Vec<Caption> = read(
+        results,
+        "a COCO results list ([{\"image_id\", \"caption\"}])",
+    )?;
+    let mut ids: Vec<String> = Vec::with_capacity(list.len());
+    let mut captions = Vec::with_capacity(list.len());
+    for (index, result) in list.into_iter().enumerate() {
+        let id = id_text(&result.image_id);
+        if ids.contains(&id) {
+            return Err(Error::Format {
+                path: results.to_owned(),
+                problem: format!("image {id} has more than one result (entry {index})"),
+            });
+        }
+        ids.push(id);
+        captions.push(result.caption);
+    }
+    Ok((ids, captions))
+}
+
 /// Reads an annotations file and a results file and pairs them: every result's image must
 /// have references, and appear once (as COCOEvalCap requires).
 pub fn read_pairs(annotations: &Path, results: &Path) -> Result<Paired, Error> {
@@ -57,11 +79,7 @@ pub fn read_pairs(annotations: &Path, results: &Path) -> Result<Paired, Error> {
         annotations,
         "a COCO annotations file ({\"annotations\": [{\"image_id\", \"caption\"}]})",
     )?;
-    let results_file = results;
-    let results: Vec<Caption> = read(
-        results_file,
-        "a COCO results list ([{\"image_id\", \"caption\"}])",
-    )?;
+    let (ids, candidates) = read_results(results)?;
     let mut by_image: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for caption in references.annotations {
         by_image
@@ -69,37 +87,29 @@ pub fn read_pairs(annotations: &Path, results: &Path) -> Result<Paired, Error> {
             .or_default()
             .push(caption.caption);
     }
-    if results.is_empty() {
+    if ids.is_empty() {
         return Err(Error::Format {
-            path: results_file.to_owned(),
+            path: results.to_owned(),
             problem: "holds no results".into(),
         });
     }
     let mut paired = Paired {
-        image_ids: Vec::with_capacity(results.len()),
-        candidates: Vec::with_capacity(results.len()),
-        references: Vec::with_capacity(results.len()),
+        image_ids: Vec::with_capacity(ids.len()),
+        candidates,
+        references: Vec::with_capacity(ids.len()),
     };
-    for (index, result) in results.into_iter().enumerate() {
-        let id = id_text(&result.image_id);
+    for (index, id) in ids.into_iter().enumerate() {
         let Some(refs) = by_image.get(&id) else {
             return Err(Error::Format {
-                path: results_file.to_owned(),
+                path: results.to_owned(),
                 problem: format!(
                     "result {index} is for image {id}, which has no references in {}",
                     annotations.display()
                 ),
             });
         };
-        if paired.image_ids.contains(&id) {
-            return Err(Error::Format {
-                path: results_file.to_owned(),
-                problem: format!("image {id} has more than one result (entry {index})"),
-            });
-        }
-        paired.image_ids.push(id);
-        paired.candidates.push(result.caption);
         paired.references.push(refs.clone());
+        paired.image_ids.push(id);
     }
     Ok(paired)
 }
