@@ -336,3 +336,25 @@ pub fn captions(loaded: &Loaded, split: Split) -> Vec<String> {
         .map(Document::caption)
         .collect()
 }
+
+/// An image file as RGB, its path named in every error.
+pub fn read_image(path: &std::path::Path) -> Result<image::RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(racm3::data::decode_rgb(
+        &bytes,
+        &path.display().to_string(),
+    )?)
+}
+
+/// The held-out emoji: one Twemoji document per val entity (its base drawing, no
+/// skin-tone variants), entities that no model here saw in training.
+pub fn held_out_twemoji() -> Result<Vec<racm3::data::Document>> {
+    Ok(load_dataset("emoji-twitter", false)?
+        .documents
+        .into_iter()
+        .filter(|d| {
+            d.source.split == racm3::data::Split::Val
+                && !d.source.attributes.contains_key("skin_tone")
+        })
+        .collect())
+}

@@ -12,14 +12,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use image::{Rgb, RgbImage, imageops};
-use racm3::data::{Document, Split};
 use racm3::generate::sampler::SamplingConfig;
 use racm3::memory::Memory;
 use racm3::retrieve::RetrievalPolicy;
 use racm3::tasks::{Generator, Retriever, SampleSettings};
 
 use crate::clip::{DEFAULT_CLIP, load_clip};
-use crate::data::load_dataset;
+use crate::data::held_out_twemoji;
 use crate::memory::{Splits, add_split};
 use crate::tasks::DEFAULT_GENERATOR;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
@@ -72,11 +71,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         memory: &memory,
         policy: RetrievalPolicy::default(),
     };
-    let held_out: Vec<Document> = load_dataset("emoji-twitter", false)?
-        .documents
-        .into_iter()
-        .filter(|d| d.source.split == Split::Val && !d.source.attributes.contains_key("skin_tone"))
-        .collect();
+    let held_out = held_out_twemoji()?;
     let step = (held_out.len() / args.captions.max(1)).max(1);
     let settings = SampleSettings {
         samples: args.samples.max(1),

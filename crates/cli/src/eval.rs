@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use image::RgbImage;
-use racm3::data::{Document, Split};
+use racm3::data::Document;
 use racm3::evaluate::fid::{
     FEATURES, InceptionFid, frechet_distance_of_samples, kernel_inception_distance,
 };
@@ -30,7 +30,7 @@ use racm3::scores::{clip_fid, clip_score};
 use racm3::tasks::{Generator, Retriever, SampleSettings};
 use serde_json::{Value, json};
 
-use crate::data::load_dataset;
+use crate::data::held_out_twemoji;
 use crate::progress::Bar;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
@@ -90,19 +90,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let device = racm3::Device::Cpu;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let twemoji = load_dataset("emoji-twitter", false)?.documents;
-    let mut held_out: Vec<Document> = Vec::new();
-    for doc in twemoji
-        .into_iter()
-        .filter(|d| d.source.split == Split::Val && !d.source.attributes.contains_key("skin_tone"))
-    {
-        if !held_out
-            .iter()
-            .any(|h| h.source.entity == doc.source.entity)
-        {
-            held_out.push(doc);
-        }
-    }
+    let mut held_out = held_out_twemoji()?;
     if args.limit > 0 {
         held_out.truncate(args.limit);
     }

@@ -299,17 +299,11 @@ fn add_documents(source: &Source, encoder: &ClipEncoder, memory: &mut Memory) ->
 pub fn retrieve(args: RetrieveArgs) -> Result<()> {
     let memory = open_memory(&args.memory)?;
     let encoder = encoder_for(&memory, args.clip.as_deref())?;
-    let image = match &args.image {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(racm3::data::decode_rgb(
-                &bytes,
-                &path.display().to_string(),
-            )?)
-        }
-        None => None,
-    };
+    let image = args
+        .image
+        .as_deref()
+        .map(crate::data::read_image)
+        .transpose()?;
     if args.text.is_none() && image.is_none() {
         bail!("give a query: --text, --image, or both");
     }

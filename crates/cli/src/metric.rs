@@ -152,14 +152,7 @@ fn read_images(dir: &Path) -> Result<Vec<image::RgbImage>> {
     paths.sort();
     paths
         .iter()
-        .map(|path| {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Ok(racm3::data::decode_rgb(
-                &bytes,
-                &path.display().to_string(),
-            )?)
-        })
+        .map(|path| crate::data::read_image(path))
         .collect()
 }
 
@@ -216,12 +209,7 @@ fn image_of(dir: &Path, id: &str) -> Result<image::RgbImage> {
     for extension in ["png", "jpg", "jpeg", "webp"] {
         let path = dir.join(format!("{id}.{extension}"));
         if path.exists() {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            return Ok(racm3::data::decode_rgb(
-                &bytes,
-                &path.display().to_string(),
-            )?);
+            return crate::data::read_image(&path);
         }
     }
     bail!(

@@ -16,6 +16,7 @@ use racm3::tasks::{
 };
 use serde_json::json;
 
+use crate::data::read_image;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
 /// The committed generator trained with retrieval on emoji.
@@ -237,14 +238,6 @@ impl Loaded {
             policy: self.policy,
         })
     }
-}
-
-fn read_image(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(racm3::data::decode_rgb(
-        &bytes,
-        &path.display().to_string(),
-    )?)
 }
 
 fn save_png(image: &RgbImage, path: &Path) -> Result<()> {

@@ -216,14 +216,7 @@ fn encode(images: &[PathBuf], model: &Path, json: bool) -> Result<()> {
     let side = tokenizer.model().config().grid_size();
     let pixels = images
         .iter()
-        .map(|path| {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Ok(racm3::data::decode_rgb(
-                &bytes,
-                &path.display().to_string(),
-            )?)
-        })
+        .map(|path| crate::data::read_image(path))
         .collect::<Result<Vec<_>>>()?;
     let codes = tokenizer.encode(&pixels, 32)?;
     if json {

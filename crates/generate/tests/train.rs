@@ -21,6 +21,19 @@ fn data(ids: &IdSpace, count: usize) -> Vec<Sequence> {
         .collect()
 }
 
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn config(steps: usize) -> Cm3TrainConfig {
     Cm3TrainConfig {
         steps,
@@ -70,16 +83,7 @@ fn learns_and_resumes_exactly() {
     let b = candle_core::safetensors::load(resumed.path().join("model.safetensors"), &Device::Cpu)
         .unwrap();
     for (name, tensor) in &a {
-        let diff = (tensor - &b[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(tensor, &b[name]);
         assert_eq!(diff, 0.0, "{name} differs after resuming");
     }
 }
@@ -97,16 +101,7 @@ fn checkpoints_round_trip_and_mismatches_are_named() {
     let input = candle_core::Tensor::new(&[[1u32, 2, 3, 4]], &Device::Cpu).unwrap();
     let a = trainer.model().forward(&input, None).unwrap();
     let b = loaded.forward(&input, None).unwrap();
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&a, &b);
     assert_eq!(diff, 0.0);
 
     let config_path = dir.path().join("config.json");
