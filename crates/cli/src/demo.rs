@@ -137,9 +137,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         ));
     }
     let pictures = args.out.join("samples.png");
-    let mut png = Vec::new();
-    grid.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    racm3::data::write_atomic(&pictures, &png)?;
+    crate::tasks::save_png(&grid, &pictures)?;
     let report_path = args.out.join("report.md");
     racm3::data::write_atomic(&report_path, report.as_bytes())?;
     println!("wrote {} and {}", report_path.display(), pictures.display());

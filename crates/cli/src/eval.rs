@@ -296,8 +296,7 @@ fn save_row(images: &[&RgbImage], path: &std::path::Path) -> Result<()> {
         let (x, y) = ((index % per_row) as i64 * 64, (index / per_row) as i64 * 64);
         image::imageops::replace(&mut grid, *image, x, y);
     }
-    grid.save(path)
-        .with_context(|| format!("writing {}", path.display()))
+    crate::tasks::save_png(&grid, path)
 }
 
 fn markdown(report: &Value) -> String {

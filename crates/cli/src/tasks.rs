@@ -96,6 +96,8 @@ impl SamplingArgs {
 }
 
 const MAX_SAMPLES: usize = 64;
+/// Retrieved documents per prompt; each image document alone is about 70 tokens.
+const MAX_K: usize = 16;
 
 /// `racm3 generate`: caption to image.
 #[derive(Debug, Args)]
@@ -198,6 +200,12 @@ struct Loaded {
 
 impl Loaded {
     fn new(args: &ModelArgs) -> Result<Self> {
+        if args.k > MAX_K {
+            bail!(
+                "-k must be at most {MAX_K}, got {}: more documents do not fit a prompt",
+                args.k
+            );
+        }
         let device = crate::device(&args.device)?;
         let generator = Generator::load(&args.model, &args.vqgan, &device).with_context(|| {
             format!(
@@ -240,7 +248,8 @@ impl Loaded {
     }
 }
 
-fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
+/// Writes a PNG atomically (temp file, then rename).
+pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
     image.write_to(
         &mut std::io::Cursor::new(&mut bytes),

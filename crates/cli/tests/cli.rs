@@ -724,6 +724,15 @@ fn generation_tasks_from_the_command_line() {
         "{}",
         stderr(&nothing)
     );
+    let huge_k = racm3(
+        &home,
+        &[&["generate", "--text", "x", "-k", "1000000000"][..], &model].concat(),
+    );
+    assert!(
+        stderr(&huge_k).contains("-k must be at most 16"),
+        "{}",
+        stderr(&huge_k)
+    );
     let unlabeled = racm3(&home, &["few-shot", "--demo", &out, "--query", &out]);
     assert!(
         stderr(&unlabeled).contains("is not IMAGE=LABEL"),
