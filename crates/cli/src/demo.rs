@@ -5,7 +5,9 @@
 //!
 //! It writes `samples.png` and `report.md` in `--out`: one row per caption, [the real
 //! Twemoji | the K = 2 documents retrieved for the caption | RA-CM3 with retrieval | the
-//! same model with K = 0 | the baseline], samples sorted by CLIP similarity.
+//! same model with K = 0 | the baseline], samples sorted by CLIP similarity. Then it
+//! serves the memory and RA-CM3 (`racm3 serve`) and prints the page's URL, unless
+//! `--no-serve`.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,7 @@ use racm3::tasks::{Generator, Retriever, SampleSettings};
 use crate::clip::{DEFAULT_CLIP, load_clip};
 use crate::data::held_out_twemoji;
 use crate::memory::{Splits, add_split};
+use crate::serve::ListenArgs;
 use crate::tasks::DEFAULT_GENERATOR;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
@@ -37,9 +40,11 @@ pub struct DemoArgs {
     /// Samples per caption and model.
     #[arg(long, default_value_t = 4)]
     samples: usize,
-    /// Exit after the report (the HTTP server is not built yet, so this is the only mode).
+    /// Exit after the report instead of serving the page.
     #[arg(long)]
     no_serve: bool,
+    #[command(flatten)]
+    listen: ListenArgs,
 }
 
 const SCALE: u32 = 2;
@@ -141,11 +146,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let report_path = args.out.join("report.md");
     racm3::data::write_atomic(&report_path, report.as_bytes())?;
     println!("wrote {} and {}", report_path.display(), pictures.display());
-    if !args.no_serve {
-        println!(
-            "the HTTP server is not built yet; open {} to see the results",
-            report_path.display()
-        );
+    if args.no_serve {
+        return Ok(());
     }
-    Ok(())
+    drop(baseline);
+    crate::serve::run(clip, memory, Some(ra), &args.listen)
 }

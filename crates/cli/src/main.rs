@@ -8,6 +8,7 @@ mod generator;
 mod memory;
 mod metric;
 mod progress;
+mod serve;
 mod tasks;
 mod tokenizer;
 mod vq;
@@ -22,7 +23,7 @@ use clap::{Parser, Subcommand};
 /// (`tokenizer`), train the image tokenizer (`vq`), train the CLIP retriever (`clip`),
 /// build the memory (`memory`) and query it (`retrieve`), train the generator (`train`),
 /// then use it: `generate` (caption to image), `caption` (image to caption), `infill`
-/// and `few-shot`; and score outputs (`metric`). The server joins as it is built. Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
+/// and `few-shot`; score outputs (`metric`, `eval`); and serve it all over HTTP with a web page (`serve`). Data and checkpoints are cached in $RACM3_HOME (default ~/.cache/racm3).
 #[derive(Debug, Parser)]
 #[command(name = "racm3", version, propagate_version = true)]
 struct Cli {
@@ -33,9 +34,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The whole system in one command: fetch the emoji, build the memory, draw held-out
-    /// captions with and without retrieval from the committed checkpoints, write a report.
+    /// captions with and without retrieval from the committed checkpoints, write a report,
+    /// then serve the page and print its URL.
     ///
-    /// Example: racm3 demo --no-serve
+    /// Example: racm3 demo        (or racm3 demo --no-serve to stop after the report)
     Demo(demo::DemoArgs),
     /// Fetch, count and inspect datasets.
     #[command(subcommand)]
@@ -87,6 +89,12 @@ enum Command {
     /// Score your own files: caption metrics (CIDEr-D, ROUGE-L) from COCO-format JSON.
     #[command(subcommand)]
     Metric(metric::MetricCommand),
+    /// Serve the memory and the generator over HTTP: a JSON API (/retrieve, /generate,
+    /// /caption, clip-retrieval's /knn-service, /documents, /health, /metrics) and a web
+    /// page at /.
+    ///
+    /// Example: racm3 serve --memory demo/memory --port 8080
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +114,7 @@ fn main() -> ExitCode {
         Command::FewShot(args) => tasks::few_shot(args),
         Command::Metric(command) => metric::run(command),
         Command::Eval(args) => eval::eval(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,7 +186,27 @@ fn tokenizer_train_then_encode() {
 fn help_texts_have_examples() {
     let home = tempfile::tempdir().unwrap();
     let top = stdout(&racm3(home.path(), &["--help"]));
-    assert!(top.contains("data") && top.contains("tokenizer"), "{top}");
+    let pipeline = [
+        "`data`",
+        "`tokenizer`",
+        "`vq`",
+        "`clip`",
+        "`memory`",
+        "`train`",
+        "`generate`",
+        "`serve`",
+    ];
+    let positions: Vec<usize> = pipeline
+        .iter()
+        .map(|stage| {
+            top.find(stage)
+                .unwrap_or_else(|| panic!("{stage} missing from {top}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "the stages are out of order: {top}"
+    );
     for command in [
         &["data", "fetch"][..],
         &["data", "stats"],
@@ -209,6 +229,11 @@ fn help_texts_have_examples() {
         &["metric", "fid"],
         &["metric", "clipscore"],
         &["eval"],
+        &["vq", "train"],
+        &["vq", "encode"],
+        &["vq", "decode"],
+        &["vq", "reconstruct"],
+        &["serve"],
         &["demo"],
     ] {
         let help = racm3(home.path(), &[command, &["--help"]].concat());
@@ -811,27 +836,56 @@ fn metric_cider_on_coco_files() {
 }
 
 // The README's main job on the real emoji: it builds the memory, loads the committed
-// generators and writes a report with one row per held-out caption and a picture with
-// the real image, two retrieved documents and a sample of each model per row.
+// generators, writes a report with one row per held-out caption and a picture with the
+// real image, two retrieved documents and a sample of each model per row, then serves
+// the page and prints its URL.
 #[test]
-fn main_job_demo_writes_its_report() {
+fn main_job_demo_writes_its_report_and_serves() {
+    use std::io::{BufRead, Read};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_racm3"))
         .current_dir(&root)
         .args([
             "demo",
-            "--no-serve",
             "--captions",
             "2",
             "--samples",
             "1",
+            "--port",
+            "0",
             "--out",
         ])
         .arg(out.path())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    let mut printed = String::new();
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let url = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let mut stderr = String::new();
+            let _ = demo.stderr.take().unwrap().read_to_string(&mut stderr);
+            let _ = demo.kill();
+            panic!("the demo ended without a URL: {printed}{stderr}");
+        };
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(start) = line.find("http://") {
+            break line[start..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let page = ureq::get(&url)
+        .call()
+        .map(|mut r| r.body_mut().read_to_string());
+    let health = ureq::get(&format!("{url}health"))
+        .call()
+        .map(|mut r| r.body_mut().read_to_string());
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(page.unwrap().unwrap().contains("<title>racm3"));
+    assert!(health.unwrap().unwrap().contains("\"generator\":true"));
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     let rows: Vec<&str> = report
         .lines()
