@@ -3,6 +3,9 @@
 //! the committed CLIP, loads the committed generators (RA-CM3 and its baseline), and draws
 //! held-out captions (entities no model saw in training) with and without retrieval.
 //!
+//! Checkpoints missing from `checkpoints/` (a run outside the repository root, or a
+//! deleted one) are trained first with the commands that made the committed ones.
+//!
 //! It writes `samples.png` and `report.md` in `--out`: one row per caption, [the real
 //! Twemoji | the K = 2 documents retrieved for the caption | RA-CM3 with retrieval | the
 //! same model with K = 0 | the baseline], samples sorted by CLIP similarity. Then it
@@ -50,11 +53,118 @@ pub struct DemoArgs {
 const SCALE: u32 = 2;
 const GAP: u32 = 12;
 
+/// A committed checkpoint, the command that trained it, and how long that took here.
+struct Recipe {
+    dir: &'static str,
+    command: &'static [&'static str],
+    time: &'static str,
+}
+
+/// The tokenizers, trained before the memory (which CLIP keys).
+const TOKENIZERS: [Recipe; 2] = [
+    Recipe {
+        dir: DEFAULT_VQGAN,
+        command: &[
+            "vq",
+            "train",
+            "emoji",
+            "--steps",
+            "900",
+            "--batch-size",
+            "8",
+        ],
+        time: "about 50 minutes",
+    },
+    Recipe {
+        dir: DEFAULT_CLIP,
+        command: &[
+            "clip",
+            "train",
+            "emoji",
+            "fashion-mnist",
+            "--limit",
+            "6000",
+            "--steps",
+            "900",
+        ],
+        time: "about 50 minutes",
+    },
+];
+
+/// The generators, trained on the demo's memory ("{memory}" is replaced by its folder).
+const GENERATORS: [Recipe; 2] = [
+    Recipe {
+        dir: DEFAULT_GENERATOR,
+        command: &[
+            "train", "emoji", "--memory", "{memory}", "--preset", "small", "--steps", "1200",
+        ],
+        time: "about 75 minutes",
+    },
+    Recipe {
+        dir: DEFAULT_BASELINE,
+        command: &[
+            "train",
+            "emoji",
+            "--baseline",
+            "--preset",
+            "small",
+            "--steps",
+            "1200",
+        ],
+        time: "about 20 minutes",
+    },
+];
+
+/// The `racm3` arguments that train each checkpoint of `recipes` missing under `root`,
+/// with `--out`.
+fn missing(recipes: &[Recipe], root: &Path, memory: &Path) -> Vec<Vec<String>> {
+    recipes
+        .iter()
+        .filter(|recipe| {
+            let dir = root.join(recipe.dir);
+            !(dir.join("config.json").exists() && dir.join("model.safetensors").exists())
+        })
+        .map(|recipe| {
+            let mut command: Vec<String> = recipe
+                .command
+                .iter()
+                .map(|arg| arg.replace("{memory}", &memory.display().to_string()))
+                .collect();
+            command.extend(["--out".to_owned(), recipe.dir.to_owned()]);
+            command
+        })
+        .collect()
+}
+
+/// Trains the checkpoints of `recipes` that are missing, with the commands that made the
+/// committed ones, by running this same binary.
+fn train_missing(recipes: &[Recipe], memory: &Path) -> Result<()> {
+    for command in missing(recipes, Path::new("."), memory) {
+        let out = command.last().map_or("", String::as_str);
+        let time = recipes
+            .iter()
+            .find(|recipe| recipe.dir == out)
+            .map_or("a while", |recipe| recipe.time);
+        eprintln!(
+            "{out} is missing, so the demo trains it ({time} on 2 cores): racm3 {}\n\
+             (run the demo from the repository root to use the committed checkpoint instead)",
+            command.join(" ")
+        );
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(&command)
+            .status()
+            .context("running racm3 to train a missing checkpoint")?;
+        anyhow::ensure!(status.success(), "training {out} failed");
+    }
+    Ok(())
+}
+
 pub fn demo(args: DemoArgs) -> Result<()> {
     let device = racm3::Device::Cpu;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let memory_dir = args.out.join("memory");
+    train_missing(&TOKENIZERS, &memory_dir)?;
     let memory = if memory_dir.join("manifest.bin").exists() {
         Memory::open(&memory_dir)?
     } else {
@@ -65,6 +175,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         add_split("emoji-google", Splits::All, &clip, &mut memory)?;
         memory
     };
+    train_missing(&GENERATORS, &memory_dir)?;
     let clip = crate::memory::encoder_for(&memory, None)?;
     let load = |dir: &str| {
         Generator::load(Path::new(dir), Path::new(DEFAULT_VQGAN), &device)
@@ -151,4 +262,37 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     drop(baseline);
     crate::serve::run(clip, memory, Some(ra), &args.listen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // From the repository root every committed checkpoint is found and nothing is
+    // trained; from elsewhere each is trained with its command, into its own folder, and
+    // the RA generator reads the demo's memory.
+    #[test]
+    fn only_missing_checkpoints_are_trained() {
+        let memory = Path::new("demo/memory");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let at_root = (
+            missing(&TOKENIZERS, &root, memory),
+            missing(&GENERATORS, &root, memory),
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let elsewhere = missing(&GENERATORS, empty.path(), memory);
+        let tokenizers = missing(&TOKENIZERS, empty.path(), memory);
+        assert!(at_root.0.is_empty() && at_root.1.is_empty(), "{at_root:?}");
+        assert_eq!(tokenizers.len(), 2);
+        assert_eq!(tokenizers[0][..2], ["vq", "train"]);
+        assert_eq!(tokenizers[1][..2], ["clip", "train"]);
+        assert_eq!(
+            elsewhere[0].join(" "),
+            "train emoji --memory demo/memory --preset small --steps 1200 --out checkpoints/cm3-emoji-small"
+        );
+        assert_eq!(
+            elsewhere[1].join(" "),
+            "train emoji --baseline --preset small --steps 1200 --out checkpoints/cm3-emoji-small-baseline"
+        );
+    }
 }

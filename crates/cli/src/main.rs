@@ -120,9 +120,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if let Some(hint) = hint(&error) {
-                eprintln!("hint: {hint}");
-            }
+            eprintln!("hint: {}", hint(&error).unwrap_or_else(help_hint));
             ExitCode::FAILURE
         }
     }
@@ -143,6 +141,19 @@ pub fn device(name: &str) -> anyhow::Result<racm3::Device> {
             "cannot use {name}: {err} (a GPU build needs `cargo build --release -p racm3-cli --features cuda`)"
         )
     })
+}
+
+/// The fallback line on what to do: the failing command's help, which has an example.
+fn help_hint() -> String {
+    let command: Vec<String> = std::env::args()
+        .skip(1)
+        .take_while(|arg| !arg.starts_with('-'))
+        .take(2)
+        .collect();
+    format!(
+        "check the arguments against `racm3 {} --help`, which has an example",
+        command.join(" ")
+    )
 }
 
 /// One line on what to do next, for the errors a user can fix.

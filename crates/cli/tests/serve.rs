@@ -608,6 +608,48 @@ fn kill_during_adds_loses_no_acknowledged_document() {
     );
 }
 
+// A generation past --timeout is answered 408, and the server goes on serving.
+#[test]
+fn slow_requests_time_out() {
+    let work = tempfile::tempdir().unwrap();
+    let memory = build_memory(work.path());
+    let server = Server::start(&memory, &["--timeout", "1"]);
+    let http = agent();
+    let slow = post(
+        &http,
+        &format!("{}/generate", server.url),
+        None,
+        &json!({"text": "grinning face", "samples": 16, "k": 0}),
+    );
+    assert_eq!(slow.status, 408, "{}", slow.body);
+    assert!(
+        slow.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1 s (--timeout)")
+    );
+    let quick = get(&http, &format!("{}/health", server.url), None);
+    assert_eq!(quick.status, 200);
+}
+
+// A server that cannot start says why on one line and what to do on the next.
+#[test]
+fn a_missing_memory_is_named_with_a_hint() {
+    let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
+        .args(["serve", "--memory", "/nonexistent/memory"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: opening the memory in /nonexistent/memory"),
+        "{stderr}"
+    );
+    assert!(lines[1].starts_with("hint: "), "{stderr}");
+}
+
 /// What a load run saw, per endpoint: answers by status, and latencies of the 200s.
 #[derive(Default)]
 struct Load {

@@ -2,7 +2,7 @@
 //! the bearer-token check; the request counter; the page.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
@@ -13,7 +13,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::Settings;
 use crate::error::ApiError;
@@ -32,6 +31,7 @@ struct App {
     generate: Lane,
     capacity: (usize, usize),
     metrics: Metrics,
+    timeout: Duration,
 }
 
 const PAGE: &str = include_str!("page.html");
@@ -48,6 +48,7 @@ pub fn router(service: Arc<Service>, settings: &Settings) -> Router {
         generate: Lane::new("generate", settings.workers, settings.queue),
         capacity: (search_capacity, generate_capacity),
         metrics: Metrics::default(),
+        timeout: settings.timeout,
     });
     let protected = Router::new()
         .route("/retrieve", post(retrieve))
@@ -65,10 +66,6 @@ pub fn router(service: Arc<Service>, settings: &Settings) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
         .layer(DefaultBodyLimit::max(settings.limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.timeout,
-        ))
         .with_state(app)
 }
 
@@ -96,7 +93,13 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = match tokio::time::timeout(app.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout {
+            seconds: app.timeout.as_secs(),
+        }
+        .into_response(),
+    };
     app.metrics.observe(
         &endpoint,
         response.status().as_u16(),

@@ -39,6 +39,11 @@ pub enum ApiError {
         /// Which queue.
         lane: &'static str,
     },
+    /// The request took longer than the server allows (408).
+    Timeout {
+        /// The limit.
+        seconds: u64,
+    },
     /// The server was started without what this endpoint needs (503).
     Unavailable(String),
     /// A failure on the server's side (500); the message names what failed.
@@ -56,6 +61,7 @@ impl ApiError {
             ApiError::Limit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +85,10 @@ impl ApiError {
             ApiError::Unauthorized => {
                 "missing or wrong bearer token: send `Authorization: Bearer <token>`".into()
             }
+            ApiError::Timeout { seconds } => format!(
+                "the request took longer than the server's limit of {seconds} s (--timeout); \
+                 ask for fewer samples or retry later"
+            ),
             ApiError::NotFound => "no such endpoint: see GET / for the page and the API".into(),
             ApiError::Busy { lane } => {
                 format!("the {lane} queue is full; retry in {RETRY_AFTER_S} s")
