@@ -17,6 +17,7 @@ use racm3::data::{Document, Split};
 use racm3::memory::Memory;
 use racm3::retrieve::ClipEncoder;
 use racm3::tasks::{Demonstration, Generator, Retriever};
+use racm3::train::LossLog;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -156,8 +157,10 @@ pub fn run(
         ("ra-cm3 without retrieval", ra, None),
         ("baseline", baseline, None),
     ];
+    let names: Vec<&str> = settings.iter().map(|(name, ..)| *name).collect();
+    let mut table = vec![vec![0.0; names.len()]; SHOTS.len()];
     let mut results = serde_json::Map::new();
-    for (name, generator, retriever) in settings {
+    for (column, (name, generator, retriever)) in settings.into_iter().enumerate() {
         let mut accuracy = serde_json::Map::new();
         for (shot_index, shots) in SHOTS.iter().enumerate() {
             let bar = Bar::new(&format!("few-shot {name}, {shots} shots"));
@@ -182,6 +185,7 @@ pub fn run(
             }
             bar.finish();
             let share = correct as f64 / episodes.len() as f64;
+            table[shot_index][column] = share;
             // Half-width of a 95% normal interval for a proportion.
             let interval = 1.96 * (share * (1.0 - share) / episodes.len() as f64).sqrt();
             accuracy.insert(
@@ -191,6 +195,12 @@ pub fn run(
         }
         results.insert(name.to_owned(), Value::Object(accuracy));
     }
+    // Accuracy against the number of shots, one panel per setting: few-shot.csv and .png.
+    let mut curve = LossLog::open(&out.join("few-shot.csv"), &names, 0)?;
+    for (shots, row) in SHOTS.iter().zip(&table) {
+        curve.push(*shots, row)?;
+    }
+    curve.plot(&out.join("few-shot.png"))?;
     Ok(json!({
         "queries": episodes.len(),
         "ways": 2,

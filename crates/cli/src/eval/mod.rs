@@ -550,6 +550,7 @@ fn markdown(report: &Value) -> String {
                 out.push('\n');
             }
         }
+        out.push_str("\n![few-shot accuracy against shots, one panel per setting](few-shot.png)\n");
     }
     out
 }
