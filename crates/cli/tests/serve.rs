@@ -458,6 +458,56 @@ fn api_answers_and_refuses_bad_requests() {
             .contains("image_pixels is 25000000")
     );
 
+    // A document added over the API is found at once; removed, it is gone, and removing
+    // it again names the id.
+    let added = post(
+        &http,
+        &url("/documents"),
+        token,
+        &json!({"documents": [{"id": "api/purple-thing", "caption": "purple thing", "image": face}]}),
+    );
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(added.body["memory_size"].as_u64().unwrap(), documents + 1);
+    let query = json!({"image": face, "k": 2, "query_threshold": 1.5});
+    let ids = |answer: &Answer| -> Vec<String> {
+        answer.body["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let found_new = post(&http, &retrieve, token, &query);
+    assert!(
+        ids(&found_new).contains(&"api/purple-thing".to_owned()),
+        "{}",
+        found_new.body
+    );
+    let delete = |id: &str| {
+        answer(
+            http.delete(&url(&format!("/documents/{id}")))
+                .header("Authorization", "Bearer s3cret")
+                .call(),
+        )
+    };
+    let removed = delete("api/purple-thing");
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.body["memory_size"].as_u64().unwrap(), documents);
+    let after = post(&http, &retrieve, token, &query);
+    assert!(
+        !ids(&after).contains(&"api/purple-thing".to_owned()),
+        "{}",
+        after.body
+    );
+    let again_removed = delete("api/purple-thing");
+    assert_eq!(again_removed.status, 404, "{}", again_removed.body);
+    assert!(
+        again_removed.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("api/purple-thing")
+    );
+
     let again = post(
         &http,
         &retrieve,

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -57,6 +58,7 @@ pub fn router(service: Arc<Service>, settings: &Settings) -> Router {
         .route("/knn-service", post(knn))
         .route("/indices-list", get(indices))
         .route("/documents", post(add))
+        .route("/documents/{*id}", delete(remove))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authorize));
     Router::new()
@@ -164,6 +166,11 @@ async fn add(
     let Json(request) = body?;
     let service = Arc::clone(&app.service);
     Ok(Json(app.search.run(move || service.add(request)).await?))
+}
+
+async fn remove(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer<impl Serialize> {
+    let service = Arc::clone(&app.service);
+    Ok(Json(app.search.run(move || service.remove(&id)).await?))
 }
 
 /// clip-retrieval's front end lists the indexes it may query; racm3 serves one memory.

@@ -32,6 +32,8 @@ pub enum ApiError {
     Unauthorized,
     /// No such endpoint (404).
     NotFound,
+    /// No document with that id (404).
+    NotFoundId(String),
     /// A document id that is already in the memory (409).
     Conflict(String),
     /// The queue of this kind of work is full (503 with Retry-After).
@@ -60,7 +62,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Limit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotFoundId(_) => StatusCode::NOT_FOUND,
             ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +79,7 @@ impl ApiError {
             ApiError::Body { detail, .. } => format!("bad JSON body: {detail}"),
             ApiError::Invalid(message)
             | ApiError::Conflict(message)
+            | ApiError::NotFoundId(message)
             | ApiError::Unavailable(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::Limit { name, limit, got } => {

@@ -16,6 +16,7 @@
 //! | `POST /caption` | `{image, k, samples, …}` → captions and the retrieved documents |
 //! | `POST /knn-service` | clip-retrieval's request and response |
 //! | `POST /documents` | `{documents: [{id?, caption, image?}]}` → added once on disk |
+//! | `DELETE /documents/{id}` | removes a document, once on disk |
 //! | `GET /metrics` | request counts and latencies, queue depths, memory size |
 #![deny(missing_docs)]
 

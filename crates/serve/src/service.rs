@@ -230,6 +230,15 @@ pub struct AddResponse {
     pub memory_size: usize,
 }
 
+/// The answer to `DELETE /documents/{id}`: sent only after the removal is on disk.
+#[derive(Debug, Serialize)]
+pub struct RemoveResponse {
+    /// The id removed.
+    pub removed: String,
+    /// Documents in the memory now.
+    pub memory_size: usize,
+}
+
 fn default_search_k() -> usize {
     4
 }
@@ -515,6 +524,22 @@ impl Service {
         }
         Ok(AddResponse {
             added: documents.iter().map(|d| d.id().to_owned()).collect(),
+            memory_size: memory.len(),
+        })
+    }
+
+    /// `DELETE /documents/{id}`: removes a document and commits before answering.
+    pub fn remove(&self, id: &str) -> Result<RemoveResponse, ApiError> {
+        let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
+        memory.remove(id).map_err(|error| match error {
+            racm3::memory::Error::NoSuchId { .. } => ApiError::NotFoundId(error.to_string()),
+            other => ApiError::from(&other),
+        })?;
+        memory
+            .commit()
+            .map_err(|error| ApiError::Internal(format!("could not write the memory: {error}")))?;
+        Ok(RemoveResponse {
+            removed: id.to_owned(),
             memory_size: memory.len(),
         })
     }
