@@ -12,7 +12,7 @@
 //! It writes `report.json` (every number, with sample sizes and per-seed values) and
 //! `report.md`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -40,14 +40,18 @@ use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The generator trained with retrieval.
-    #[arg(long)]
-    ra: PathBuf,
+    #[arg(long, required_unless_present = "render")]
+    ra: Option<PathBuf>,
     /// The baseline: same config and tokens, trained without retrieval.
-    #[arg(long)]
-    baseline: PathBuf,
+    #[arg(long, required_unless_present = "render")]
+    baseline: Option<PathBuf>,
     /// The memory RA-CM3 retrieves from.
-    #[arg(long)]
-    memory: PathBuf,
+    #[arg(long, required_unless_present = "render")]
+    memory: Option<PathBuf>,
+    /// Only write report.md and report.html into --out from this report.json (one that
+    /// merges several runs, say), running nothing.
+    #[arg(long, conflicts_with_all = ["ra", "baseline", "memory"])]
+    render: Option<PathBuf>,
     /// The VQGAN both generators were trained with.
     #[arg(long, default_value = DEFAULT_VQGAN)]
     vqgan: PathBuf,
@@ -120,12 +124,23 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let device = racm3::Device::Cpu;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    if let Some(json_path) = &args.render {
+        let text = std::fs::read_to_string(json_path)
+            .with_context(|| format!("reading {}", json_path.display()))?;
+        let report: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a report", json_path.display()))?;
+        return write_reports(&report, &args.out);
+    }
+    let (Some(ra), Some(baseline), Some(memory_dir)) = (&args.ra, &args.baseline, &args.memory)
+    else {
+        anyhow::bail!("give --ra, --baseline and --memory, or --render REPORT.json");
+    };
     let mut held_out = held_out_twemoji()?;
     if args.limit > 0 {
         held_out.truncate(args.limit);
     }
-    let memory = Memory::open(&args.memory)
-        .with_context(|| format!("opening the memory in {}", args.memory.display()))?;
+    let memory = Memory::open(memory_dir)
+        .with_context(|| format!("opening the memory in {}", memory_dir.display()))?;
     let clip = crate::memory::encoder_for(&memory, None)?;
     let retriever = Retriever {
         encoder: &clip,
@@ -143,12 +158,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let models = [
         Model {
             name: "ra-cm3",
-            generator: load(&args.ra)?,
+            generator: load(ra)?,
             retrieval: true,
         },
         Model {
             name: "baseline",
-            generator: load(&args.baseline)?,
+            generator: load(baseline)?,
             retrieval: false,
         },
     ];
@@ -232,7 +247,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     let mut report = json!({
         "held_out_entities": held_out.len(),
-        "memory": args.memory,
+        "memory": memory_dir,
         "memory_documents": memory.len(),
         "k": args.k,
         // Through its decimal text, so 0.9 reads 0.9 and not 0.8999999761581421.
@@ -246,7 +261,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             &models[0].generator,
             &clip,
             &images,
-            &args.memory,
+            memory_dir,
             &held_out,
             retriever.policy,
             args.seeds,
@@ -309,14 +324,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         report["ablation"] = Value::Object(rows);
     }
     report["seconds"] = json!(started.elapsed().as_secs_f64());
-    let json_path = args.out.join("report.json");
     racm3::data::write_atomic(
-        &json_path,
+        &args.out.join("report.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    let markdown = markdown(&report);
-    racm3::data::write_atomic(&args.out.join("report.md"), markdown.as_bytes())?;
-    racm3::data::write_atomic(&args.out.join("report.html"), html(&markdown).as_bytes())?;
+    write_reports(&report, &args.out)
+}
+
+/// report.md and report.html in `out`, and the Markdown on stdout.
+fn write_reports(report: &Value, out: &Path) -> Result<()> {
+    let markdown = markdown(report);
+    racm3::data::write_atomic(&out.join("report.md"), markdown.as_bytes())?;
+    racm3::data::write_atomic(&out.join("report.html"), html(&markdown).as_bytes())?;
     println!("{markdown}");
     Ok(())
 }
@@ -502,8 +521,7 @@ fn markdown(report: &Value) -> String {
     };
     let mut out = format!(
         "# RA-CM3 against its baseline on {} held-out emoji entities\n\n\
-         Memory: {} documents; K = {}, query threshold {}, CFG {}; {}.\n\n\
-         | task | metric | RA-CM3 | baseline |\n| --- | --- | --- | --- |\n",
+         Memory: {} documents; K = {}, query threshold {}, CFG {}; {}.\n",
         report["held_out_entities"],
         report["memory_documents"],
         report["k"],
@@ -511,20 +529,26 @@ fn markdown(report: &Value) -> String {
         report["cfg"],
         report["sampling"].as_str().unwrap_or_default()
     );
-    for (task, metric, label) in [
-        ("caption_to_image", "fid", "FID (lower is better)"),
-        ("caption_to_image", "kid", "KID"),
-        ("caption_to_image", "clip_fid", "CLIP-FID"),
-        ("caption_to_image", "clip_score", "CLIPScore"),
-        ("image_to_caption", "cider_d", "CIDEr-D"),
-        ("image_to_caption", "rouge_l", "ROUGE-L"),
-        ("image_to_caption", "bleu_4", "BLEU-4"),
-    ] {
-        out.push_str(&format!(
-            "| {task} | {label} | {} | {} |\n",
-            cell("ra-cm3", task, metric),
-            cell("baseline", task, metric)
-        ));
+    let ran = |task: &str| report["models"]["ra-cm3"][task].is_object();
+    if ran("caption_to_image") || ran("image_to_caption") {
+        out.push_str("\n| task | metric | RA-CM3 | baseline |\n| --- | --- | --- | --- |\n");
+        for (task, metric, label) in [
+            ("caption_to_image", "fid", "FID (lower is better)"),
+            ("caption_to_image", "kid", "KID"),
+            ("caption_to_image", "clip_fid", "CLIP-FID"),
+            ("caption_to_image", "clip_score", "CLIPScore"),
+            ("image_to_caption", "cider_d", "CIDEr-D"),
+            ("image_to_caption", "rouge_l", "ROUGE-L"),
+            ("image_to_caption", "bleu_4", "BLEU-4"),
+        ] {
+            if ran(task) {
+                out.push_str(&format!(
+                    "| {task} | {label} | {} | {} |\n",
+                    cell("ra-cm3", task, metric),
+                    cell("baseline", task, metric)
+                ));
+            }
+        }
     }
     for (model, title) in [("ra-cm3", "RA-CM3"), ("baseline", "baseline")] {
         if report["models"][model]["caption_to_image"].is_object() {
@@ -533,12 +557,12 @@ fn markdown(report: &Value) -> String {
             ));
         }
     }
-    out.push_str(&format!(
-        "\nShare of held-out captions whose retrieved documents include the same entity: {:.3}.\n",
-        report["models"]["ra-cm3"]["retrieved_same_entity_share"]
-            .as_f64()
-            .unwrap_or(f64::NAN)
-    ));
+    if let Some(share) = report["models"]["ra-cm3"]["retrieved_same_entity_share"].as_f64() {
+        out.push_str(&format!(
+            "\nShare of held-out captions whose retrieved documents include the same entity: \
+             {share:.3}.\n"
+        ));
+    }
     if let Some(rows) = report["ablation"].as_object() {
         out.push_str(
             "\n## Ablations at inference (RA-CM3, caption to image)\n\n\
