@@ -899,6 +899,61 @@ fn main_job_demo_writes_its_report_and_serves() {
     assert!(out.path().join("memory/manifest.bin").exists());
 }
 
+// `eval --tasks few-shot` on the fixture Fashion-MNIST with the committed generators: a
+// report of every setting at 1, 2 and 4 shots over the same episodes, with its plot.
+#[test]
+fn eval_few_shot_writes_its_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let work = tempfile::tempdir().unwrap();
+    let memory = work.path().join("memory");
+    let clip = root.join("checkpoints/clip-emoji-small");
+    let built = racm3(
+        &fixtures(),
+        &[
+            "memory",
+            "build",
+            "emoji",
+            "--index",
+            "flat",
+            "--clip",
+            clip.to_str().unwrap(),
+            "--out",
+            memory.to_str().unwrap(),
+        ],
+    );
+    assert!(built.status.success(), "{}", stderr(&built));
+    let out = work.path().join("report");
+    let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
+        .current_dir(&root)
+        .env("RACM3_HOME", fixtures())
+        .args(["eval", "--ra", "checkpoints/cm3-emoji-small", "--baseline"])
+        .args([
+            "checkpoints/cm3-emoji-small-baseline",
+            "--tasks",
+            "few-shot",
+        ])
+        .args(["--few-shot-queries", "2", "--memory"])
+        .arg(&memory)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let settings = report["few_shot"]["settings"].as_object().unwrap();
+    assert_eq!(settings.len(), 3);
+    for accuracy in settings.values() {
+        for shots in ["1", "2", "4"] {
+            let correct = accuracy[shots]["correct"].as_u64().unwrap();
+            assert!(correct <= 2, "{accuracy}");
+        }
+    }
+    assert!(out.join("few-shot.png").exists() && out.join("report.html").exists());
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("| ra-cm3 with retrieval |"), "{markdown}");
+}
+
 // `metric clipscore` scores results against images named by image id, RefCLIPScore with
 // references; a missing image is named.
 #[test]

@@ -44,8 +44,14 @@ struct Episode {
     demonstrations: Vec<Vec<(usize, usize)>>,
 }
 
-/// `queries` episodes drawn with `seed` from the training and test documents.
-fn episodes(train: &[&Document], test: &[&Document], queries: usize, seed: u64) -> Vec<Episode> {
+/// `queries` episodes drawn with `seed` from the training and test documents, over the
+/// classes that have both.
+fn episodes(
+    train: &[&Document],
+    test: &[&Document],
+    queries: usize,
+    seed: u64,
+) -> Result<Vec<Episode>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let by_class = |documents: &[&Document]| {
         let mut classes = vec![Vec::new(); 10];
@@ -63,9 +69,17 @@ fn episodes(train: &[&Document], test: &[&Document], queries: usize, seed: u64) 
         classes
     };
     let (train_classes, test_classes) = (by_class(train), by_class(test));
-    (0..queries)
+    let usable: Vec<usize> = (0..10)
+        .filter(|&class| !train_classes[class].is_empty() && !test_classes[class].is_empty())
+        .collect();
+    anyhow::ensure!(
+        usable.len() >= 2,
+        "few-shot needs two classes with training and test images; Fashion-MNIST here has {}",
+        usable.len()
+    );
+    let episodes = (0..queries)
         .map(|query| {
-            let mut classes: Vec<usize> = (0..10).collect();
+            let mut classes = usable.clone();
             classes.shuffle(&mut rng);
             let mut words = WORDS;
             words.shuffle(&mut rng);
@@ -95,7 +109,8 @@ fn episodes(train: &[&Document], test: &[&Document], queries: usize, seed: u64) 
                 demonstrations,
             }
         })
-        .collect()
+        .collect();
+    Ok(episodes)
 }
 
 /// A memory of the first training documents, keyed by `clip`, in `dir` (rebuilt).
@@ -145,7 +160,7 @@ pub fn run(
             ..Default::default()
         },
     };
-    let episodes = episodes(&train, &test, queries, 0);
+    let episodes = episodes(&train, &test, queries, 0)?;
     let image = |document: &Document| -> RgbImage {
         document
             .images()
@@ -238,7 +253,7 @@ mod tests {
         let test: Vec<Document> = (0..50).map(|i| document(i, i % 10)).collect();
         let (train, test): (Vec<&Document>, Vec<&Document>) =
             (train.iter().collect(), test.iter().collect());
-        let drawn = episodes(&train, &test, 40, 7);
+        let drawn = episodes(&train, &test, 40, 7).unwrap();
         let class = |d: &Document| d.source.attributes["label"].parse::<usize>().unwrap();
         assert_eq!(drawn.iter().filter(|e| e.answer == 0).count(), 20);
         for episode in &drawn {
@@ -257,7 +272,13 @@ mod tests {
                 }
             }
         }
-        let again = episodes(&train, &test, 40, 7);
+        let again = episodes(&train, &test, 40, 7).unwrap();
+        // A class without test images is never drawn; one usable class is an error.
+        let only_two: Vec<&Document> = test.iter().copied().filter(|d| class(d) < 2).collect();
+        let pairs = episodes(&train, &only_two, 10, 7).unwrap();
+        assert!(pairs.iter().all(|e| class(only_two[e.query]) < 2));
+        let one: Vec<&Document> = test.iter().copied().filter(|d| class(d) == 0).collect();
+        assert!(episodes(&train, &one, 10, 7).is_err());
         assert!(
             drawn
                 .iter()
