@@ -99,6 +99,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let outcome = match cli.command {
         Command::Demo(args) => demo::demo(args),
         Command::Data(command) => data::run(command),
@@ -123,6 +126,17 @@ fn main() -> ExitCode {
             eprintln!("hint: {}", hint(&error).unwrap_or_else(help_hint));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a pipe whose reader has gone (`racm3 … | head`)
+/// panics in `println!`. The default action ends the process quietly, as other Unix tools
+/// do. Commands that serve keep ignoring it: a client that hangs up must not stop them.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

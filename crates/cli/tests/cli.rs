@@ -32,6 +32,22 @@ fn json(output: &Output) -> serde_json::Value {
     })
 }
 
+// Output into a pipe whose reader is gone ends racm3 quietly, without a panic.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_racm3"))
+        .args(["data", "stats", "--json"])
+        .arg(fixtures().join("pairs"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 // `data stats --json` on a folder of pairs gives machine-readable counts.
 #[test]
 fn stats_json_on_a_folder() {
