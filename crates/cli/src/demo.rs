@@ -115,9 +115,13 @@ const GENERATORS: [Recipe; 2] = [
     },
 ];
 
-/// The `racm3` arguments that train each checkpoint of `recipes` missing under `root`,
-/// with `--out`.
-fn missing(recipes: &[Recipe], root: &Path, memory: &Path) -> Vec<Vec<String>> {
+/// Each recipe whose checkpoint is missing under `root`, with the `racm3` arguments that
+/// train it (`--out` included).
+fn missing<'a>(
+    recipes: &'a [Recipe],
+    root: &Path,
+    memory: &Path,
+) -> Vec<(&'a Recipe, Vec<String>)> {
     recipes
         .iter()
         .filter(|recipe| {
@@ -131,7 +135,7 @@ fn missing(recipes: &[Recipe], root: &Path, memory: &Path) -> Vec<Vec<String>> {
                 .map(|arg| arg.replace("{memory}", &memory.display().to_string()))
                 .collect();
             command.extend(["--out".to_owned(), recipe.dir.to_owned()]);
-            command
+            (recipe, command)
         })
         .collect()
 }
@@ -139,12 +143,8 @@ fn missing(recipes: &[Recipe], root: &Path, memory: &Path) -> Vec<Vec<String>> {
 /// Trains the checkpoints of `recipes` that are missing, with the commands that made the
 /// committed ones, by running this same binary.
 fn train_missing(recipes: &[Recipe], memory: &Path) -> Result<()> {
-    for command in missing(recipes, Path::new("."), memory) {
-        let out = command.last().map_or("", String::as_str);
-        let time = recipes
-            .iter()
-            .find(|recipe| recipe.dir == out)
-            .map_or("a while", |recipe| recipe.time);
+    for (recipe, command) in missing(recipes, Path::new("."), memory) {
+        let (out, time) = (recipe.dir, recipe.time);
         eprintln!(
             "{out} is missing, so the demo trains it ({time} on 2 cores): racm3 {}\n\
              (run the demo from the repository root to use the committed checkpoint instead)",
@@ -275,13 +275,16 @@ mod tests {
     fn only_missing_checkpoints_are_trained() {
         let memory = Path::new("demo/memory");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let at_root = (
-            missing(&TOKENIZERS, &root, memory),
-            missing(&GENERATORS, &root, memory),
-        );
+        let commands = |recipes: &[Recipe], root: &Path| -> Vec<Vec<String>> {
+            missing(recipes, root, memory)
+                .into_iter()
+                .map(|(_, command)| command)
+                .collect()
+        };
+        let at_root = (commands(&TOKENIZERS, &root), commands(&GENERATORS, &root));
         let empty = tempfile::tempdir().unwrap();
-        let elsewhere = missing(&GENERATORS, empty.path(), memory);
-        let tokenizers = missing(&TOKENIZERS, empty.path(), memory);
+        let elsewhere = commands(&GENERATORS, empty.path());
+        let tokenizers = commands(&TOKENIZERS, empty.path());
         assert!(at_root.0.is_empty() && at_root.1.is_empty(), "{at_root:?}");
         assert_eq!(tokenizers.len(), 2);
         assert_eq!(tokenizers[0][..2], ["vq", "train"]);

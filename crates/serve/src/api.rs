@@ -30,7 +30,6 @@ struct App {
     search: Lane,
     /// Generation and captioning: seconds each.
     generate: Lane,
-    capacity: (usize, usize),
     metrics: Metrics,
     timeout: Duration,
 }
@@ -40,14 +39,11 @@ const PAGE: &str = include_str!("page.html");
 /// The server's routes over `service`, with the settings' token, limits, queues and
 /// timeout.
 pub fn router(service: Arc<Service>, settings: &Settings) -> Router {
-    let search_capacity = settings.search_workers.max(1) + settings.queue;
-    let generate_capacity = settings.workers.max(1) + settings.queue;
     let app = Arc::new(App {
         service,
         token: settings.token.clone().filter(|token| !token.is_empty()),
         search: Lane::new("search", settings.search_workers, settings.queue),
         generate: Lane::new("generate", settings.workers, settings.queue),
-        capacity: (search_capacity, generate_capacity),
         metrics: Metrics::default(),
         timeout: settings.timeout,
     });
@@ -189,8 +185,8 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let lanes = [
-        (app.search.name(), app.search.depth(app.capacity.0)),
-        (app.generate.name(), app.generate.depth(app.capacity.1)),
+        (app.search.name(), app.search.depth()),
+        (app.generate.name(), app.generate.depth()),
     ];
     let text = app.metrics.render(&lanes, app.service.memory_size());
     (

@@ -15,6 +15,8 @@ pub struct Lane {
     admitted: Arc<Semaphore>,
     /// Permits for running jobs.
     running: Arc<Semaphore>,
+    /// Running and waiting jobs the lane holds at most.
+    capacity: usize,
 }
 
 impl Lane {
@@ -25,6 +27,7 @@ impl Lane {
             name,
             admitted: Arc::new(Semaphore::new(workers + queue)),
             running: Arc::new(Semaphore::new(workers)),
+            capacity: workers + queue,
         }
     }
 
@@ -34,8 +37,8 @@ impl Lane {
     }
 
     /// Jobs running or waiting now.
-    pub fn depth(&self, capacity: usize) -> usize {
-        capacity - self.admitted.available_permits()
+    pub fn depth(&self) -> usize {
+        self.capacity - self.admitted.available_permits()
     }
 
     /// Runs `job` on a blocking thread once a worker is free, or fails at once with
@@ -86,7 +89,7 @@ mod tests {
                 .await
             }));
         }
-        while lane.depth(2) < 2 {
+        while lane.depth() < 2 {
             tokio::task::yield_now().await;
         }
         let refused = lane.run(|| Ok(())).await;
