@@ -301,6 +301,14 @@ fn api_answers_and_refuses_bad_requests() {
     assert!(captioned.body["outputs"][0]["text"].is_string());
 
     let retrieve = url("/retrieve");
+    // An image over the pixel limit, refused from its header alone.
+    let mut huge_png = Vec::new();
+    image::RgbImage::new(5000, 5000)
+        .write_to(
+            &mut std::io::Cursor::new(&mut huge_png),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
     let refusals: Vec<(&str, Answer, u16, &str)> = vec![
         (
             "no token",
@@ -433,31 +441,23 @@ fn api_answers_and_refuses_bad_requests() {
             404,
             "no such endpoint",
         ),
+        (
+            "5000 x 5000 pixels",
+            post(
+                &http,
+                &retrieve,
+                token,
+                &json!({"image": BASE64.encode(&huge_png)}),
+            ),
+            413,
+            "image_pixels is 25000000",
+        ),
     ];
     for (what, answer, status, message) in refusals {
         assert_eq!(answer.status, status, "{what}: {}", answer.body);
         let error = answer.body["error"].as_str().unwrap_or_default();
         assert!(error.contains(message), "{what}: {error}");
     }
-    // An image over the pixel limit is refused from its header alone.
-    let big = image::RgbImage::new(5000, 5000);
-    let mut png = Vec::new();
-    big.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    let huge_image = post_raw(
-        &http,
-        &retrieve,
-        "s3cret",
-        json!({"image": BASE64.encode(&png)}).to_string().as_bytes(),
-    );
-    assert_eq!(huge_image.status, 413, "{}", huge_image.body);
-    assert!(
-        huge_image.body["error"]
-            .as_str()
-            .unwrap()
-            .contains("image_pixels is 25000000")
-    );
-
     // A document added over the API is found at once; removed, it is gone, and removing
     // it again names the id.
     let added = post(

@@ -1,8 +1,11 @@
 //! The CM3 decoder on a tiny random config: cached decoding, causality, gradients and
 //! length limits; decoding with the structural constraint, guidance and greedy sampling.
 
+mod common;
+
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarMap;
+use common::max_abs_diff;
 use racm3_generate::{Cm3Model, Config, KvCache};
 
 fn model(seed: u64) -> (Cm3Model, VarMap) {
@@ -15,19 +18,6 @@ fn ids(values: &[u32]) -> Tensor {
     Tensor::new(values, &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
         .unwrap()
 }
 

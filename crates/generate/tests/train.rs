@@ -1,7 +1,10 @@
 //! The generator's training loop on a tiny config: it learns, accumulates gradients and
 //! resumes exactly.
 
+mod common;
+
 use candle_core::Device;
+use common::max_abs_diff;
 use racm3_generate::{Cm3TrainConfig, Cm3Trainer, Config, Sequence, training_sequence};
 use racm3_tokenize::{CausalMasked, IdSpace};
 
@@ -19,19 +22,6 @@ fn data(ids: &IdSpace, count: usize) -> Vec<Sequence> {
             training_sequence(&[retrieved], &masked, ids, 64).unwrap()
         })
         .collect()
-}
-
-fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn config(steps: usize) -> Cm3TrainConfig {
