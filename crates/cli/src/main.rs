@@ -99,6 +99,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    settle_thread_count();
     if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
         end_quietly_on_a_closed_pipe();
     }
@@ -137,6 +138,18 @@ fn end_quietly_on_a_closed_pipe() {
     // SAFETY: setting a signal's disposition to its default before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// candle asks for its thread count on every matrix product, and unless
+/// `RAYON_NUM_THREADS` is set it answers by parsing /proc/cpuinfo each time, a cost that
+/// shows in decoding profiles. Setting the variable to candle's own answer once keeps its
+/// choice and ends the parsing.
+fn settle_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        // SAFETY: no other thread exists yet to read the environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
 }
 

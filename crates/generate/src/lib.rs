@@ -9,6 +9,7 @@
 //! [`training_sequence`] lays out `[retrieved… main]` and [`rag_loss`] weighs its parts.
 #![deny(missing_docs)]
 
+mod attend;
 mod config;
 pub mod decode;
 mod model;

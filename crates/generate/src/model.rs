@@ -8,20 +8,25 @@
 //! `llama.rs` does). Decoding state lives in a [`KvCache`] the caller owns, so one model
 //! serves many requests at once.
 //!
-//! RMSNorm and softmax are written from tensor ops: candle 0.11's fused kernels pass back
-//! no gradient (../shared/FINDINGS.md).
+//! RMSNorm, softmax and the rotation are written from tensor ops for training: candle
+//! 0.11's fused kernels pass back no gradient (../shared/FINDINGS.md). Where no gradient
+//! is tracked (a loaded checkpoint, decoding), the fused kernels run instead.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 
+use crate::attend::SingleQueryAttention;
 use crate::config::Config;
 
 /// The keys and values of every layer for the tokens seen so far, one per sequence being
 /// decoded. Create it empty and pass it to each [`Cm3Model::forward`] call.
-#[derive(Debug, Clone, Default)]
+///
+/// Each layer's buffers have room to spare, so a decoding step writes only its own token
+/// instead of copying the whole cache. The buffers are written in place, so a cache is
+/// not `Clone`: [`KvCache::branch`] copies it for decoding two continuations.
+#[derive(Debug, Default)]
 pub struct KvCache {
-    /// Per layer: keys and values, each (b, heads, seen, head_dim).
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerCache>,
     seen: usize,
 }
 
@@ -29,6 +34,31 @@ impl KvCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A cache of batch size `rows` holding this batch-1 cache in every row, for decoding
+    /// several continuations of one prompt together.
+    pub fn repeat(&self, rows: usize) -> Result<Self> {
+        Ok(Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| layer.repeat(rows))
+                .collect::<Result<_>>()?,
+            seen: self.seen,
+        })
+    }
+
+    /// An independent copy: decoding on with one leaves the other as it was.
+    pub fn branch(&self) -> Result<Self> {
+        Ok(Self {
+            layers: self
+                .layers
+                .iter()
+                .map(LayerCache::deep_copy)
+                .collect::<Result<_>>()?,
+            seen: self.seen,
+        })
     }
 
     /// Tokens already in the cache.
@@ -42,13 +72,104 @@ impl KvCache {
     }
 }
 
+/// One layer's keys and values: buffers (b, heads, capacity, head_dim), of which the first
+/// `len` positions are filled.
+#[derive(Debug, Default)]
+struct LayerCache {
+    buffers: Option<(Tensor, Tensor)>,
+    len: usize,
+}
+
+/// The smallest buffer a layer starts with, in positions.
+const MIN_CACHE_CAPACITY: usize = 64;
+
+impl LayerCache {
+    fn deep_copy(&self) -> Result<Self> {
+        let buffers = match &self.buffers {
+            Some((keys, values)) => Some((keys.copy()?, values.copy()?)),
+            None => None,
+        };
+        Ok(Self {
+            buffers,
+            len: self.len,
+        })
+    }
+
+    fn repeat(&self, rows: usize) -> Result<Self> {
+        let buffers = match &self.buffers {
+            Some((keys, values)) => {
+                if keys.dim(0)? != 1 {
+                    candle_core::bail!(
+                        "only a batch-1 cache repeats, this one has {} rows",
+                        keys.dim(0)?
+                    );
+                }
+                Some((
+                    keys.repeat((rows, 1, 1, 1))?,
+                    values.repeat((rows, 1, 1, 1))?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            buffers,
+            len: self.len,
+        })
+    }
+
+    /// Appends keys and values (b, heads, t, head_dim) and returns all of them so far.
+    /// A full buffer doubles (up to `max_len` positions), copying once.
+    fn append(
+        &mut self,
+        keys: &Tensor,
+        values: &Tensor,
+        max_len: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let added = keys.dim(2)?;
+        let needed = self.len + added;
+        let capacity = self.buffers.as_ref().map_or(Ok(0), |(k, _)| k.dim(2))?;
+        if needed > capacity {
+            let capacity = (2 * needed)
+                .max(MIN_CACHE_CAPACITY)
+                .min(max_len.max(needed));
+            let grow = |old: Option<&Tensor>, fresh: &Tensor| -> Result<Tensor> {
+                let (b, heads, _, head_dim) = fresh.dims4()?;
+                let buffer = Tensor::zeros(
+                    (b, heads, capacity, head_dim),
+                    fresh.dtype(),
+                    fresh.device(),
+                )?;
+                if let Some(old) = old {
+                    buffer.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                }
+                Ok(buffer)
+            };
+            let old = self.buffers.take();
+            self.buffers = Some((
+                grow(old.as_ref().map(|(k, _)| k), keys)?,
+                grow(old.as_ref().map(|(_, v)| v), values)?,
+            ));
+        }
+        let Some((key_buffer, value_buffer)) = &self.buffers else {
+            candle_core::bail!("the key-value cache has no buffers after growing");
+        };
+        key_buffer.slice_set(&keys.contiguous()?, 2, self.len)?;
+        value_buffer.slice_set(&values.contiguous()?, 2, self.len)?;
+        self.len = needed;
+        Ok((
+            key_buffer.narrow(2, 0, needed)?,
+            value_buffer.narrow(2, 0, needed)?,
+        ))
+    }
+}
+
 /// A bias-free linear layer applied to (b, t, in) as one (b·t, in) × (in, out) product.
 /// candle's `Linear` runs b products instead, which in decoding (t = 1) are b
 /// matrix-vector products that each read the whole weight.
 #[derive(Debug, Clone)]
 struct Dense {
-    /// (out, in), as PyTorch and candle store it.
-    weight: Tensor,
+    /// The weight as the right-hand side of the product, (in, out).
+    rhs: Tensor,
 }
 
 impl Dense {
@@ -59,25 +180,34 @@ impl Dense {
             "weight",
             candle_nn::init::DEFAULT_KAIMING_NORMAL,
         )?;
-        Ok(Self { weight })
+        Self::from_weight(&weight)
+    }
+
+    /// From a weight (out, in), as PyTorch and candle store it. A weight that cannot
+    /// change (a loaded checkpoint, not a training variable) on the CPU is transposed
+    /// into a contiguous copy once: gemm would otherwise repack the strided view on every
+    /// product, which costs more than the product itself when decoding a few rows.
+    fn from_weight(weight: &Tensor) -> Result<Self> {
+        let rhs = weight.t()?;
+        let rhs = if weight.device().is_cpu() && !weight.is_variable() {
+            rhs.contiguous()?
+        } else {
+            rhs
+        };
+        Ok(Self { rhs })
     }
 }
 
 impl Module for Dense {
+    /// `xs` (…, in) times the weight, as one matrix product over all leading dimensions.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        project(xs, &self.weight)
+        let mut dims = xs.dims().to_vec();
+        let inputs = dims.pop().unwrap_or(1);
+        let rows: usize = dims.iter().product();
+        let out = xs.reshape((rows, inputs))?.matmul(&self.rhs)?;
+        dims.push(self.rhs.dim(1)?);
+        out.reshape(dims)
     }
-}
-
-/// `xs` (…, in) times `weight`ᵀ for a weight (out, in), as one matrix product over all
-/// leading dimensions.
-fn project(xs: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let mut dims = xs.dims().to_vec();
-    let inputs = dims.pop().unwrap_or(1);
-    let rows: usize = dims.iter().product();
-    let out = xs.reshape((rows, inputs))?.matmul(&weight.t()?)?;
-    dims.push(weight.dim(0)?);
-    out.reshape(dims)
 }
 
 #[derive(Debug, Clone)]
@@ -97,15 +227,28 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if untracked(&[xs, &self.weight]) {
+            return candle_nn::ops::rms_norm(xs, &self.weight, self.eps as f32);
+        }
         let mean_square = xs.sqr()?.mean_keepdim(D::Minus1)?;
         xs.broadcast_div(&(mean_square + self.eps)?.sqrt()?)?
             .broadcast_mul(&self.weight)
     }
 }
 
-/// cos and sin tables for rotary embeddings, (max_seq_len, head_dim / 2).
+/// True when no gradient flows through any of `tensors`, so candle's fused kernels, which
+/// pass none back, give the same result as the tensor-op forms.
+fn untracked(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|tensor| !tensor.track_op())
+}
+
+/// cos and sin tables for rotary embeddings: (max_seq_len, head_dim / 2) for candle's
+/// fused kernel, and (max_seq_len, head_dim), each angle twice (once for each half of a
+/// head), for the tensor-op form.
 #[derive(Debug, Clone)]
 struct Rotary {
+    cos_half: Tensor,
+    sin_half: Tensor,
     cos: Tensor,
     sin: Tensor,
 }
@@ -121,21 +264,31 @@ impl Rotary {
             .to_dtype(DType::F32)?
             .reshape((cfg.max_seq_len, 1))?;
         let angles = positions.broadcast_mul(&inverse)?;
+        let (cos_half, sin_half) = (angles.cos()?, angles.sin()?);
         Ok(Self {
-            cos: angles.cos()?,
-            sin: angles.sin()?,
+            cos: Tensor::cat(&[&cos_half, &cos_half], 1)?,
+            sin: Tensor::cat(&[&sin_half, &sin_half], 1)?,
+            cos_half,
+            sin_half,
         })
     }
 
-    /// Rotates (b, heads, t, head_dim) at positions offset..offset + t.
+    /// The longest sequence the tables cover.
+    fn max_len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotates (b, heads, t, head_dim), contiguous, at positions offset..offset + t.
     fn apply(&self, xs: &Tensor, offset: usize) -> Result<Tensor> {
         let (_, _, seq_len, head_dim) = xs.dims4()?;
+        if untracked(&[xs]) {
+            let cos = self.cos_half.narrow(0, offset, seq_len)?;
+            let sin = self.sin_half.narrow(0, offset, seq_len)?;
+            return candle_nn::rotary_emb::rope(xs, &cos, &sin);
+        }
         let half = head_dim / 2;
-        // (t, half) -> (t, head_dim): the same angle for both halves.
         let cos = self.cos.narrow(0, offset, seq_len)?;
         let sin = self.sin.narrow(0, offset, seq_len)?;
-        let cos = Tensor::cat(&[&cos, &cos], 1)?;
-        let sin = Tensor::cat(&[&sin, &sin], 1)?;
         let first = xs.narrow(D::Minus1, 0, half)?;
         let second = xs.narrow(D::Minus1, half, half)?;
         let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
@@ -167,7 +320,7 @@ impl Attention {
         xs: &Tensor,
         rotary: &Rotary,
         offset: usize,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
         let (b_sz, seq_len, hidden) = xs.dims3()?;
         // (b, t, 3·hidden) -> (3, b, heads, t, head_dim)
@@ -180,19 +333,20 @@ impl Attention {
         let v = qkv.get(2)?.contiguous()?;
         // With a cache: (b, heads, offset + t, head_dim).
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((past_k, past_v)) => (
-                        Tensor::cat(&[&past_k, &k], 2)?,
-                        Tensor::cat(&[&past_v, &v], 2)?,
-                    ),
-                    None => (k, v),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
+            Some(layer) => layer.append(&k, &v, rotary.max_len())?,
             None => (k, v),
         };
+        if seq_len == 1
+            && xs.device().is_cpu()
+            && xs.dtype() == DType::F32
+            && untracked(&[&q, &k, &v])
+        {
+            let scale = (self.head_dim as f32).sqrt().recip();
+            return q
+                .apply_op3_no_bwd(&k, &v, &SingleQueryAttention { scale })?
+                .reshape((b_sz, 1, hidden))?
+                .apply(&self.o_proj);
+        }
         let total = k.dim(2)?;
         // (b, heads, t, total)
         let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
@@ -201,7 +355,11 @@ impl Attention {
         } else {
             scores
         };
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let weights = if untracked(&[&scores]) {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        };
         // (b, heads, t, head_dim) -> (b, t, hidden)
         weights
             .matmul(&v)?
@@ -272,7 +430,7 @@ impl Block {
         xs: &Tensor,
         rotary: &Rotary,
         offset: usize,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
         let attended =
             self.self_attn
@@ -287,6 +445,8 @@ impl Block {
 #[derive(Debug, Clone)]
 pub struct Cm3Model {
     embed_tokens: Embedding,
+    /// The output head: the embedding itself, transposed (tied weights).
+    head: Dense,
     layers: Vec<Block>,
     norm: RmsNorm,
     rotary: Rotary,
@@ -310,6 +470,7 @@ impl Cm3Model {
             .map(|index| Block::new(cfg, vb.pp("layers").pp(index)))
             .collect::<Result<_>>()?;
         Ok(Self {
+            head: Dense::from_weight(&embedding)?,
             embed_tokens: Embedding::new(embedding, cfg.hidden_size),
             layers,
             norm: RmsNorm::new(cfg, vb.pp("norm"))?,
@@ -361,7 +522,9 @@ impl Cm3Model {
         if let Some(cache) = cache.as_deref_mut()
             && cache.layers.len() != self.layers.len()
         {
-            cache.layers = vec![None; self.layers.len()];
+            cache.layers = (0..self.layers.len())
+                .map(|_| LayerCache::default())
+                .collect();
         }
         let mut xs = input_ids.apply(&self.embed_tokens)?;
         for (index, layer) in self.layers.iter().enumerate() {
@@ -371,7 +534,6 @@ impl Cm3Model {
         if let Some(cache) = cache {
             cache.seen += seq_len;
         }
-        // The head is the embedding, transposed: (b, t, hidden) · (hidden, vocab).
-        project(&xs.apply(&self.norm)?, self.embed_tokens.embeddings())
+        xs.apply(&self.norm)?.apply(&self.head)
     }
 }

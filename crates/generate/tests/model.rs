@@ -4,7 +4,9 @@
 mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::VarMap;
+use std::collections::HashMap;
+
+use candle_nn::{VarBuilder, VarMap};
 use common::max_abs_diff;
 use racm3_generate::{Cm3Model, Config, KvCache};
 
@@ -12,6 +14,20 @@ fn model(seed: u64) -> (Cm3Model, VarMap) {
     let vars = VarMap::new();
     let vb = racm3_train::seeded_var_builder(&vars, seed, DType::F32, &Device::Cpu);
     (Cm3Model::new(&Config::tiny(97), vb).unwrap(), vars)
+}
+
+/// The same weights as fixed tensors, as `Cm3Model::load` gives them: no gradient is
+/// tracked, so the model runs candle's fused kernels and a contiguous weight layout.
+fn fixed(vars: &VarMap) -> Cm3Model {
+    let weights: HashMap<String, Tensor> = vars
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    Cm3Model::new(&Config::tiny(97), vb).unwrap()
 }
 
 fn ids(values: &[u32]) -> Tensor {
@@ -41,6 +57,52 @@ fn cached_decoding_matches_full_forward() {
         assert!(diff < 1e-4, "position {position}: {diff}");
     }
     assert_eq!(cache.len(), 12);
+}
+
+// Fixed weights (the fused inference path) give the training path's logits for a batch of
+// two sequences, over one pass and when decoding 140 tokens one at a time, which grows
+// each layer's cache buffers twice.
+#[test]
+fn fixed_weights_match_the_training_path() {
+    let (training, vars) = model(5);
+    let inference = fixed(&vars);
+    let rows: Vec<Vec<u32>> = (0..2u32)
+        .map(|row| (0..140).map(|i| (i * 29 + 3 + row * 11) % 97).collect())
+        .collect();
+    let batch = |range: std::ops::Range<usize>| {
+        let slices: Vec<&[u32]> = rows.iter().map(|row| &row[range.clone()]).collect();
+        Tensor::new(slices, &Device::Cpu).unwrap()
+    };
+    let full = training.forward(&batch(0..140), None).unwrap();
+    let diff = max_abs_diff(&inference.forward(&batch(0..140), None).unwrap(), &full);
+    assert!(diff < 1e-4, "one pass: {diff}");
+    let mut cache = KvCache::new();
+    inference.forward(&batch(0..3), Some(&mut cache)).unwrap();
+    for position in 3..140 {
+        let step = inference
+            .forward(&batch(position..position + 1), Some(&mut cache))
+            .unwrap();
+        let diff = max_abs_diff(&step, &full.narrow(1, position, 1).unwrap());
+        assert!(diff < 1e-4, "position {position}: {diff}");
+    }
+}
+
+// A branch of a cache decodes on by itself: the cache it came from still continues as if
+// the branch never ran.
+#[test]
+fn a_branch_leaves_its_source_unchanged() {
+    let (_, vars) = model(6);
+    let inference = fixed(&vars);
+    let mut cache = KvCache::new();
+    inference
+        .forward(&ids(&[4, 8, 15, 16]), Some(&mut cache))
+        .unwrap();
+    let mut branch = cache.branch().unwrap();
+    inference.forward(&ids(&[23]), Some(&mut branch)).unwrap();
+    let step = inference.forward(&ids(&[42]), Some(&mut cache)).unwrap();
+    let full = inference.forward(&ids(&[4, 8, 15, 16, 42]), None).unwrap();
+    assert!(max_abs_diff(&step, &full.narrow(1, 4, 1).unwrap()) < 1e-4);
+    assert_eq!((cache.len(), branch.len()), (5, 5));
 }
 
 // A later token never changes an earlier position's logits.
@@ -111,7 +173,7 @@ fn too_long_is_an_error() {
 
 mod decoding {
     use super::*;
-    use racm3_generate::decode::{Guidance, sample};
+    use racm3_generate::decode::{Guidance, sample, sample_batch};
     use racm3_generate::sampler::{Sampler, SamplingConfig, Structure};
     use racm3_tokenize::{IdSpace, Special};
 
@@ -132,6 +194,13 @@ mod decoding {
         (model, ids, prompt)
     }
 
+    /// A constraint that has observed the prompt, ready for the first new token.
+    fn structure_after(ids: IdSpace, prompt: &[u32]) -> Structure {
+        let mut structure = Structure::new(ids, GRID);
+        prompt.iter().for_each(|&token| structure.observe(token));
+        structure
+    }
+
     fn draw(
         model: &Cm3Model,
         ids: IdSpace,
@@ -140,8 +209,7 @@ mod decoding {
         config: SamplingConfig,
         seed: u64,
     ) -> Vec<u32> {
-        let mut structure = Structure::new(ids, GRID);
-        prompt.iter().for_each(|&token| structure.observe(token));
+        let mut structure = structure_after(ids, prompt);
         let end = ids.special(Special::ImgEnd);
         let mut sampler = Sampler::new(config, seed);
         sample(
@@ -255,5 +323,59 @@ mod decoding {
             .map(|seed| draw(&model, ids, &prompt, None, SamplingConfig::default(), seed))
             .collect();
         assert!(sampled.iter().any(|tokens| tokens != &sampled[0]));
+    }
+
+    // Continuations decoded as one batch draw what each draws alone with its seed, with
+    // guidance, and when they stop at different steps (here at an image id divisible by 5).
+    #[test]
+    fn a_batch_draws_what_each_draws_alone() {
+        let (model, ids, prompt) = setup();
+        let mut unconditional = prompt.clone();
+        unconditional[1] = ids.mask(0).unwrap();
+        let guidance = Guidance {
+            unconditional_prompt: &unconditional,
+            scale: 3.0,
+        };
+        let end = ids.special(Special::ImgEnd);
+        let stop = |t: u32| t == end || t.is_multiple_of(5);
+        let seeds = 0..6u64;
+        let mut structures: Vec<Structure> = seeds
+            .clone()
+            .map(|_| structure_after(ids, &prompt))
+            .collect();
+        let mut samplers: Vec<Sampler> = seeds
+            .clone()
+            .map(|seed| Sampler::new(SamplingConfig::default(), seed))
+            .collect();
+        let together = sample_batch(
+            &model,
+            &prompt,
+            Some(guidance),
+            &mut structures,
+            &mut samplers,
+            GRID + 5,
+            stop,
+        )
+        .unwrap();
+        for (seed, batched) in seeds.zip(&together) {
+            let mut structure = structure_after(ids, &prompt);
+            let mut sampler = Sampler::new(SamplingConfig::default(), seed);
+            let alone = sample(
+                &model,
+                &prompt,
+                Some(guidance),
+                &mut structure,
+                &mut sampler,
+                GRID + 5,
+                stop,
+            )
+            .unwrap();
+            assert_eq!(batched, &alone, "seed {seed}");
+        }
+        let lengths: std::collections::BTreeSet<usize> = together.iter().map(Vec::len).collect();
+        assert!(
+            lengths.len() > 1,
+            "every continuation stopped at once: {lengths:?}"
+        );
     }
 }

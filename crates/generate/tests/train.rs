@@ -78,7 +78,8 @@ fn learns_and_resumes_exactly() {
     }
 }
 
-// A saved run loads back as the same model; a config.json that disagrees with the tensors
+// A saved run loads back as the same model (to rounding: the loaded one runs the fused
+// inference kernels, the trainer's the tensor-op forms); a config.json that disagrees with the tensors
 // is an error naming the file, the tensor and both shapes.
 #[test]
 fn checkpoints_round_trip_and_mismatches_are_named() {
@@ -92,7 +93,7 @@ fn checkpoints_round_trip_and_mismatches_are_named() {
     let a = trainer.model().forward(&input, None).unwrap();
     let b = loaded.forward(&input, None).unwrap();
     let diff = max_abs_diff(&a, &b);
-    assert_eq!(diff, 0.0);
+    assert!(diff < 1e-5, "{diff}");
 
     let config_path = dir.path().join("config.json");
     let mut config: serde_json::Value =

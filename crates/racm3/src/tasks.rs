@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::{Device, IndexOp, Tensor};
 use image::RgbImage;
 use racm3_data::Document;
-use racm3_generate::decode::{Guidance, sample};
+use racm3_generate::decode::{Guidance, sample_batch};
 use racm3_generate::sampler::{Sampler, SamplingConfig, Structure};
 use racm3_generate::{Cm3Model, KvCache};
 use racm3_memory::Memory;
@@ -513,24 +513,25 @@ impl Generator {
         settings: &SampleSettings,
         stop: impl Fn(u32) -> bool + Copy,
     ) -> Result<Vec<(u64, Vec<u32>)>, Error> {
-        (0..settings.samples)
-            .map(|index| {
-                let seed = settings.seed.wrapping_add(index as u64);
-                let mut sampler = Sampler::new(settings.sampling, seed);
-                let mut constraint = structure(self.ids());
-                let new = sample(
-                    &self.model,
-                    prompt,
-                    guide,
-                    &mut constraint,
-                    &mut sampler,
-                    max_new,
-                    stop,
-                )
-                .map_err(Error::model)?;
-                Ok((seed, new))
-            })
-            .collect()
+        let seeds: Vec<u64> = (0..settings.samples)
+            .map(|index| settings.seed.wrapping_add(index as u64))
+            .collect();
+        let mut samplers: Vec<Sampler> = seeds
+            .iter()
+            .map(|&seed| Sampler::new(settings.sampling, seed))
+            .collect();
+        let mut constraints: Vec<Structure> = seeds.iter().map(|_| structure(self.ids())).collect();
+        let drawn = sample_batch(
+            &self.model,
+            prompt,
+            guide,
+            &mut constraints,
+            &mut samplers,
+            max_new,
+            stop,
+        )
+        .map_err(Error::model)?;
+        Ok(seeds.into_iter().zip(drawn).collect())
     }
 
     /// Decoded images of code grids, one per drawn sample.
@@ -662,7 +663,7 @@ impl Generator {
         for (label, ids) in candidates.iter().zip(&label_ids) {
             let mut score = log_prob(&last, ids[0]);
             if ids.len() > 1 {
-                let mut branch = cache.clone();
+                let mut branch = cache.branch()?;
                 let input = Tensor::new(&ids[..ids.len() - 1], device)?.unsqueeze(0)?;
                 let logits = self
                     .model
