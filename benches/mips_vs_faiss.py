@@ -93,7 +93,7 @@ def main():
     print(f"flat memory: {o['memory_bytes'] / mib:.0f} MiB (racm3) / {t['memory_bytes'] / mib:.0f} MiB (faiss)")
     print(f"\nHNSW M=32, efConstruction {ours['hnsw32']['ef_construction']}: build "
           f"{ours['hnsw32']['build_s']:.1f} s (racm3) / {hnsw_build:.1f} s (faiss); memory "
-          f"{ours['hnsw32']['memory_bytes'] / mib:.0f} MiB (racm3: keys + level-0 links) / "
+          f"{ours['hnsw32']['memory_bytes'] / mib:.0f} MiB (racm3: keys, their 8-bit codes and level-0 links) / "
           f"{theirs['hnsw32']['memory_bytes'] / mib:.0f} MiB (faiss, serialized)")
     print("| efSearch | recall@10 racm3 / faiss | QPS batch 1 racm3 / faiss | QPS batch 64 racm3 / faiss |")
     print("| --- | --- | --- | --- |")

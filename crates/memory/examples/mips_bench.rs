@@ -67,8 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "flat": {"build_s": flat_build, "qps_batch_1": flat_qps_1, "qps_batch_64": flat_qps_64,
                  "memory_bytes": n * dim * 4},
         "hnsw32": {"build_s": hnsw_build, "ef_construction": 80, "sweep": sweep,
-                   // f32 storage and the level-0 links.
-                   "memory_bytes": n * dim * 4 + n * (2 * 32 + 1) * 4},
+                   // f32 storage, the 8-bit codes the walk reads, and the level-0 links.
+                   "memory_bytes": n * dim * 4 + n * dim + n * (2 * 32 + 1) * 4},
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -17,8 +17,9 @@ use std::sync::{Mutex, RwLock};
 
 use rayon::prelude::*;
 
+use super::codes::Codes;
 use super::{FlatIndex, Hit, SearchParams, VectorIndex, check_k, check_rows};
-use crate::dot::{dot, dot4};
+use crate::dot::{dot, dot4, dot4_codes};
 use crate::error::{Error, Result};
 use crate::file::{self, Kind};
 
@@ -108,10 +109,19 @@ thread_local! {
     static VISITED: RefCell<Visited> = const { RefCell::new(Visited { stamps: Vec::new(), current: 0 }) };
 }
 
-/// An HNSW graph over a flat storage of the vectors.
+/// How a walk scores nodes: exactly (while building, so links follow true similarity) or
+/// through the 8-bit codes with a query scaled per dimension (while searching).
+enum Scorer<'a> {
+    Exact(&'a [f32]),
+    Codes(&'a [f32]),
+}
+
+/// An HNSW graph over a flat storage of the vectors, and their 8-bit codes, which a
+/// search walks before re-scoring what it found exactly.
 pub struct HnswIndex {
     config: HnswConfig,
     storage: FlatIndex,
+    codes: Codes,
     /// The top level of each node.
     levels: Vec<u8>,
     /// Level-0 links: for each node, a count then `2·m` slots.
@@ -130,6 +140,7 @@ impl HnswIndex {
         Self {
             config,
             storage: FlatIndex::new(dim),
+            codes: Codes::new(dim),
             levels: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
@@ -203,20 +214,43 @@ impl HnswIndex {
         &self.storage.vectors()[node as usize * dim..(node as usize + 1) * dim]
     }
 
+    /// The scores of `nodes`, four rows a kernel call; a remainder of one to three is
+    /// padded with its last row, which costs less than scoring it alone.
+    fn score_into(&self, scorer: &Scorer, nodes: &[u32], scores: &mut Vec<f32>) {
+        scores.clear();
+        for group in nodes.chunks(4) {
+            let pick = |i: usize| group[i.min(group.len() - 1)];
+            let four = match scorer {
+                Scorer::Exact(query) => dot4(query, [0, 1, 2, 3].map(|i| self.vector(pick(i)))),
+                Scorer::Codes(scaled) => {
+                    dot4_codes(scaled, [0, 1, 2, 3].map(|i| self.codes.row(pick(i))))
+                }
+            };
+            scores.extend_from_slice(&four[..group.len()]);
+        }
+    }
+
+    fn score_one(&self, scorer: &Scorer, node: u32) -> f32 {
+        let mut score = Vec::with_capacity(1);
+        self.score_into(scorer, &[node], &mut score);
+        score[0]
+    }
+
     /// Walks greedily toward the query on one level.
-    fn greedy(&self, query: &[f32], mut best: Scored, level: usize) -> Scored {
+    fn greedy(&self, scorer: &Scorer, mut best: Scored, level: usize) -> Scored {
+        let mut neighbors = Vec::with_capacity(self.config.m);
+        let mut scores = Vec::with_capacity(self.config.m);
         loop {
+            neighbors.clear();
+            self.for_each_neighbor(best.node, level, |neighbor| neighbors.push(neighbor));
+            self.score_into(scorer, &neighbors, &mut scores);
             let mut improved = false;
-            self.for_each_neighbor(best.node, level, |neighbor| {
-                let score = dot(query, self.vector(neighbor));
+            for (&node, &score) in neighbors.iter().zip(&scores) {
                 if score > best.score {
-                    best = Scored {
-                        score,
-                        node: neighbor,
-                    };
+                    best = Scored { score, node };
                     improved = true;
                 }
-            });
+            }
             if !improved {
                 return best;
             }
@@ -227,7 +261,7 @@ impl HnswIndex {
     /// Only nodes that `keep` accepts enter the result; all are walked.
     fn search_layer(
         &self,
-        query: &[f32],
+        scorer: &Scorer,
         entries: &[Scored],
         ef: usize,
         level: usize,
@@ -248,6 +282,7 @@ impl HnswIndex {
             results.pop();
         }
         let mut fresh: Vec<u32> = Vec::with_capacity(self.m0());
+        let mut scores: Vec<f32> = Vec::with_capacity(self.m0());
         while let Some(candidate) = candidates.pop() {
             let worst = results.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
             if results.len() >= ef && candidate.score < worst {
@@ -272,23 +307,9 @@ impl HnswIndex {
                     }
                 }
             };
-            let mut groups = fresh.chunks_exact(4);
-            for group in &mut groups {
-                let scores = dot4(
-                    query,
-                    [
-                        self.vector(group[0]),
-                        self.vector(group[1]),
-                        self.vector(group[2]),
-                        self.vector(group[3]),
-                    ],
-                );
-                for (&node, score) in group.iter().zip(scores) {
-                    offer(node, score);
-                }
-            }
-            for &node in groups.remainder() {
-                offer(node, dot(query, self.vector(node)));
+            self.score_into(scorer, &fresh, &mut scores);
+            for (&node, &score) in fresh.iter().zip(&scores) {
+                offer(node, score);
             }
         }
         let mut found: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
@@ -349,21 +370,21 @@ impl HnswIndex {
 
     /// The paper's INSERT for a node whose vector, level and empty link lists exist.
     fn insert(&self, node: u32, visited: &mut Visited) {
-        let query = self.vector(node);
+        let scorer = Scorer::Exact(self.vector(node));
         let level = self.levels[node as usize] as usize;
         let (entry, top) = *self.entry.read().unwrap_or_else(|p| p.into_inner());
         let top = top as usize;
         let mut best = Scored {
-            score: dot(query, self.vector(entry)),
+            score: self.score_one(&scorer, entry),
             node: entry,
         };
         for layer in (level + 1..=top).rev() {
-            best = self.greedy(query, best, layer);
+            best = self.greedy(&scorer, best, layer);
         }
         let mut entries = vec![best];
         for layer in (0..=level.min(top)).rev() {
             let found = self.search_layer(
-                query,
+                &scorer,
                 &entries,
                 self.config.ef_construction,
                 layer,
@@ -410,20 +431,33 @@ impl HnswIndex {
         }
     }
 
+    /// Walks the graph through the codes, then re-scores the `ef` nodes found exactly and
+    /// returns the best `k` of those.
     fn search_one(&self, query: &[f32], k: usize, ef: usize, params: &SearchParams) -> Vec<Hit> {
+        let scaled = self.codes.scale_query(query);
+        let scorer = Scorer::Codes(&scaled);
         let (entry, top) = *self.entry.read().unwrap_or_else(|p| p.into_inner());
         let mut best = Scored {
-            score: dot(query, self.vector(entry)),
+            score: self.score_one(&scorer, entry),
             node: entry,
         };
         for layer in (1..=top as usize).rev() {
-            best = self.greedy(query, best, layer);
+            best = self.greedy(&scorer, best, layer);
         }
         let keep = |node: u32| params.keeps(node as u64);
         let found = VISITED.with_borrow_mut(|visited| {
-            self.search_layer(query, &[best], ef.max(k), 0, &keep, visited)
+            self.search_layer(&scorer, &[best], ef.max(k), 0, &keep, visited)
         });
-        found
+        let nodes: Vec<u32> = found.iter().map(|s| s.node).collect();
+        let mut exact = Vec::with_capacity(nodes.len());
+        self.score_into(&Scorer::Exact(query), &nodes, &mut exact);
+        let mut rescored: Vec<Scored> = nodes
+            .into_iter()
+            .zip(exact)
+            .map(|(node, score)| Scored { score, node })
+            .collect();
+        rescored.sort_unstable_by(|a, b| b.cmp(a));
+        rescored
             .into_iter()
             .take(k)
             .map(|s| Hit {
@@ -493,9 +527,12 @@ impl HnswIndex {
         if !reader.is_done() {
             return Err(Error::corrupt(path, "bytes after the graph"));
         }
+        let mut codes = Codes::new(storage.dim());
+        codes.sync(storage.vectors());
         let index = Self {
             config,
             storage,
+            codes,
             levels,
             links0,
             upper,
@@ -560,6 +597,7 @@ impl VectorIndex for HnswIndex {
             });
         }
         self.storage.add(vectors)?;
+        self.codes.sync(self.storage.vectors());
         self.reserve_nodes(count);
         let mut first_new = start;
         if start == 0 && count > 0 {
@@ -648,6 +686,13 @@ mod tests {
         let approx = hnsw.search(queries, 10).unwrap();
         let recall = recall_at_10(&approx, &exact);
         assert!(recall >= 0.95, "recall@10 {recall}");
+        // The walk ranks through 8-bit codes; what it returns is re-scored exactly.
+        for (query, hits) in queries.chunks_exact(dim).zip(&approx) {
+            for hit in hits {
+                let row = &vectors[hit.label as usize * dim..][..dim];
+                assert!((hit.score - dot(query, row)).abs() < 1e-5, "{hit:?}");
+            }
+        }
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.hnsw");
@@ -657,6 +702,32 @@ mod tests {
     }
 
     // The keep filter never lets an excluded row through, and k results still come back.
+    // A key beyond the range the codes were scaled for (here 1.0 on one axis) widens the
+    // scales and re-encodes every row: it is found first for itself, and the older rows
+    // are still found.
+    #[test]
+    fn a_key_beyond_the_codes_range_is_found() {
+        let (dim, n) = (32, 2000);
+        let all = clustered(n + 100, dim, 20, 0.6, 2);
+        let (vectors, queries) = all.split_at(n * dim);
+        let mut hnsw = HnswIndex::new(dim, HnswConfig::default());
+        hnsw.add(vectors).unwrap();
+        let axis: Vec<f32> = (0..dim).map(|i| if i == 5 { 1.0 } else { 0.0 }).collect();
+        assert!(vectors.chunks_exact(dim).all(|row| row[5] < 0.9));
+        hnsw.add(&axis).unwrap();
+        let hits = hnsw.search(&axis, 1).unwrap();
+        assert_eq!(hits[0][0].label, n as u64);
+        assert!((hits[0][0].score - 1.0).abs() < 1e-6);
+        let mut keys = vectors.to_vec();
+        keys.extend(&axis);
+        let exact = FlatIndex::from_vectors(dim, keys)
+            .unwrap()
+            .search(queries, 10)
+            .unwrap();
+        let recall = recall_at_10(&hnsw.search(queries, 10).unwrap(), &exact);
+        assert!(recall >= 0.95, "recall@10 {recall}");
+    }
+
     #[test]
     fn keep_filter_excludes_rows() {
         let dim = 16;

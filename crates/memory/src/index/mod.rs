@@ -5,6 +5,7 @@
 //! insertion order, from 0.
 //! Reference: faiss `Index.h` and `index_factory` (facebookresearch/faiss, v1.8.0).
 
+mod codes;
 mod flat;
 mod hnsw;
 mod pgvector;
