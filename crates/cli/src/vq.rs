@@ -8,7 +8,7 @@ use racm3::Device;
 use racm3::data::{Document, Split};
 use racm3::tokenize::vqgan::{
     ImageTokenizer, VqTrainConfig, VqTrainer, Vqgan, VqganConfig, evaluate, fit_image,
-    images_to_tensor,
+    images_to_tensor, read_config,
 };
 use serde_json::json;
 
@@ -28,6 +28,9 @@ pub enum VqCommand {
     /// Resumes the run in --out if there is one; raising --steps trains it longer.
     ///
     /// Example: racm3 vq train emoji --preset emoji64-f8 --steps 3000 --out checkpoints/vqgan-emoji64-f8
+    ///
+    /// Sharpen a trained model's decoder, keeping every image's tokens:
+    /// racm3 vq train emoji --init checkpoints/vqgan-emoji64-f8 --decoder-only --steps 2000 --out runs/vq-decoder
     #[command(after_help = FIT_POLICY)]
     Train(TrainArgs),
     /// Print the codebook indices of images, one grid row per line.
@@ -106,6 +109,13 @@ pub struct TrainArgs {
     /// Seed for initialization and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Start a new run from this trained model folder (its config.json replaces --preset).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Train only the decoder, on the frozen encoder's codes: images keep their tokens, so
+    /// generators trained on them stay valid. Use with --init.
+    #[arg(long, requires = "init")]
+    decoder_only: bool,
     /// The run's folder: model, checkpoints, loss.csv and loss.png.
     #[arg(long, default_value = DEFAULT_MODEL)]
     out: PathBuf,
@@ -141,14 +151,19 @@ fn split_images(documents: &[Document], split: Split) -> Vec<image::RgbImage> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let Some(model) = VqganConfig::preset(&args.preset) else {
-        bail!(
-            "unknown preset '{}': expected one of {}",
-            args.preset,
-            VqganConfig::PRESETS.join(", ")
-        );
+    let model = match &args.init {
+        Some(init) => read_config(init)?,
+        None => VqganConfig::preset(&args.preset).with_context(|| {
+            format!(
+                "unknown preset '{}': expected one of {}",
+                args.preset,
+                VqganConfig::PRESETS.join(", ")
+            )
+        })?,
     };
     let mut config = VqTrainConfig::new(model);
+    config.init = args.init.clone();
+    config.decoder_only = args.decoder_only;
     config.seed = args.seed;
     config.steps = args.steps.unwrap_or(config.steps);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);

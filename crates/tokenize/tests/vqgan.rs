@@ -229,6 +229,88 @@ fn trains_and_resumes_exactly() {
     Vqgan::load(resumed.path(), &Device::Cpu).unwrap();
 }
 
+// A decoder-only run started from a trained model changes the decoder and nothing that
+// makes the codes: the encoder, quant_conv and codebook stay bit for bit, every image keeps
+// its tokens, and the reconstruction loss falls. A model of another shape is refused.
+#[test]
+fn decoder_only_keeps_every_token() {
+    let images = tiny_images();
+    let base = tempfile::tempdir().unwrap();
+    VqTrainer::open(tiny_run(5), base.path(), &Device::Cpu)
+        .unwrap()
+        .train(&images, |_| {})
+        .unwrap();
+    let tuned = tempfile::tempdir().unwrap();
+    let config = VqTrainConfig {
+        init: Some(base.path().to_owned()),
+        decoder_only: true,
+        disc_start: 100,
+        ..tiny_run(12)
+    };
+    let mut l1 = Vec::new();
+    let mut trainer = VqTrainer::open(config.clone(), tuned.path(), &Device::Cpu).unwrap();
+    trainer.train(&images, |report| l1.push(report.l1)).unwrap();
+    let early: f64 = l1[..3].iter().sum::<f64>() / 3.0;
+    let late: f64 = l1[9..].iter().sum::<f64>() / 3.0;
+    assert!(late < early, "L1 did not fall: {l1:?}");
+
+    let load = |dir: &Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let (before, after) = (load(base.path()), load(tuned.path()));
+    let frozen: Vec<&String> = before
+        .keys()
+        .filter(|name| {
+            ["encoder.", "quant_conv.", "quantize."]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .collect();
+    assert!(frozen.len() > 10, "{frozen:?}");
+    for name in frozen {
+        assert_eq!(
+            max_abs_diff(&before[name], &after[name]),
+            0.0,
+            "{name} changed"
+        );
+    }
+    assert!(
+        before
+            .iter()
+            .filter(|(name, _)| name.starts_with("decoder."))
+            .any(|(name, tensor)| max_abs_diff(tensor, &after[name]) > 0.0),
+        "the decoder did not train"
+    );
+    let codes = |dir: &Path| {
+        let model = Vqgan::load(dir, &Device::Cpu).unwrap();
+        let quantized = model.encode(&images).unwrap();
+        quantized
+            .indices
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap()
+    };
+    assert_eq!(codes(base.path()), codes(tuned.path()));
+
+    let other = VqTrainConfig {
+        model: VqganConfig {
+            n_embed: VqganConfig::tiny().n_embed * 2,
+            ..VqganConfig::tiny()
+        },
+        ..config
+    };
+    let refused = tempfile::tempdir().unwrap();
+    let err = VqTrainer::open(other, refused.path(), &Device::Cpu)
+        .err()
+        .expect("a model of another shape is refused")
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("another shape"),
+        "{err}"
+    );
+}
+
 // The committed emoji tokenizer loads, gives 64 codes per image, and reconstructs the
 // fixture emoji (both vendors) at a PSNR near its val figure in BENCHMARKS.md (18.0 dB).
 #[test]

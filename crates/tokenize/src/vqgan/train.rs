@@ -45,6 +45,15 @@ pub struct VqTrainConfig {
     pub checkpoint_every: usize,
     /// Seed of initialization and batch sampling.
     pub seed: u64,
+    /// A trained model folder (`config.json`, `model.safetensors`) whose weights a new run
+    /// starts from instead of fresh ones; its shape must be `model`.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Trains the decoder alone on the codes of the frozen encoder and codebook: every
+    /// image keeps its tokens, so generators trained on them stay valid, while the
+    /// reconstructions sharpen.
+    #[serde(default)]
+    pub decoder_only: bool,
 }
 
 impl VqTrainConfig {
@@ -65,6 +74,8 @@ impl VqTrainConfig {
             log_every: 10,
             checkpoint_every: 250,
             seed: 0,
+            init: None,
+            decoder_only: false,
         }
     }
 }
@@ -220,7 +231,22 @@ impl VqTrainer {
                 discriminator_optimizer.load(&dir.join("discriminator_optimizer.safetensors"))?;
                 state.step
             }
-            None => 0,
+            None => {
+                if let Some(init) = &config.init {
+                    let shape = super::read_config(init)?;
+                    if shape != config.model {
+                        return Err(Error::Config {
+                            path: init.join(CONFIG_FILE),
+                            message: format!(
+                                "the model to start from has another shape than the run: {shape:?} against {:?}",
+                                config.model
+                            ),
+                        });
+                    }
+                    load_vars(&generator_vars, &init.join(WEIGHTS_FILE))?;
+                }
+                0
+            }
         };
         let log = LossLog::open(&out.join("loss.csv"), &LOG_COLUMNS, step)?;
         let code_counts = vec![0; config.model.n_embed];
@@ -290,7 +316,7 @@ impl VqTrainer {
             let batch = images.index_select(&Tensor::new(picks.as_slice(), &self.device)?, 0)?;
             let report = self.train_step(&batch)?;
             self.step += 1;
-            if self.step.is_multiple_of(self.config.restart_every) {
+            if !self.config.decoder_only && self.step.is_multiple_of(self.config.restart_every) {
                 self.restart_dead_codes(&batch, &mut rng)?;
             }
             if self.step.is_multiple_of(self.config.log_every) || self.step == self.config.steps {
@@ -314,11 +340,21 @@ impl VqTrainer {
             self.config.lr,
             0.1,
         );
-        let (reconstruction, quantized) = self.model.forward(xs)?;
+        let (reconstruction, quantized) = if self.config.decoder_only {
+            let quantized = self.model.encode(xs)?;
+            (self.model.decode(&quantized.z_q.detach())?, quantized)
+        } else {
+            self.model.forward(xs)?
+        };
         let l1 = (xs - &reconstruction)?.abs()?.mean_all()?;
         let vq = (&quantized.codebook_loss + (&quantized.commitment_loss * self.config.beta)?)?;
         let adversarial = step >= self.config.disc_start;
-        let mut loss = (&l1 + &vq)?;
+        // With the encoder and codebook frozen the VQ losses are reported, not trained.
+        let mut loss = if self.config.decoder_only {
+            l1.clone()
+        } else {
+            (&l1 + &vq)?
+        };
         if adversarial {
             let fake_score = self.discriminator.forward(&reconstruction)?.mean_all()?;
             loss = (loss - (fake_score * self.config.disc_weight)?)?;
