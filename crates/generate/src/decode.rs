@@ -65,6 +65,11 @@ pub fn sample_batch(
     if rows == 0 {
         return Ok(Vec::new());
     }
+    if prompt.is_empty()
+        || guidance_stream.is_some_and(|stream| stream.unconditional_prompt.is_empty())
+    {
+        candle_core::bail!("sampling needs a prompt of at least one token");
+    }
     let device = model.device();
     // The prompt once, then its cache and last logits for every row.
     let start = |prompt: &[u32]| -> Result<(KvCache, Vec<Vec<f32>>)> {

@@ -326,7 +326,8 @@ mod decoding {
     }
 
     // Continuations decoded as one batch draw what each draws alone with its seed, with
-    // guidance, and when they stop at different steps (here at an image id divisible by 5).
+    // guidance, and when they stop at different steps (here at an image id divisible by 5);
+    // an empty prompt is an error, not a panic.
     #[test]
     fn a_batch_draws_what_each_draws_alone() {
         let (model, ids, prompt) = setup();
@@ -372,6 +373,18 @@ mod decoding {
             .unwrap();
             assert_eq!(batched, &alone, "seed {seed}");
         }
+        let err = sample(
+            &model,
+            &[],
+            None,
+            &mut structure_after(ids, &[]),
+            &mut Sampler::new(SamplingConfig::default(), 0),
+            GRID,
+            stop,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("prompt"), "{err}");
         let lengths: std::collections::BTreeSet<usize> = together.iter().map(Vec::len).collect();
         assert!(
             lengths.len() > 1,
