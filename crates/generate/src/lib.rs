@@ -12,6 +12,7 @@
 mod attend;
 mod config;
 pub mod decode;
+mod gelu;
 mod model;
 pub mod sampler;
 mod sequence;

@@ -403,7 +403,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.apply(&self.fc1)?.gelu_erf()?.apply(&self.fc2)
+        crate::gelu::gelu(&xs.apply(&self.fc1)?)?.apply(&self.fc2)
     }
 }
 
