@@ -203,6 +203,7 @@ fn exp(x: f32) -> f32 {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use racm3_train::max_abs_diff;
 
     // The forward pass and the gradient match candle's exact `gelu_erf` (libm's erf and
     // exp) from -10 to 10.
@@ -212,8 +213,7 @@ mod tests {
         let var = Var::new(values.as_slice(), &Device::Cpu).unwrap();
         let ours = gelu(var.as_tensor()).unwrap();
         let exact = var.as_tensor().gelu_erf().unwrap();
-        let forward_error = (&ours - &exact).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(forward_error.to_scalar::<f32>().unwrap() < 1e-6);
+        assert!(max_abs_diff(&ours, &exact).unwrap() < 1e-6);
         let weights = Tensor::new(
             (0..values.len())
                 .map(|i| (i % 7) as f32 - 3.0)
@@ -231,13 +231,7 @@ mod tests {
                 .unwrap();
             grads.get(var.as_tensor()).unwrap().clone()
         };
-        let backward_error = (gradient(&ours) - gradient(&exact))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(backward_error.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(max_abs_diff(&gradient(&ours), &gradient(&exact)).unwrap() < 1e-5);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use candle_nn::VarMap;
 use racm3_retrieve::clip::{ClipModel, Config};
 use racm3_retrieve::train::Pair;
 use racm3_retrieve::{ClipEncoder, ClipTrainConfig, ClipTrainer, Query, pixel_values, recall_at_k};
+use racm3_train::max_abs_diff;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip/hf-tiny")
@@ -20,20 +21,6 @@ fn expected(name: &str) -> Tensor {
     tensors[name].clone()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 // HF's own checkpoint loads unchanged and gives HF's text and image features within 1e-4
 // (legacy end-of-text pooling at the largest id; quick GELU and exact GELU towers).
 #[test]
@@ -41,10 +28,10 @@ fn matches_transformers_features() {
     let model = ClipModel::load(&fixture(), &Device::Cpu).unwrap();
     let ids = expected("input_ids").to_dtype(DType::U32).unwrap();
     let text = model.text_features(&ids).unwrap();
-    let diff = max_abs_diff(&text, &expected("text_features"));
+    let diff = max_abs_diff(&text, &expected("text_features")).unwrap();
     assert!(diff < 1e-4, "text features differ by {diff}");
     let image = model.image_features(&expected("pixel_values")).unwrap();
-    let diff = max_abs_diff(&image, &expected("image_features"));
+    let diff = max_abs_diff(&image, &expected("image_features")).unwrap();
     assert!(diff < 1e-4, "image features differ by {diff}");
     let scale = model.logit_scale().to_scalar::<f32>().unwrap();
     let hf_scale = expected("logit_scale")
@@ -67,7 +54,7 @@ fn preprocessing_matches_clip_image_processor() {
             .to_rgb8();
         let ours = pixel_values(&[image], 32, &Device::Cpu).unwrap();
         let theirs = hf.narrow(0, index, 1).unwrap();
-        let diff = max_abs_diff(&ours, &theirs);
+        let diff = max_abs_diff(&ours, &theirs).unwrap();
         // Normalized units: one 8-bit level is 1/255/0.27 = 0.0146.
         let tolerance = if index < 2 { 1e-5 } else { 0.25 };
         assert!(
@@ -266,7 +253,7 @@ fn trains_to_perfect_recall_and_resumes_exactly() {
             .unwrap();
     for (name, tensor) in &straight {
         assert_eq!(
-            max_abs_diff(tensor, &again[name]),
+            max_abs_diff(tensor, &again[name]).unwrap(),
             0.0,
             "{name} differs after resuming"
         );

@@ -4,7 +4,8 @@
 //! The VQGAN, CLIP and CM3 trainers each own their loss and data; they share [`AdamW`]
 //! with state that saves and restores (candle's own keeps its moments private, so a run
 //! could not resume exactly), seeded initialization, [`Checkpoints`] that are never half-written, learning-rate
-//! schedules, gradient clipping, and a [`LossLog`] written as CSV and drawn as PNG.
+//! schedules, gradient clipping, a [`LossLog`] written as CSV and drawn as PNG, and
+//! [`max_abs_diff`] for parity checks.
 #![deny(missing_docs)]
 
 mod checkpoint;
@@ -12,6 +13,7 @@ mod error;
 mod init;
 mod log;
 mod optim;
+mod parity;
 mod schedule;
 
 pub use checkpoint::{
@@ -22,4 +24,5 @@ pub use error::{Error, Result};
 pub use init::seeded_var_builder;
 pub use log::LossLog;
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm};
+pub use parity::max_abs_diff;
 pub use schedule::warmup_cosine;
