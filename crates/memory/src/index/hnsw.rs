@@ -703,24 +703,36 @@ mod tests {
         assert_eq!(reloaded.search(queries, 10).unwrap(), approx);
     }
 
-    // The keep filter never lets an excluded row through, and k results still come back.
+    /// An index of `n` clustered keys of dimension `dim` (default settings), the keys, and
+    /// `queries` more vectors drawn from the same clusters.
+    fn clustered_index(
+        dim: usize,
+        n: usize,
+        queries: usize,
+        seed: u64,
+    ) -> (HnswIndex, Vec<f32>, Vec<f32>) {
+        let mut all = clustered(n + queries, dim, n / 100, 0.6, seed);
+        let queries = all.split_off(n * dim);
+        let mut hnsw = HnswIndex::new(dim, HnswConfig::default());
+        hnsw.add(&all).unwrap();
+        (hnsw, all, queries)
+    }
+
     // A key beyond the range the codes were scaled for (here 1.0 on one axis) widens the
     // scales and re-encodes every row: it is found first for itself, and the older rows
     // are still found.
     #[test]
     fn a_key_beyond_the_codes_range_is_found() {
         let (dim, n) = (32, 2000);
-        let all = clustered(n + 100, dim, 20, 0.6, 2);
-        let (vectors, queries) = all.split_at(n * dim);
-        let mut hnsw = HnswIndex::new(dim, HnswConfig::default());
-        hnsw.add(vectors).unwrap();
+        let (mut hnsw, vectors, queries) = clustered_index(dim, n, 100, 2);
+        let queries = &queries[..];
         let axis: Vec<f32> = (0..dim).map(|i| if i == 5 { 1.0 } else { 0.0 }).collect();
         assert!(vectors.chunks_exact(dim).all(|row| row[5] < 0.9));
         hnsw.add(&axis).unwrap();
         let hits = hnsw.search(&axis, 1).unwrap();
         assert_eq!(hits[0][0].label, n as u64);
         assert!((hits[0][0].score - 1.0).abs() < 1e-6);
-        let mut keys = vectors.to_vec();
+        let mut keys = vectors;
         keys.extend(&axis);
         let exact = FlatIndex::from_vectors(dim, keys)
             .unwrap()
@@ -730,15 +742,13 @@ mod tests {
         assert!(recall >= 0.95, "recall@10 {recall}");
     }
 
-    // The visited marks are bytes that wrap every 255 searches: 600 searches one after
-    // another on one thread answer as the same queries do on a fresh index.
+    // The visited marks are bytes that wrap every 255 searches: after 600 searches one
+    // after another on one thread, the first and the last query still get the answers
+    // they got then (stale marks from before a wrap would hide nodes).
     #[test]
     fn visited_marks_survive_their_wraparound() {
-        let (dim, n) = (16, 1500);
-        let all = clustered(n + 600, dim, 15, 0.6, 3);
-        let (vectors, queries) = all.split_at(n * dim);
-        let mut hnsw = HnswIndex::new(dim, HnswConfig::default());
-        hnsw.add(vectors).unwrap();
+        let dim = 16;
+        let (hnsw, _, queries) = clustered_index(dim, 1500, 600, 3);
         let one_by_one: Vec<Vec<Hit>> = queries
             .chunks_exact(dim)
             .map(|query| hnsw.search(query, 5).unwrap().remove(0))
@@ -754,6 +764,7 @@ mod tests {
         assert_eq!(last, one_by_one[599]);
     }
 
+    // The keep filter never lets an excluded row through, and k results still come back.
     #[test]
     fn keep_filter_excludes_rows() {
         let dim = 16;
