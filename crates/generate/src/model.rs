@@ -27,7 +27,6 @@ use crate::config::Config;
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
-    seen: usize,
 }
 
 impl KvCache {
@@ -45,7 +44,6 @@ impl KvCache {
                 .iter()
                 .map(|layer| layer.repeat(rows))
                 .collect::<Result<_>>()?,
-            seen: self.seen,
         })
     }
 
@@ -57,18 +55,18 @@ impl KvCache {
                 .iter()
                 .map(LayerCache::deep_copy)
                 .collect::<Result<_>>()?,
-            seen: self.seen,
         })
     }
 
     /// Tokens already in the cache.
     pub fn len(&self) -> usize {
-        self.seen
+        // The last layer appends last: it counts only tokens every layer holds.
+        self.layers.last().map_or(0, |layer| layer.len)
     }
 
     /// True before the first token.
     pub fn is_empty(&self) -> bool {
-        self.seen == 0
+        self.len() == 0
     }
 }
 
@@ -511,7 +509,7 @@ impl Cm3Model {
     /// cached sequence and the cache grows by t; without one, they start at position 0.
     pub fn forward(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (_, seq_len) = input_ids.dims2()?;
-        let offset = cache.as_ref().map_or(0, |cache| cache.seen);
+        let offset = cache.as_ref().map_or(0, |cache| cache.len());
         if offset + seq_len > self.config.max_seq_len {
             candle_core::bail!(
                 "sequence of {} tokens is longer than the model's max_seq_len {}",
@@ -530,9 +528,6 @@ impl Cm3Model {
         for (index, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|cache| &mut cache.layers[index]);
             xs = layer.forward(&xs, &self.rotary, offset, slot)?;
-        }
-        if let Some(cache) = cache {
-            cache.seen += seq_len;
         }
         xs.apply(&self.norm)?.apply(&self.head)
     }
