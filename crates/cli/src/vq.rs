@@ -116,9 +116,16 @@ pub struct TrainArgs {
     /// generators trained on them stay valid. Use with --init.
     #[arg(long, requires = "init")]
     decoder_only: bool,
+    /// Base channel count of the decoder, when it should differ from the encoder's: with
+    /// --init, a decoder of a new width starts fresh on the trained encoder and codebook.
+    #[arg(long)]
+    decoder_ch: Option<usize>,
     /// The run's folder: model, checkpoints, loss.csv and loss.png.
     #[arg(long, default_value = DEFAULT_MODEL)]
     out: PathBuf,
+    /// Where to train: cpu, cuda or cuda:N (a --features cuda build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(command: VqCommand) -> Result<()> {
@@ -151,7 +158,7 @@ fn split_images(documents: &[Document], split: Split) -> Vec<image::RgbImage> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let model = match &args.init {
+    let mut model = match &args.init {
         Some(init) => read_config(init)?,
         None => VqganConfig::preset(&args.preset).with_context(|| {
             format!(
@@ -161,6 +168,12 @@ fn train(args: TrainArgs) -> Result<()> {
             )
         })?,
     };
+    if args.decoder_ch.is_some() {
+        model.decoder_ch = args.decoder_ch;
+        model
+            .validate()
+            .map_err(|message| anyhow::anyhow!("--decoder-ch: {message}"))?;
+    }
     let mut config = VqTrainConfig::new(model);
     config.init = args.init.clone();
     config.decoder_only = args.decoder_only;
@@ -174,7 +187,7 @@ fn train(args: TrainArgs) -> Result<()> {
     if images.is_empty() {
         bail!("{} has no training images", args.input.dataset);
     }
-    let device = Device::Cpu;
+    let device = crate::device(&args.device)?;
     let mut trainer = VqTrainer::open(config, &args.out, &device)
         .with_context(|| format!("opening the run in {}", args.out.display()))?;
     let config = trainer.config().clone();
@@ -205,7 +218,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let val = split_images(&loaded.documents, Split::Val);
     let evaluation = evaluate(trainer.model(), &val, 64, &device)?;
     println!(
-        "trained to step {} in {:.0} s; val ({} images): PSNR {:.2} dB, codebook usage {:.1}%, perplexity {:.1}",
+        "trained to step {} in {:.1} s; val ({} images): PSNR {:.2} dB, codebook usage {:.1}%, perplexity {:.1}",
         config.steps,
         elapsed,
         evaluation.images,

@@ -219,11 +219,11 @@ fn trains_and_resumes_exactly() {
     Vqgan::load(resumed.path(), &Device::Cpu).unwrap();
 }
 
-// A decoder-only run started from a trained model changes the decoder and nothing that
-// makes the codes: the encoder, quant_conv and codebook stay bit for bit, every image keeps
-// its tokens, and the reconstruction loss falls. A model of another shape is refused.
-#[test]
-fn decoder_only_keeps_every_token() {
+/// Trains a tiny model for 5 steps, then a decoder-only run of 12 steps from it with the
+/// decoder `decoder_ch` wide. Checks what every such run must hold: the reconstruction loss
+/// falls, the encoder, quant_conv and codebook stay bit for bit, and every image keeps its
+/// tokens.
+fn tune_decoder(decoder_ch: Option<usize>) -> TunedDecoder {
     let images = tiny_images();
     let base = tempfile::tempdir().unwrap();
     VqTrainer::open(tiny_run(5), base.path(), &Device::Cpu)
@@ -231,11 +231,16 @@ fn decoder_only_keeps_every_token() {
         .train(&images, |_| {})
         .unwrap();
     let tuned = tempfile::tempdir().unwrap();
+    let run = tiny_run(12);
     let config = VqTrainConfig {
+        model: VqganConfig {
+            decoder_ch,
+            ..run.model.clone()
+        },
         init: Some(base.path().to_owned()),
         decoder_only: true,
         disc_start: 100,
-        ..tiny_run(12)
+        ..run
     };
     let mut l1 = Vec::new();
     let mut trainer = VqTrainer::open(config.clone(), tuned.path(), &Device::Cpu).unwrap();
@@ -264,13 +269,6 @@ fn decoder_only_keeps_every_token() {
             "{name} changed"
         );
     }
-    assert!(
-        before
-            .iter()
-            .filter(|(name, _)| name.starts_with("decoder."))
-            .any(|(name, tensor)| max_abs_diff(tensor, &after[name]).unwrap() > 0.0),
-        "the decoder did not train"
-    );
     let codes = |dir: &Path| {
         let model = Vqgan::load(dir, &Device::Cpu).unwrap();
         let quantized = model.encode(&images).unwrap();
@@ -282,6 +280,39 @@ fn decoder_only_keeps_every_token() {
             .unwrap()
     };
     assert_eq!(codes(base.path()), codes(tuned.path()));
+    TunedDecoder {
+        base,
+        before,
+        after,
+        config,
+    }
+}
+
+struct TunedDecoder {
+    /// The base model's folder, which the tuned run's config names.
+    base: tempfile::TempDir,
+    before: std::collections::HashMap<String, candle_core::Tensor>,
+    after: std::collections::HashMap<String, candle_core::Tensor>,
+    config: VqTrainConfig,
+}
+
+// A decoder-only run started from a trained model changes the decoder and nothing that
+// makes the codes. A model of another shape is refused.
+#[test]
+fn decoder_only_keeps_every_token() {
+    let TunedDecoder {
+        base: _base,
+        before,
+        after,
+        config,
+    } = tune_decoder(None);
+    assert!(
+        before
+            .iter()
+            .filter(|(name, _)| name.starts_with("decoder."))
+            .any(|(name, tensor)| max_abs_diff(tensor, &after[name]).unwrap() > 0.0),
+        "the decoder did not train"
+    );
 
     let other = VqTrainConfig {
         model: VqganConfig {
@@ -299,6 +330,19 @@ fn decoder_only_keeps_every_token() {
         err.contains("config.json") && err.contains("another shape"),
         "{err}"
     );
+}
+
+// A wider decoder starts fresh on the trained encoder and codebook: its tensors have the
+// new width, the config that loads it says so, and the tokens are those of the base model.
+#[test]
+fn a_wider_decoder_keeps_every_token() {
+    let wide = 2 * VqganConfig::tiny().ch;
+    let tuned = tune_decoder(Some(wide));
+    let (before, after, config) = (&tuned.before, &tuned.after, &tuned.config);
+    let name = "decoder.conv_out.weight";
+    assert_eq!(before[name].dims()[1], VqganConfig::tiny().ch);
+    assert_eq!(after[name].dims()[1], wide);
+    assert_eq!(config.model.decoder_base(), wide);
 }
 
 // The committed emoji tokenizer loads, gives 64 codes per image, and reconstructs the

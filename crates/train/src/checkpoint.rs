@@ -51,6 +51,12 @@ pub fn save_vars(vars: &VarMap, path: &Path) -> Result<()> {
 /// Sets every variable of `vars` from a safetensors file. A missing tensor or a wrong shape
 /// is an error naming the tensor.
 pub fn load_vars(vars: &VarMap, path: &Path) -> Result<()> {
+    load_vars_where(vars, path, |_| true)
+}
+
+/// As [`load_vars`], for the variables whose names `wanted` accepts; the others keep their
+/// values (a part of a model that starts afresh).
+pub fn load_vars_where(vars: &VarMap, path: &Path, wanted: impl Fn(&str) -> bool) -> Result<()> {
     let data = vars.data().lock().map_err(|_| Error::Poisoned)?;
     let device = data
         .values()
@@ -61,7 +67,7 @@ pub fn load_vars(vars: &VarMap, path: &Path) -> Result<()> {
             path: path.to_owned(),
             source,
         })?;
-    for (name, var) in data.iter() {
+    for (name, var) in data.iter().filter(|(name, _)| wanted(name)) {
         var.set(take_tensor(&tensors, path, name, var.dims())?)?;
     }
     Ok(())

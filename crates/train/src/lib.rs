@@ -18,7 +18,7 @@ mod schedule;
 
 pub use checkpoint::{
     Checkpoints, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, load_training_state, load_vars,
-    save_tensors, save_training_state, save_vars,
+    load_vars_where, save_tensors, save_training_state, save_vars,
 };
 pub use error::{Error, Result};
 pub use init::seeded_var_builder;

@@ -283,14 +283,14 @@ pub(crate) struct Decoder {
 impl Decoder {
     pub(crate) fn new(cfg: &VqganConfig, vb: VarBuilder) -> Result<Self> {
         let levels = cfg.ch_mult.len();
-        let mut block_in = cfg.ch * cfg.ch_mult[levels - 1];
+        let mut block_in = cfg.decoder_base() * cfg.ch_mult[levels - 1];
         let mut resolution = cfg.grid_size();
         let conv_in = conv(cfg.z_channels, block_in, 3, 1, vb.pp("conv_in"))?;
         let mid = Mid::new(cfg, block_in, vb.pp("mid"))?;
         let mut up = Vec::with_capacity(levels);
         for i_level in (0..levels).rev() {
             let vb_level = vb.pp(format!("up.{i_level}"));
-            let block_out = cfg.ch * cfg.ch_mult[i_level];
+            let block_out = cfg.decoder_base() * cfg.ch_mult[i_level];
             // One more block per level than the encoder, as taming has it.
             let blocks = cfg.num_res_blocks + 1;
             let (block, attn) =

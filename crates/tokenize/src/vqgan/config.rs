@@ -43,6 +43,11 @@ pub struct VqganConfig {
     /// How codes are looked up.
     #[serde(default)]
     pub codebook: CodebookKind,
+    /// Base channel count of the decoder where it differs from the encoder's `ch`: a
+    /// decoder widened after the encoder and codebook were trained (`vq train
+    /// --decoder-only --decoder-ch N`), which keeps every image's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_ch: Option<usize>,
 }
 
 fn default_norm_groups() -> usize {
@@ -68,6 +73,7 @@ impl VqganConfig {
             n_embed: 512,
             norm_groups: 8,
             codebook: CodebookKind::Cosine,
+            decoder_ch: None,
         }
     }
 
@@ -86,6 +92,7 @@ impl VqganConfig {
             n_embed: 1024,
             norm_groups: 32,
             codebook: CodebookKind::Euclidean,
+            decoder_ch: None,
         }
     }
 
@@ -112,6 +119,7 @@ impl VqganConfig {
             n_embed: 32,
             norm_groups: 4,
             codebook: CodebookKind::Euclidean,
+            decoder_ch: None,
         }
     }
 
@@ -134,6 +142,11 @@ impl VqganConfig {
         self.resolution >> (self.ch_mult.len() - 1)
     }
 
+    /// Base channel count of the decoder.
+    pub fn decoder_base(&self) -> usize {
+        self.decoder_ch.unwrap_or(self.ch)
+    }
+
     /// Image tokens per image.
     pub fn tokens_per_image(&self) -> usize {
         self.grid_size() * self.grid_size()
@@ -151,8 +164,11 @@ impl VqganConfig {
                 self.resolution
             ));
         }
-        let mut channels: Vec<usize> = self.ch_mult.iter().map(|m| m * self.ch).collect();
-        channels.push(self.ch);
+        let mut channels: Vec<usize> = [self.ch, self.decoder_base()]
+            .iter()
+            .flat_map(|&base| self.ch_mult.iter().map(move |m| m * base))
+            .collect();
+        channels.extend([self.ch, self.decoder_base()]);
         if let Some(bad) = channels
             .iter()
             .find(|&&c| self.norm_groups == 0 || c % self.norm_groups != 0)

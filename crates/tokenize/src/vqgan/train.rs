@@ -14,8 +14,8 @@ use super::discriminator::{Discriminator, DiscriminatorConfig};
 use super::{CONFIG_FILE, Vqgan, VqganConfig, WEIGHTS_FILE, images_to_tensor};
 use crate::error::{Error, Result};
 use racm3_train::{
-    AdamW, AdamWConfig, Checkpoints, LossLog, load_vars, save_vars, seeded_var_builder,
-    warmup_cosine,
+    AdamW, AdamWConfig, Checkpoints, LossLog, load_vars, load_vars_where, save_vars,
+    seeded_var_builder, warmup_cosine,
 };
 
 /// Every setting of a VQGAN run; stored in each checkpoint so a resumed run is the same run.
@@ -46,7 +46,8 @@ pub struct VqTrainConfig {
     /// Seed of initialization and batch sampling.
     pub seed: u64,
     /// A trained model folder (`config.json`, `model.safetensors`) whose weights a new run
-    /// starts from instead of fresh ones; its shape must be `model`.
+    /// starts from instead of fresh ones; its shape must be `model`, except that a decoder
+    /// of another width (`decoder_ch`) starts fresh.
     #[serde(default)]
     pub init: Option<PathBuf>,
     /// Trains the decoder alone on the codes of the frozen encoder and codebook: every
@@ -234,7 +235,11 @@ impl VqTrainer {
             None => {
                 if let Some(init) = &config.init {
                     let shape = super::read_config(init)?;
-                    if shape != config.model {
+                    let beside_decoder = |model: &VqganConfig| VqganConfig {
+                        decoder_ch: None,
+                        ..model.clone()
+                    };
+                    if beside_decoder(&shape) != beside_decoder(&config.model) {
                         return Err(Error::Config {
                             path: init.join(CONFIG_FILE),
                             message: format!(
@@ -243,7 +248,11 @@ impl VqTrainer {
                             ),
                         });
                     }
-                    load_vars(&generator_vars, &init.join(WEIGHTS_FILE))?;
+                    // A decoder of another width starts afresh on the trained encoder.
+                    let keep_decoder = shape.decoder_base() == config.model.decoder_base();
+                    load_vars_where(&generator_vars, &init.join(WEIGHTS_FILE), |name| {
+                        keep_decoder || !name.starts_with("decoder.")
+                    })?;
                 }
                 0
             }
