@@ -11,6 +11,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::vector_math::{avx2_dispatch, contiguous_f32, exp};
+
 /// GELU(x) = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), with its gradient.
 pub(crate) fn gelu(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
@@ -27,16 +29,6 @@ struct GeluBackward;
 
 /// Elements below which one thread does the whole tensor.
 const PARALLEL_FROM: usize = 1 << 14;
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: only f32 is supported");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
 
 /// Applies `kernel` to matching chunks of `inputs` and a fresh output, on every core
 /// when the tensor is large.
@@ -107,35 +99,8 @@ impl CustomOp2 for GeluBackward {
     }
 }
 
-fn forward(xs: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { forward_avx2(xs, out) };
-    }
-    forward_body(xs, out);
-}
-
-fn backward(xs: &[f32], grads: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { backward_avx2(xs, grads, out) };
-    }
-    backward_body(xs, grads, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_avx2(xs: &[f32], out: &mut [f32]) {
-    forward_body(xs, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_avx2(xs: &[f32], grads: &[f32], out: &mut [f32]) {
-    backward_body(xs, grads, out);
-}
+avx2_dispatch!(fn forward = forward_body(xs: &[f32], out: &mut [f32]));
+avx2_dispatch!(fn backward = backward_body(xs: &[f32], grads: &[f32], out: &mut [f32]));
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / √(2π).
@@ -177,28 +142,6 @@ fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// e^x for x <= 0 (what the backward pass needs), to a few ulp: x = n ln 2 + r with
-/// |r| <= ln 2 / 2, e^r by a degree-6 polynomial, 2^n from the exponent bits. Inputs
-/// below -87 give 0.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    // Round to nearest by the 1.5 · 2^23 trick: plain arithmetic, unlike `round`.
-    const SHIFT: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
-    // ln 2 in two parts, so that n · ln2_hi is exact.
-    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
-    let mut p = 1.0 / 720.0_f32;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,17 +175,5 @@ mod tests {
             grads.get(var.as_tensor()).unwrap().clone()
         };
         assert!(max_abs_diff(&gradient(&ours), &gradient(&exact)).unwrap() < 1e-5);
-    }
-
-    #[test]
-    fn exp_matches_std() {
-        for i in 0..=8700 {
-            let x = -(i as f32) / 100.0;
-            let (ours, std) = (exp(x), x.exp());
-            assert!(
-                (ours - std).abs() <= 4.0 * f32::EPSILON * std + f32::MIN_POSITIVE,
-                "{x}: {ours} vs {std}"
-            );
-        }
     }
 }

@@ -11,12 +11,14 @@
 
 mod attend;
 mod config;
+mod cross_entropy;
 pub mod decode;
 mod gelu;
 mod model;
 pub mod sampler;
 mod sequence;
 mod train;
+mod vector_math;
 
 pub use config::Config;
 pub use model::{Cm3Model, KvCache};

@@ -3,8 +3,10 @@
 //! `L = L_main + α · L_retr` with α = 0.1, so the model also learns from the retrieved
 //! documents without letting them dominate.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use racm3_tokenize::{CausalMasked, IdSpace, Special};
+
+use crate::cross_entropy::cross_entropy_rows;
 
 /// The paper's weight of the retrieved documents' loss.
 pub const RETRIEVED_LOSS_WEIGHT: f32 = 0.1;
@@ -90,23 +92,24 @@ pub struct Loss {
 /// (b rows of t): position i predicts token i + 1 and counts toward that token's role.
 pub fn rag_loss(logits: &Tensor, tokens: &Tensor, roles: &[Vec<Role>], alpha: f32) -> Result<Loss> {
     let (b_sz, seq_len, vocab) = logits.dims3()?;
-    // Predictions for positions 1..t: (b·(t−1), vocab) against (b·(t−1)).
-    let predictions = logits
-        .narrow(1, 0, seq_len - 1)?
-        .reshape((b_sz * (seq_len - 1), vocab))?;
-    let targets = tokens.narrow(1, 1, seq_len - 1)?.flatten_all()?;
-    let log_probs = candle_nn::ops::log_softmax(&predictions, D::Minus1)?;
-    let picked = log_probs
-        .gather(&targets.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .neg()?;
+    // Every position predicts the next token; the last of each row predicts nothing (target
+    // 0, weight 0), which keeps the logits one contiguous (b·t, vocab) matrix.
+    let targets = Tensor::cat(
+        &[
+            tokens.narrow(1, 1, seq_len - 1)?,
+            Tensor::zeros((b_sz, 1), tokens.dtype(), tokens.device())?,
+        ],
+        1,
+    )?
+    .flatten_all()?;
+    let picked = cross_entropy_rows(&logits.reshape((b_sz * seq_len, vocab))?, &targets)?;
     let weights_of = |role: Role| -> (Vec<f32>, usize) {
         let mut count = 0;
         let weights = roles
             .iter()
-            .flat_map(|row| row[1..].iter())
-            .map(|&r| {
-                let hit = r == role;
+            .flat_map(|row| row[1..].iter().map(Some).chain([None]))
+            .map(|r| {
+                let hit = r == Some(&role);
                 count += usize::from(hit);
                 if hit { 1.0 } else { 0.0 }
             })
