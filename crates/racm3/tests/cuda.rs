@@ -28,6 +28,17 @@ fn on_cpu(tensor: &Tensor) -> Tensor {
     tensor.to_device(&Device::Cpu).unwrap()
 }
 
+/// The GPU's losses step by step within 1e-3 (relative above 1) of the CPU's.
+fn assert_same_losses(cpu: &[f64], gpu: &[f64]) {
+    assert_eq!(cpu.len(), gpu.len());
+    for (step, (c, g)) in cpu.iter().zip(gpu).enumerate() {
+        assert!(
+            (c - g).abs() < 1e-3 * c.abs().max(1.0),
+            "step {step}: {c} on the CPU, {g} on the GPU"
+        );
+    }
+}
+
 fn expected(fixture: &str, device: &Device) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(repo(fixture).join("expected.safetensors"), device).unwrap()
 }
@@ -143,14 +154,7 @@ fn generator_training_follows_cpu() {
             .unwrap();
         losses
     };
-    let (want, got) = (losses(&Device::Cpu), losses(&gpu()));
-    assert_eq!(want.len(), got.len());
-    for (step, (w, g)) in want.iter().zip(&got).enumerate() {
-        assert!(
-            (w - g).abs() < 1e-3 * w.abs().max(1.0),
-            "step {step}: {w} on the CPU, {g} on the GPU"
-        );
-    }
+    assert_same_losses(&losses(&Device::Cpu), &losses(&gpu()));
 }
 
 // Eight steps of VQGAN training on the GPU (convolutions, group norms, the codebook and the
@@ -183,12 +187,5 @@ fn vqgan_training_follows_cpu() {
             .unwrap();
         losses
     };
-    let (want, got) = (losses(&Device::Cpu), losses(&gpu()));
-    assert_eq!(want.len(), got.len());
-    for (step, (w, g)) in want.iter().zip(&got).enumerate() {
-        assert!(
-            (w - g).abs() < 1e-3 * w.abs().max(1.0),
-            "step {step}: {w} on the CPU, {g} on the GPU"
-        );
-    }
+    assert_same_losses(&losses(&Device::Cpu), &losses(&gpu()));
 }
