@@ -3,24 +3,19 @@
 //! that taming's parameter names load unchanged.
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
 
 use super::config::VqganConfig;
+use super::conv::Conv;
 
-fn conv(
-    in_ch: usize,
-    out_ch: usize,
-    kernel: usize,
-    stride: usize,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
+fn conv(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv> {
     let padding = if stride == 1 { kernel / 2 } else { 0 };
     let cfg = Conv2dConfig {
         padding,
         stride,
         ..Default::default()
     };
-    candle_nn::conv2d(in_ch, out_ch, kernel, cfg, vb)
+    Conv::new(in_ch, out_ch, kernel, cfg, vb)
 }
 
 fn norm(cfg: &VqganConfig, channels: usize, vb: VarBuilder) -> Result<GroupNorm> {
@@ -33,10 +28,10 @@ fn norm(cfg: &VqganConfig, channels: usize, vb: VarBuilder) -> Result<GroupNorm>
 #[derive(Debug)]
 struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv,
     norm2: GroupNorm,
-    conv2: Conv2d,
-    nin_shortcut: Option<Conv2d>,
+    conv2: Conv,
+    nin_shortcut: Option<Conv>,
 }
 
 impl ResnetBlock {
@@ -73,10 +68,10 @@ impl Module for ResnetBlock {
 #[derive(Debug)]
 struct AttnBlock {
     norm: GroupNorm,
-    q: Conv2d,
-    k: Conv2d,
-    v: Conv2d,
-    proj_out: Conv2d,
+    q: Conv,
+    k: Conv,
+    v: Conv,
+    proj_out: Conv,
 }
 
 impl AttnBlock {
@@ -114,7 +109,7 @@ struct Level {
     block: Vec<ResnetBlock>,
     attn: Vec<AttnBlock>,
     /// The stride-2 conv (encoder) or nearest-upsample conv (decoder) leaving this level.
-    resample: Option<Conv2d>,
+    resample: Option<Conv>,
 }
 
 impl Level {
@@ -202,11 +197,11 @@ fn level_blocks(
 /// Image (b, 3, res, res) in [-1, 1] to latents (b, z_channels, grid, grid).
 #[derive(Debug)]
 pub(crate) struct Encoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     down: Vec<Level>,
     mid: Mid,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Encoder {
@@ -272,12 +267,12 @@ impl Module for Encoder {
 /// Latents (b, z_channels, grid, grid) to an image (b, 3, res, res) in about [-1, 1].
 #[derive(Debug)]
 pub(crate) struct Decoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     mid: Mid,
     /// Stored lowest resolution last, as taming numbers them (`up.0` is the full size).
     up: Vec<Level>,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Decoder {

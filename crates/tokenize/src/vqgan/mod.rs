@@ -7,6 +7,7 @@
 
 mod blocks;
 mod config;
+mod conv;
 mod discriminator;
 mod quantize;
 mod train;
@@ -14,7 +15,7 @@ mod train;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 use image::RgbImage;
 
 pub use config::{CodebookKind, VqganConfig};
@@ -24,6 +25,7 @@ pub use train::{Evaluation, StepReport, VqTrainConfig, VqTrainer, evaluate};
 
 use crate::error::{Error, Result};
 use blocks::{Decoder, Encoder};
+use conv::Conv;
 use quantize::Quantizer;
 
 /// The file names of a saved VQGAN.
@@ -37,8 +39,8 @@ pub struct Vqgan {
     encoder: Encoder,
     decoder: Decoder,
     quantize: Quantizer,
-    quant_conv: Conv2d,
-    post_quant_conv: Conv2d,
+    quant_conv: Conv,
+    post_quant_conv: Conv,
     config: VqganConfig,
 }
 
@@ -47,7 +49,7 @@ impl Vqgan {
     pub fn new(cfg: &VqganConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let conv1x1 = |in_ch, out_ch, name: &str| {
-            candle_nn::conv2d(in_ch, out_ch, 1, Default::default(), vb.pp(name))
+            Conv::new(in_ch, out_ch, 1, Default::default(), vb.pp(name))
         };
         Ok(Self {
             encoder: Encoder::new(cfg, vb.pp("encoder"))?,
