@@ -10,7 +10,9 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::vector_math::{avx2_dispatch, contiguous_f32, exp};
+use racm3_train::contiguous_f32;
+
+use crate::vector_math::{avx2_dispatch, exp};
 
 /// `logsumexp(logits[i]) − logits[i, targets[i]]` for every row of `logits` (n, vocab)
 /// against `targets` (n,) u32: the negative log-likelihood of each target, differentiable

@@ -11,7 +11,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::vector_math::{avx2_dispatch, contiguous_f32, exp};
+use racm3_train::contiguous_f32;
+
+use crate::vector_math::{avx2_dispatch, exp};
 
 /// GELU(x) = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), with its gradient.
 pub(crate) fn gelu(xs: &Tensor) -> Result<Tensor> {

@@ -1,22 +1,5 @@
-//! Pieces shared by the CPU kernels (GELU, cross-entropy): reading a candle buffer as a
-//! slice, a vectorizable e^x, and running a kernel compiled for AVX2 where the CPU has it.
-
-use candle_core::{CpuStorage, Layout, Result};
-
-/// The f32 elements of a contiguous CPU tensor; `op` names the kernel in the error.
-pub(crate) fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: only f32 is supported");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
+//! Pieces shared by the CPU kernels (GELU, cross-entropy): a vectorizable e^x, and running
+//! a kernel compiled for AVX2 where the CPU has it.
 
 /// `avx2_dispatch!(fn name = body(args) -> ret)` defines `name`, which runs `body` (an
 /// `#[inline(always)]` fn of plain arithmetic) compiled for AVX2 + FMA when the CPU has

@@ -5,12 +5,13 @@
 //! with state that saves and restores (candle's own keeps its moments private, so a run
 //! could not resume exactly), seeded initialization, [`Checkpoints`] that are never half-written, learning-rate
 //! schedules, gradient clipping, a [`LossLog`] written as CSV and drawn as PNG, and
-//! [`max_abs_diff`] for parity checks.
+//! [`max_abs_diff`] for parity checks, and [`contiguous_f32`] for the models' CPU kernels.
 #![deny(missing_docs)]
 
 mod checkpoint;
 mod error;
 mod init;
+mod kernel;
 mod log;
 mod optim;
 mod parity;
@@ -22,6 +23,7 @@ pub use checkpoint::{
 };
 pub use error::{Error, Result};
 pub use init::seeded_var_builder;
+pub use kernel::contiguous_f32;
 pub use log::LossLog;
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm};
 pub use parity::max_abs_diff;

@@ -9,6 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use racm3_train::contiguous_f32;
 use rayon::prelude::*;
 
 /// A 2-D convolution with taming's parameter names (`weight`, `bias`).
@@ -75,16 +76,6 @@ struct PatchesBackward {
     width: usize,
 }
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: only f32 is supported");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
-
 /// For one kernel offset `d` (0..k) along an axis of length `n`: the output positions whose
 /// source `position + d − k/2` lies inside, and that shift.
 fn valid_range(d: usize, kernel: usize, n: usize) -> (std::ops::Range<usize>, isize) {
@@ -100,7 +91,7 @@ impl CustomOp1 for Patches {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous(storage, layout, self.name())?;
+        let input = contiguous_f32(storage, layout, self.name())?;
         let (batch, channels, height, width) = layout.shape().dims4()?;
         let k = self.kernel;
         let plane = height * width;
@@ -141,7 +132,7 @@ impl CustomOp1 for PatchesBackward {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let grads = contiguous(storage, layout, self.name())?;
+        let grads = contiguous_f32(storage, layout, self.name())?;
         let (batch, rows, plane) = layout.shape().dims3()?;
         let (k, height, width) = (self.kernel, self.height, self.width);
         let channels = rows / (k * k);
