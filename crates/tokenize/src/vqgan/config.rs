@@ -164,6 +164,9 @@ impl VqganConfig {
                 self.resolution
             ));
         }
+        if self.ch == 0 || self.decoder_base() == 0 {
+            return Err("ch and decoder_ch must be positive".into());
+        }
         let mut channels: Vec<usize> = [self.ch, self.decoder_base()]
             .iter()
             .flat_map(|&base| self.ch_mult.iter().map(move |m| m * base))
@@ -182,5 +185,32 @@ impl VqganConfig {
             return Err("n_embed and embed_dim must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Shapes the model code cannot build are refused, each naming what is wrong.
+    #[test]
+    fn validate_names_the_bad_field() {
+        assert!(VqganConfig::emoji64_f8().validate().is_ok());
+        let zero_decoder = VqganConfig {
+            decoder_ch: Some(0),
+            ..VqganConfig::tiny()
+        };
+        assert_eq!(
+            zero_decoder.validate().unwrap_err(),
+            "ch and decoder_ch must be positive"
+        );
+        let odd_decoder = VqganConfig {
+            decoder_ch: Some(6),
+            ..VqganConfig::tiny()
+        };
+        assert_eq!(
+            odd_decoder.validate().unwrap_err(),
+            "6 channels do not split into 4 norm groups"
+        );
     }
 }
