@@ -8,15 +8,18 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use racm3::corpus::{CorpusConfig, Tokens, cached, retrieve_all, sequences, tokenize_documents};
 use racm3::data::{Document, Split};
-use racm3::generate::{Cm3TrainConfig, Cm3Trainer, Config};
+use racm3::generate::{Cm3TrainConfig, Cm3Trainer, Config, RETRIEVED_LOSS_WEIGHT};
 use racm3::memory::Memory;
-use racm3::retrieve::RetrievalPolicy;
+use racm3::retrieve::{QUERY_DROPOUT, RetrievalPolicy};
 use racm3::tokenize::vqgan::ImageTokenizer;
 use racm3::tokenize::{Cm3Codec, TextTokenizer, TrainOptions};
 
 use crate::data::load_dataset;
 use crate::progress::Bar;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
+
+/// The file in a run folder that records the settings it was trained with.
+pub const TRAIN_SETTINGS_FILE: &str = "train.json";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -41,7 +44,8 @@ pub struct TrainArgs {
     /// Train the no-retrieval baseline: K = 0 always, the same tokens otherwise.
     #[arg(long)]
     baseline: bool,
-    /// Optimizer steps in all.
+    /// Optimizer steps in all; 0 only makes the corpus caches (tokens, retrievals) in the
+    /// run folder, e.g. on a CPU machine before training on a GPU one.
     #[arg(long, default_value_t = 2000)]
     steps: usize,
     /// Sequences per micro-batch.
@@ -53,6 +57,12 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Weight of the retrieved documents' loss against the main document's (α).
+    #[arg(long, default_value_t = RETRIEVED_LOSS_WEIGHT)]
+    alpha: f32,
+    /// Share of a text query's tokens dropped when retrieving for a training document.
+    #[arg(long, default_value_t = QUERY_DROPOUT)]
+    query_dropout: f64,
     /// Seed for weights, masking and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -68,6 +78,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let device = crate::device(&args.device)?;
     if !args.baseline && args.memory.is_none() {
         bail!("give --memory to retrieve from, or --baseline to train without retrieval");
+    }
+    if !(args.alpha.is_finite() && args.alpha >= 0.0) {
+        bail!("--alpha must be a finite weight >= 0, not {}", args.alpha);
+    }
+    if !(0.0..1.0).contains(&args.query_dropout) {
+        bail!(
+            "--query-dropout must be in [0, 1), not {}",
+            args.query_dropout
+        );
     }
     let documents = load_dataset(&args.dataset, false)?.documents;
     let of_split = |split: Split| -> Vec<Document> {
@@ -112,15 +131,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
         no_retrieval_share: 0.1,
         baseline: args.baseline,
         max_len: model.max_seq_len,
+        query_dropout: args.query_dropout,
         seed: args.seed,
     };
 
-    let memory = args.memory.as_deref().map(Memory::open).transpose()?;
+    // The memory is read only to make the caches, so a run folder that has them trains
+    // (and resumes) without it.
+    let open_memory =
+        || -> Result<Option<Memory>> { Ok(args.memory.as_deref().map(Memory::open).transpose()?) };
     let cache = args.out.join("corpus");
     let tokens: Tokens = cached(&cache.join("tokens.json"), || {
         let mut everything: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
-        // The memory's documents are decoded only when the cache is being made.
-        if let Some(memory) = &memory {
+        if let Some(memory) = open_memory()? {
             for id in memory.ids() {
                 let row = memory.row_of(id).expect("a live id has a row");
                 everything.push(memory.document(row)?);
@@ -132,23 +154,26 @@ pub fn train(args: TrainArgs) -> Result<()> {
             racm3::data::Progress::advance(&bar, n as u64)
         });
         bar.finish();
-        tokens
+        anyhow::Ok(tokens?)
     })?;
-    let retrieved = match &memory {
-        Some(memory) if !args.baseline => {
-            let encoder = crate::memory::encoder_for(memory, args.clip.as_deref())?;
-            cached(&cache.join(format!("retrieved-k{}.json", args.k)), || {
-                let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
-                let bar = Bar::new("retrieving");
-                racm3::data::Progress::set_total(&bar, queries.len() as u64);
-                let found = retrieve_all(&queries, &encoder, memory, &corpus, |n| {
-                    racm3::data::Progress::advance(&bar, n as u64)
-                });
-                bar.finish();
-                found
-            })?
-        }
-        _ => Default::default(),
+    let retrieved = if args.baseline {
+        Default::default()
+    } else {
+        let name = format!("retrieved-k{}-dropout{}.json", args.k, args.query_dropout);
+        cached(&cache.join(name), || {
+            let Some(memory) = open_memory()? else {
+                bail!("give --memory to retrieve from");
+            };
+            let encoder = crate::memory::encoder_for(&memory, args.clip.as_deref())?;
+            let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
+            let bar = Bar::new("retrieving");
+            racm3::data::Progress::set_total(&bar, queries.len() as u64);
+            let found = retrieve_all(&queries, &encoder, &memory, &corpus, |n| {
+                racm3::data::Progress::advance(&bar, n as u64)
+            });
+            bar.finish();
+            anyhow::Ok(found?)
+        })?
     };
     let (train_set, skipped) = sequences(&train_docs, &tokens, &retrieved, &codec, &corpus)?;
     let val_corpus = CorpusConfig {
@@ -170,14 +195,42 @@ pub fn train(args: TrainArgs) -> Result<()> {
         }
     );
 
+    if args.steps == 0 {
+        eprintln!(
+            "--steps 0: the corpus caches are in {}; nothing trained",
+            cache.display()
+        );
+        return Ok(());
+    }
+
     let config = Cm3TrainConfig {
         steps: args.steps,
         batch_size: args.batch_size,
         grad_accum: args.grad_accum,
         lr: args.lr,
+        alpha: args.alpha,
         seed: args.seed,
         ..Cm3TrainConfig::new(model)
     };
+    // What the run was trained with, for reports that compare runs (`racm3 eval --variant`).
+    let settings = serde_json::json!({
+        "dataset": args.dataset,
+        "preset": args.preset,
+        "k": if args.baseline { 0 } else { args.k },
+        "baseline": args.baseline,
+        // Through its decimal text, so 0.1 reads 0.1 and not 0.10000000149011612.
+        "alpha": args.alpha.to_string().parse::<f64>()?,
+        "query_dropout": if args.baseline { 0.0 } else { args.query_dropout },
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "lr": args.lr,
+        "seed": args.seed,
+    });
+    racm3::data::write_atomic(
+        &args.out.join(TRAIN_SETTINGS_FILE),
+        serde_json::to_string_pretty(&settings)?.as_bytes(),
+    )?;
     let mut trainer = Cm3Trainer::open(config, ids, &args.out, &device)?;
     let bar = Bar::new("training");
     racm3::data::Progress::set_total(&bar, args.steps as u64);

@@ -575,6 +575,125 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     );
 }
 
+/// A flat memory of the fixture emoji at `memory`, keyed by the committed CLIP.
+fn build_fixture_memory(memory: &Path) {
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/clip-emoji-small");
+    let built = racm3(
+        &fixtures(),
+        &[
+            "memory",
+            "build",
+            "emoji",
+            "--index",
+            "flat",
+            "--clip",
+            clip.to_str().unwrap(),
+            "--out",
+            memory.to_str().unwrap(),
+        ],
+    );
+    assert!(built.status.success(), "{}", stderr(&built));
+}
+
+// `racm3 train` records what it was trained with (train.json, read by `eval --variant`),
+// names the query dropout in its retrieval cache, makes only the caches with --steps 0, and
+// trains from those caches without the memory.
+#[test]
+fn train_records_its_settings_and_reuses_its_caches() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let work = tempfile::tempdir().unwrap();
+    let memory = work.path().join("memory");
+    let run = work.path().join("run");
+    let clip = root.join("checkpoints/clip-emoji-small");
+    let vqgan = root.join("checkpoints/vqgan-emoji64-f8");
+    build_fixture_memory(&memory);
+    let train = |memory: &Path, extra: &[&str]| {
+        let common = [
+            "train",
+            "emoji",
+            "--preset",
+            "tiny",
+            "--vqgan",
+            vqgan.to_str().unwrap(),
+            "--memory",
+            memory.to_str().unwrap(),
+            "-k",
+            "1",
+            "--query-dropout",
+            "0",
+            "--alpha",
+            "0.5",
+            "--batch-size",
+            "2",
+            "--out",
+            run.to_str().unwrap(),
+        ];
+        racm3(&fixtures(), &[&common[..], extra].concat())
+    };
+    let prepared = train(&memory, &["--steps", "0"]);
+    assert!(prepared.status.success(), "{}", stderr(&prepared));
+    assert!(run.join("corpus/tokens.json").exists());
+    assert!(run.join("corpus/retrieved-k1-dropout0.json").exists());
+    assert!(
+        !run.join("model.safetensors").exists(),
+        "--steps 0 trains nothing"
+    );
+
+    let trained = train(&work.path().join("no-memory-here"), &["--steps", "2"]);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    assert!(run.join("model.safetensors").exists());
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("train.json")).unwrap()).unwrap();
+    assert_eq!(settings["k"], 1);
+    assert_eq!(settings["alpha"], 0.5);
+    assert_eq!(settings["query_dropout"], 0.0);
+    assert_eq!(settings["steps"], 2);
+
+    let negative = racm3(
+        &fixtures(),
+        &[
+            "train",
+            "emoji",
+            "--baseline",
+            "--alpha=-1",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+    );
+    assert!(!negative.status.success());
+    assert!(
+        stderr(&negative).contains("--alpha must be a finite weight"),
+        "{}",
+        stderr(&negative)
+    );
+
+    // A folder that racm3 train did not make is refused by name before anything loads.
+    let variant = racm3(
+        &fixtures(),
+        &[
+            "eval",
+            "--ra",
+            run.to_str().unwrap(),
+            "--baseline",
+            run.to_str().unwrap(),
+            "--memory",
+            memory.to_str().unwrap(),
+            "--tasks",
+            "training-ablation",
+            "--variant",
+            clip.to_str().unwrap(),
+            "--out",
+            work.path().join("report").to_str().unwrap(),
+        ],
+    );
+    assert!(!variant.status.success());
+    assert!(
+        stderr(&variant).contains("train.json") && stderr(&variant).contains("--variant"),
+        "{}",
+        stderr(&variant)
+    );
+}
+
 // The committed CLIP (checkpoints/clip-emoji-small) has learned the emoji: on the 698 val
 // pairs, whose entities it never saw, text-to-image recall@10 is 0.46 where chance is 0.03.
 #[test]
@@ -922,22 +1041,7 @@ fn eval_few_shot_writes_its_report() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let work = tempfile::tempdir().unwrap();
     let memory = work.path().join("memory");
-    let clip = root.join("checkpoints/clip-emoji-small");
-    let built = racm3(
-        &fixtures(),
-        &[
-            "memory",
-            "build",
-            "emoji",
-            "--index",
-            "flat",
-            "--clip",
-            clip.to_str().unwrap(),
-            "--out",
-            memory.to_str().unwrap(),
-        ],
-    );
-    assert!(built.status.success(), "{}", stderr(&built));
+    build_fixture_memory(&memory);
     let out = work.path().join("report");
     let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
         .current_dir(&root)

@@ -1,5 +1,5 @@
 //! Copies a generator run folder's ready-to-use files (`config.json`, `model.safetensors`,
-//! `tokenizer.json`, `loss.csv`, `loss.png`) with the weights stored as f16, half the size,
+//! `tokenizer.json`, `loss.csv`, `loss.png`, and `train.json` where the run has one) with the weights stored as f16, half the size,
 //! for committing; `Cm3Model::load` reads them back as f32.
 //!
 //! cargo run --release -p racm3-generate --example export_f16 -- RUN OUT
@@ -25,6 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::rename(&tmp, out.join("model.safetensors"))?;
     for file in ["config.json", "tokenizer.json", "loss.csv", "loss.png"] {
         std::fs::copy(run.join(file), out.join(file))?;
+    }
+    // Runs of racm3 train record their settings; older run folders lack the file.
+    if run.join("train.json").exists() {
+        std::fs::copy(run.join("train.json"), out.join("train.json"))?;
     }
     println!("exported {} to {} as f16", run.display(), out.display());
     Ok(())

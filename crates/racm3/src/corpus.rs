@@ -32,6 +32,8 @@ pub struct CorpusConfig {
     pub baseline: bool,
     /// Longest sequence.
     pub max_len: usize,
+    /// Share of a text query's tokens dropped when retrieving for training (paper: 0.2).
+    pub query_dropout: f64,
     /// Seeds masking, the no-retrieval draw and query dropout.
     pub seed: u64,
 }
@@ -82,7 +84,14 @@ pub fn retrieve_all(
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5e7);
     let mut found = HashMap::with_capacity(documents.len());
     for document in documents {
-        let hits = retrieve_for_training(encoder, memory, document, &config.policy, &mut rng)?;
+        let hits = retrieve_for_training(
+            encoder,
+            memory,
+            document,
+            &config.policy,
+            config.query_dropout,
+            &mut rng,
+        )?;
         found.insert(
             document.id().to_owned(),
             hits.documents.into_iter().map(|hit| hit.id).collect(),
@@ -131,14 +140,17 @@ pub fn sequences(
 }
 
 /// A JSON cache file in the run folder: read it if present, else make and write it.
-pub fn cached<T: Serialize + for<'de> Deserialize<'de>>(
+pub fn cached<T: Serialize + for<'de> Deserialize<'de>, E: From<Error>>(
     path: &Path,
-    make: impl FnOnce() -> Result<T, Error>,
-) -> Result<T, Error> {
+    make: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
     if let Ok(bytes) = std::fs::read(path) {
-        return serde_json::from_slice(&bytes).map_err(|source| Error::Cache {
-            path: path.to_owned(),
-            problem: format!("{source}; delete it to rebuild"),
+        return serde_json::from_slice(&bytes).map_err(|source| {
+            Error::Cache {
+                path: path.to_owned(),
+                problem: format!("{source}; delete it to rebuild"),
+            }
+            .into()
         });
     }
     let value = make()?;
@@ -146,6 +158,6 @@ pub fn cached<T: Serialize + for<'de> Deserialize<'de>>(
         path: path.to_owned(),
         problem: source.to_string(),
     })?;
-    racm3_data::write_atomic(path, &json)?;
+    racm3_data::write_atomic(path, &json).map_err(Error::from)?;
     Ok(value)
 }

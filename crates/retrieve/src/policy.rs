@@ -143,12 +143,14 @@ pub fn drop_tokens(ids: &[u32], rate: f64, rng: &mut impl rand::Rng) -> Vec<u32>
 pub const QUERY_DROPOUT: f64 = 0.2;
 
 /// Retrieval for a training document: the query is its text or its image, chosen at random
-/// (the text with query dropout applied), and the document itself is excluded.
+/// (the text with `query_dropout` of its tokens dropped), and the document itself is
+/// excluded.
 pub fn retrieve_for_training(
     encoder: &ClipEncoder,
     memory: &Memory,
     document: &Document,
     policy: &RetrievalPolicy,
+    query_dropout: f64,
     rng: &mut impl rand::Rng,
 ) -> Result<Retrieval> {
     check_dims(encoder, memory)?;
@@ -169,7 +171,7 @@ pub fn retrieve_for_training(
         let words = encoder
             .tokenizer()
             .encode_words(text.as_deref().unwrap_or_default())?;
-        let kept = drop_tokens(&words, QUERY_DROPOUT, rng);
+        let kept = drop_tokens(&words, query_dropout, rng);
         encoder.embed_token_rows(&[encoder.tokenizer().frame(&kept)])?
     } else {
         encoder.query_key(&Query { text: None, image })?

@@ -9,8 +9,12 @@
 //! - image to caption (greedy): CIDEr-D and ROUGE-L against the entity's name and short
 //!   names.
 //!
-//! It writes `report.json` (every number, with sample sizes and per-seed values) and
-//! `report.md`.
+//! Further tasks: the knowledge update, Fashion-MNIST few-shot classification, and the
+//! ablations: at inference (K and the retrieval policy's skips, one trained model) and at
+//! training (`--variant`: runs trained with other K, alpha or query dropout).
+//!
+//! It writes `report.json` (every number, with sample sizes and per-seed values),
+//! `report.md` and `report.html`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -88,6 +92,10 @@ pub struct EvalArgs {
     /// Episodes of the Fashion-MNIST few-shot task.
     #[arg(long, default_value_t = 500)]
     few_shot_queries: usize,
+    /// A generator run trained with other settings (its train.json, written by `racm3
+    /// train`, names them) for `--tasks training-ablation`. Repeat for several runs.
+    #[arg(long)]
+    variant: Vec<PathBuf>,
 }
 
 /// The experiment's tasks.
@@ -104,12 +112,52 @@ enum Task {
     /// RA-CM3's caption to image with K = 0..3 retrieved documents, and without the
     /// retrieval policy's near-copy and redundancy skips (inference only; no retraining).
     Ablation,
+    /// Caption to image with each `--variant` run (trained with other K, alpha or query
+    /// dropout), each with the K it was trained with.
+    TrainingAblation,
 }
 
 struct Model {
     name: &'static str,
     generator: Generator,
     retrieval: bool,
+}
+
+/// The settings a generator run was trained with, from the train.json of `racm3 train`.
+#[derive(Debug, serde::Deserialize)]
+struct TrainedWith {
+    baseline: bool,
+    k: usize,
+    alpha: f32,
+    query_dropout: f64,
+    steps: usize,
+    batch_size: usize,
+}
+
+impl TrainedWith {
+    fn read(run: &Path) -> Result<Self> {
+        let path = run.join(crate::generator::TRAIN_SETTINGS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}: --variant takes a run folder made by racm3 train",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+    }
+
+    fn label(&self) -> String {
+        if self.baseline {
+            return format!(
+                "baseline, trained without retrieval; {} steps of {}",
+                self.steps, self.batch_size
+            );
+        }
+        format!(
+            "trained with K = {}, α = {}, query dropout {}; {} steps of {}",
+            self.k, self.alpha, self.query_dropout, self.steps, self.batch_size
+        )
+    }
 }
 
 fn mean_and_spread(values: &[f64]) -> Value {
@@ -135,6 +183,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     else {
         anyhow::bail!("give --ra, --baseline and --memory, or --render REPORT.json");
     };
+    if args.tasks.contains(&Task::TrainingAblation) == args.variant.is_empty() {
+        anyhow::bail!("--tasks training-ablation and --variant RUN go together");
+    }
+    // Read first, so a wrong folder fails before the models load.
+    let variants = args
+        .variant
+        .iter()
+        .map(|run| Ok((run, TrainedWith::read(run)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut held_out = held_out_twemoji()?;
     if args.limit > 0 {
         held_out.truncate(args.limit);
@@ -279,6 +336,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             &args.out,
         )?;
     }
+    let ablate = |name: &str, generator: &Generator, policy: RetrievalPolicy| -> Result<Value> {
+        let ablated = Retriever {
+            policy,
+            ..retriever
+        };
+        let mut scores = SeedScores::default();
+        for seed in 0..args.seeds {
+            let label = format!("ablation {name}, seed {seed}");
+            let with = (policy.k > 0).then_some(&ablated);
+            let drawn = draw(generator, &held_out, with, seed, args.cfg, &label)?;
+            scores.push(images.score(&drawn.images, &captions)?);
+        }
+        Ok(scores.summary(held_out.len()))
+    };
     if args.tasks.contains(&Task::Ablation) {
         let mut rows = serde_json::Map::new();
         let settings = [0, 1, 2, 3]
@@ -301,27 +372,25 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 },
             )]);
         for (name, policy) in settings {
-            let ablated = Retriever {
-                policy,
-                ..retriever
-            };
-            let mut scores = SeedScores::default();
-            for seed in 0..args.seeds {
-                let label = format!("ablation {name}, seed {seed}");
-                let with = (policy.k > 0).then_some(&ablated);
-                let drawn = draw(
-                    &models[0].generator,
-                    &held_out,
-                    with,
-                    seed,
-                    args.cfg,
-                    &label,
-                )?;
-                scores.push(images.score(&drawn.images, &captions)?);
-            }
-            rows.insert(name, scores.summary(held_out.len()));
+            let row = ablate(&name, &models[0].generator, policy)?;
+            rows.insert(name, row);
         }
         report["ablation"] = Value::Object(rows);
+    }
+    if !variants.is_empty() {
+        let mut rows = Vec::with_capacity(variants.len());
+        for (run, trained) in &variants {
+            let policy = RetrievalPolicy {
+                k: trained.k,
+                ..retriever.policy
+            };
+            let name = trained.label();
+            let mut row = ablate(&name, &load(run)?, policy)?;
+            row["setting"] = json!(name);
+            row["run"] = json!(run);
+            rows.push(row);
+        }
+        report["trained_ablation"] = Value::Array(rows);
     }
     report["seconds"] = json!(started.elapsed().as_secs_f64());
     racm3::data::write_atomic(
@@ -563,12 +632,9 @@ fn markdown(report: &Value) -> String {
              {share:.3}.\n"
         ));
     }
-    if let Some(rows) = report["ablation"].as_object() {
+    let ablation_table = |out: &mut String, rows: Vec<(String, &Value)>| {
         out.push_str(
-            "\n## Ablations at inference (RA-CM3, caption to image)\n\n\
-             The same trained model with other retrieval settings; training-time ablations \
-             (K, alpha, query dropout) need one training run each and are not here.\n\n\
-             | setting | FID | KID | CLIP-FID | CLIPScore |\n| --- | --- | --- | --- | --- |\n",
+            "| setting | FID | KID | CLIP-FID | CLIPScore |\n| --- | --- | --- | --- | --- |\n",
         );
         for (name, row) in rows {
             out.push_str(&format!(
@@ -579,6 +645,26 @@ fn markdown(report: &Value) -> String {
                 summary_cell(&row["clip_score"])
             ));
         }
+    };
+    if let Some(rows) = report["ablation"].as_object() {
+        out.push_str(
+            "\n## Ablations at inference (RA-CM3, caption to image)\n\n\
+             The same trained model with other retrieval settings.\n\n",
+        );
+        ablation_table(
+            &mut out,
+            rows.iter().map(|(name, row)| (name.clone(), row)).collect(),
+        );
+    }
+    if let Some(rows) = report["trained_ablation"].as_array() {
+        out.push_str(
+            "\n## Ablations at training (caption to image)\n\n\
+             One training run per setting, each drawn with the K it was trained with.\n\n",
+        );
+        let named = rows
+            .iter()
+            .map(|row| (row["setting"].as_str().unwrap_or_default().to_owned(), row));
+        ablation_table(&mut out, named.collect());
     }
     let update = &report["knowledge_update"];
     if update.is_object() {
