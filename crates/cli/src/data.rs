@@ -346,15 +346,17 @@ pub fn read_image(path: &std::path::Path) -> Result<image::RgbImage> {
     )?)
 }
 
-/// The held-out emoji: one Twemoji document per val entity (its base drawing, no
-/// skin-tone variants), entities that no model here saw in training.
-pub fn held_out_twemoji() -> Result<Vec<racm3::data::Document>> {
+/// One Twemoji document per entity of `split` (its base drawing, no skin-tone variants).
+pub fn twemoji_entities(split: racm3::data::Split) -> Result<Vec<racm3::data::Document>> {
     Ok(load_dataset("emoji-twitter", false)?
         .documents
         .into_iter()
-        .filter(|d| {
-            d.source.split == racm3::data::Split::Val
-                && !d.source.attributes.contains_key("skin_tone")
-        })
+        .filter(|d| d.source.split == split && !d.source.attributes.contains_key("skin_tone"))
         .collect())
+}
+
+/// The held-out emoji: one Twemoji document per val entity, entities that no model here
+/// saw in training.
+pub fn held_out_twemoji() -> Result<Vec<racm3::data::Document>> {
+    twemoji_entities(racm3::data::Split::Val)
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use image::RgbImage;
-use racm3::data::Document;
+use racm3::data::{Document, Split};
 use racm3::evaluate::fid::{
     FEATURES, InceptionFid, frechet_distance_of_samples, kernel_inception_distance,
 };
@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 mod few_shot;
 mod knowledge;
 
-use crate::data::held_out_twemoji;
+use crate::data::{held_out_twemoji, twemoji_entities};
 use crate::progress::Bar;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
@@ -86,7 +86,7 @@ pub struct EvalArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "image,caption,knowledge,few-shot"
+        default_value = "image,image-seen,caption,knowledge,few-shot"
     )]
     tasks: Vec<Task>,
     /// Episodes of the Fashion-MNIST few-shot task.
@@ -103,6 +103,9 @@ pub struct EvalArgs {
 enum Task {
     /// Caption to image on the held-out entities.
     Image,
+    /// Caption to image on as many entities seen in training (evenly spaced over the
+    /// train split), scored against their real Twemoji images.
+    ImageSeen,
     /// Image to caption on the held-out entities.
     Caption,
     /// The held-out entities before and after their documents join the memory.
@@ -121,6 +124,25 @@ struct Model {
     name: &'static str,
     generator: Generator,
     retrieval: bool,
+}
+
+/// `count` of `items`, evenly spaced from the first, in order (all of them if fewer).
+fn evenly_spaced<T>(items: Vec<T>, count: usize) -> Vec<T> {
+    let len = items.len();
+    if count >= len {
+        return items;
+    }
+    let mut wanted = (0..count).map(|i| i * len / count).peekable();
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, item)| {
+            (wanted.peek() == Some(&index)).then(|| {
+                wanted.next();
+                item
+            })
+        })
+        .collect()
 }
 
 /// The settings a generator run was trained with, from the train.json of `racm3 train`.
@@ -224,11 +246,19 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             retrieval: false,
         },
     ];
-    let captions: Vec<String> = held_out.iter().map(Document::caption).collect();
-    let real: Vec<RgbImage> = held_out
-        .iter()
-        .filter_map(|d| d.images().next().map(|i| i.pixels.clone()))
-        .collect();
+    let seen = if args.tasks.contains(&Task::ImageSeen) {
+        evenly_spaced(twemoji_entities(Split::Train)?, held_out.len())
+    } else {
+        Vec::new()
+    };
+    let captions_of = |docs: &[Document]| docs.iter().map(Document::caption).collect::<Vec<_>>();
+    let images_of = |docs: &[Document]| {
+        docs.iter()
+            .filter_map(|d| d.images().next().map(|i| i.pixels.clone()))
+            .collect::<Vec<RgbImage>>()
+    };
+    let (captions, real) = (captions_of(&held_out), images_of(&held_out));
+    let (seen_captions, seen_real) = (captions_of(&seen), images_of(&seen));
     let references: Vec<Vec<String>> = held_out
         .iter()
         .map(|d| {
@@ -261,11 +291,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         }
     };
 
+    let seen_features = match &inception {
+        Some(net) if !seen_real.is_empty() => net.features(&seen_real, 16)?,
+        _ => Vec::new(),
+    };
     let images = ImageScoring {
         clip: &clip,
         inception: inception.as_ref(),
         real: &real,
         real_features: &real_features,
+    };
+    let seen_images = ImageScoring {
+        real: &seen_real,
+        real_features: &seen_features,
+        ..images
     };
     let mut results = serde_json::Map::new();
     for model in &models {
@@ -297,6 +336,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                     json!(retrieved_same_entity as f64 / captions.len() as f64);
             }
         }
+        if args.tasks.contains(&Task::ImageSeen) {
+            let mut seen_scores = SeedScores::default();
+            for seed in 0..args.seeds {
+                let label = format!("{} seen entities, seed {seed}", model.name);
+                let drawn = draw(&model.generator, &seen, retriever, seed, args.cfg, &label)?;
+                seen_scores.push(seen_images.score(&drawn.images, &seen_captions)?);
+            }
+            entry["caption_to_image_seen"] = seen_scores.summary(seen.len());
+        }
         if args.tasks.contains(&Task::Caption) {
             entry["image_to_caption"] = caption_task(model, retriever, &real, &references)?;
         }
@@ -304,6 +352,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     let mut report = json!({
         "held_out_entities": held_out.len(),
+        "seen_entities": seen.len(),
         "memory": memory_dir,
         "memory_documents": memory.len(),
         "k": args.k,
@@ -599,13 +648,32 @@ fn markdown(report: &Value) -> String {
         report["sampling"].as_str().unwrap_or_default()
     );
     let ran = |task: &str| report["models"]["ra-cm3"][task].is_object();
-    if ran("caption_to_image") || ran("image_to_caption") {
+    if ran("caption_to_image_seen") {
+        out.push_str(&format!(
+            "Seen entities: {} entities of the train split, evenly spaced, one Twemoji drawing \
+             each, scored against those drawings.\n",
+            report["seen_entities"]
+        ));
+    }
+    if ran("caption_to_image") || ran("caption_to_image_seen") || ran("image_to_caption") {
         out.push_str("\n| task | metric | RA-CM3 | baseline |\n| --- | --- | --- | --- |\n");
         for (task, metric, label) in [
             ("caption_to_image", "fid", "FID (lower is better)"),
             ("caption_to_image", "kid", "KID"),
             ("caption_to_image", "clip_fid", "CLIP-FID"),
             ("caption_to_image", "clip_score", "CLIPScore"),
+            ("caption_to_image_seen", "fid", "FID, seen entities"),
+            ("caption_to_image_seen", "kid", "KID, seen entities"),
+            (
+                "caption_to_image_seen",
+                "clip_fid",
+                "CLIP-FID, seen entities",
+            ),
+            (
+                "caption_to_image_seen",
+                "clip_score",
+                "CLIPScore, seen entities",
+            ),
             ("image_to_caption", "cider_d", "CIDEr-D"),
             ("image_to_caption", "rouge_l", "ROUGE-L"),
             ("image_to_caption", "bleu_4", "BLEU-4"),
@@ -821,6 +889,14 @@ mod tests {
             })
         };
         json!({"models": {"ra-cm3": model(fid.0, cider.0), "baseline": model(fid.1, cider.1)}})
+    }
+
+    #[test]
+    fn evenly_spaced_keeps_order_and_spread() {
+        assert_eq!(evenly_spaced((0..10).collect(), 3), vec![0, 3, 6]);
+        assert_eq!(evenly_spaced((0..4).collect(), 4), vec![0, 1, 2, 3]);
+        assert_eq!(evenly_spaced((0..4).collect(), 9), vec![0, 1, 2, 3]);
+        assert!(evenly_spaced((0..4).collect::<Vec<_>>(), 0).is_empty());
     }
 
     #[test]
