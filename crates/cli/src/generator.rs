@@ -1,7 +1,7 @@
 //! `racm3 train`: train the CM3 generator on documents with the documents the retriever
 //! finds for them (or, with --baseline, on the same tokens without retrieval).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -18,8 +18,48 @@ use crate::data::load_dataset;
 use crate::progress::Bar;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
-/// The file in a run folder that records the settings it was trained with.
-pub const TRAIN_SETTINGS_FILE: &str = "train.json";
+/// What a run was trained with, kept in its folder as `train.json`, for reports that
+/// compare runs (`racm3 eval --variant`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrainSettings {
+    pub dataset: String,
+    pub preset: String,
+    /// Retrieved documents per sequence; 0 for the baseline.
+    pub k: usize,
+    pub baseline: bool,
+    pub alpha: f64,
+    /// 0 for the baseline, which retrieves nothing.
+    pub query_dropout: f64,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl TrainSettings {
+    const FILE: &str = "train.json";
+
+    /// The settings in the run folder `run`.
+    pub fn read(run: &Path) -> Result<Self> {
+        let path = run.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}, which racm3 train writes into a run folder",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+    }
+
+    fn write(&self, run: &Path) -> Result<()> {
+        racm3::data::write_atomic(
+            &run.join(Self::FILE),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -212,25 +252,25 @@ pub fn train(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         ..Cm3TrainConfig::new(model)
     };
-    // What the run was trained with, for reports that compare runs (`racm3 eval --variant`).
-    let settings = serde_json::json!({
-        "dataset": args.dataset,
-        "preset": args.preset,
-        "k": if args.baseline { 0 } else { args.k },
-        "baseline": args.baseline,
+    TrainSettings {
+        dataset: args.dataset.clone(),
+        preset: args.preset.clone(),
+        k: if args.baseline { 0 } else { args.k },
+        baseline: args.baseline,
         // Through its decimal text, so 0.1 reads 0.1 and not 0.10000000149011612.
-        "alpha": args.alpha.to_string().parse::<f64>()?,
-        "query_dropout": if args.baseline { 0.0 } else { args.query_dropout },
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "lr": args.lr,
-        "seed": args.seed,
-    });
-    racm3::data::write_atomic(
-        &args.out.join(TRAIN_SETTINGS_FILE),
-        serde_json::to_string_pretty(&settings)?.as_bytes(),
-    )?;
+        alpha: args.alpha.to_string().parse::<f64>()?,
+        query_dropout: if args.baseline {
+            0.0
+        } else {
+            args.query_dropout
+        },
+        steps: args.steps,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        lr: args.lr,
+        seed: args.seed,
+    }
+    .write(&args.out)?;
     let mut trainer = Cm3Trainer::open(config, ids, &args.out, &device)?;
     let bar = Bar::new("training");
     racm3::data::Progress::set_total(&bar, args.steps as u64);

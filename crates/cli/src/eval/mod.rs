@@ -38,6 +38,7 @@ mod few_shot;
 mod knowledge;
 
 use crate::data::{held_out_twemoji, twemoji_entities};
+use crate::generator::TrainSettings;
 use crate::progress::Bar;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
@@ -145,41 +146,23 @@ fn evenly_spaced<T>(items: Vec<T>, count: usize) -> Vec<T> {
         .collect()
 }
 
-/// The settings a generator run was trained with, from the train.json of `racm3 train`.
-#[derive(Debug, serde::Deserialize)]
-struct TrainedWith {
-    baseline: bool,
-    k: usize,
-    alpha: f32,
-    query_dropout: f64,
-    steps: usize,
-    batch_size: usize,
-}
-
-impl TrainedWith {
-    fn read(run: &Path) -> Result<Self> {
-        let path = run.join(crate::generator::TRAIN_SETTINGS_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {}: --variant takes a run folder made by racm3 train",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+/// A row label for a run trained with `settings`.
+fn trained_label(settings: &TrainSettings) -> String {
+    if settings.baseline {
+        return format!(
+            "baseline, trained without retrieval; {} steps of {}",
+            settings.steps, settings.batch_size
+        );
     }
-
-    fn label(&self) -> String {
-        if self.baseline {
-            return format!(
-                "baseline, trained without retrieval; {} steps of {}",
-                self.steps, self.batch_size
-            );
-        }
-        format!(
-            "trained with K = {}, α = {}, query dropout {}; {} steps of {}",
-            self.k, self.alpha, self.query_dropout, self.steps, self.batch_size
-        )
-    }
+    // α is an f32 in training; as one it prints as given (0.1), whichever way it was stored.
+    format!(
+        "trained with K = {}, α = {}, query dropout {}; {} steps of {}",
+        settings.k,
+        settings.alpha as f32,
+        settings.query_dropout,
+        settings.steps,
+        settings.batch_size
+    )
 }
 
 fn mean_and_spread(values: &[f64]) -> Value {
@@ -212,7 +195,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let variants = args
         .variant
         .iter()
-        .map(|run| Ok((run, TrainedWith::read(run)?)))
+        .map(|run| {
+            let settings =
+                TrainSettings::read(run).with_context(|| format!("--variant {}", run.display()))?;
+            Ok((run, settings))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut held_out = held_out_twemoji()?;
     if args.limit > 0 {
@@ -251,14 +238,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     } else {
         Vec::new()
     };
-    let captions_of = |docs: &[Document]| docs.iter().map(Document::caption).collect::<Vec<_>>();
     let images_of = |docs: &[Document]| {
         docs.iter()
             .filter_map(|d| d.images().next().map(|i| i.pixels.clone()))
             .collect::<Vec<RgbImage>>()
     };
-    let (captions, real) = (captions_of(&held_out), images_of(&held_out));
-    let (seen_captions, seen_real) = (captions_of(&seen), images_of(&seen));
+    let captions: Vec<String> = held_out.iter().map(Document::caption).collect();
+    let real = images_of(&held_out);
+    let seen_real = images_of(&seen);
     let references: Vec<Vec<String>> = held_out
         .iter()
         .map(|d| {
@@ -337,13 +324,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             }
         }
         if args.tasks.contains(&Task::ImageSeen) {
-            let mut seen_scores = SeedScores::default();
-            for seed in 0..args.seeds {
-                let label = format!("{} seen entities, seed {seed}", model.name);
-                let drawn = draw(&model.generator, &seen, retriever, seed, args.cfg, &label)?;
-                seen_scores.push(seen_images.score(&drawn.images, &seen_captions)?);
-            }
-            entry["caption_to_image_seen"] = seen_scores.summary(seen.len());
+            let label = format!("{} seen entities", model.name);
+            entry["caption_to_image_seen"] = seen_images.over_seeds(
+                &model.generator,
+                &seen,
+                retriever,
+                args.seeds,
+                args.cfg,
+                &label,
+            )?;
         }
         if args.tasks.contains(&Task::Caption) {
             entry["image_to_caption"] = caption_task(model, retriever, &real, &references)?;
@@ -390,14 +379,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             policy,
             ..retriever
         };
-        let mut scores = SeedScores::default();
-        for seed in 0..args.seeds {
-            let label = format!("ablation {name}, seed {seed}");
-            let with = (policy.k > 0).then_some(&ablated);
-            let drawn = draw(generator, &held_out, with, seed, args.cfg, &label)?;
-            scores.push(images.score(&drawn.images, &captions)?);
-        }
-        Ok(scores.summary(held_out.len()))
+        let with = (policy.k > 0).then_some(&ablated);
+        let label = format!("ablation {name}");
+        images.over_seeds(generator, &held_out, with, args.seeds, args.cfg, &label)
     };
     if args.tasks.contains(&Task::Ablation) {
         let mut rows = serde_json::Map::new();
@@ -433,7 +417,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 k: trained.k,
                 ..retriever.policy
             };
-            let name = trained.label();
+            let name = trained_label(trained);
             let mut row = ablate(&name, &load(run)?, policy)?;
             row["setting"] = json!(name);
             row["run"] = json!(run);
@@ -539,6 +523,27 @@ impl ImageScoring<'_> {
             )?);
         }
         Ok(scores)
+    }
+
+    /// Caption to image for `documents` (whose images are `self.real`) at seeds
+    /// 0..`seeds`: the summary over seeds.
+    fn over_seeds(
+        &self,
+        generator: &Generator,
+        documents: &[Document],
+        retriever: Option<&Retriever>,
+        seeds: u64,
+        cfg: f32,
+        label: &str,
+    ) -> Result<Value> {
+        let captions: Vec<String> = documents.iter().map(Document::caption).collect();
+        let mut scores = SeedScores::default();
+        for seed in 0..seeds {
+            let label = format!("{label}, seed {seed}");
+            let drawn = draw(generator, documents, retriever, seed, cfg, &label)?;
+            scores.push(self.score(&drawn.images, &captions)?);
+        }
+        Ok(scores.summary(documents.len()))
     }
 }
 
