@@ -4,8 +4,8 @@
 //! is 32 cache lines, its code 8. Each dimension has its own symmetric scale (the largest
 //! magnitude seen in that dimension over 127), as faiss's `ScalarQuantizer` keeps a range
 //! per dimension, because embedding dimensions differ in spread. The walk ranks with
-//! these approximate scores; the nodes it finds are re-scored exactly before they are
-//! returned, so only the path, not the answer's scores, is approximate.
+//! these approximate scores; the best nodes it finds are re-scored exactly before they
+//! are returned, so only the path, not the answer's scores, is approximate.
 
 /// 8-bit codes of every row, with the per-dimension scales.
 pub(crate) struct Codes {

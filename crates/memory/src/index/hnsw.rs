@@ -35,7 +35,8 @@ pub struct HnswConfig {
     pub ef_construction: usize,
     /// Default candidate list size while searching (faiss `efSearch`); raise it for recall.
     pub ef_search: usize,
-    /// Seeds each node's level, so a build is reproducible up to insertion races.
+    /// Seeds each node's level and the insertion order, so a build is reproducible up to
+    /// insertion races.
     pub seed: u64,
 }
 
@@ -743,6 +744,48 @@ mod tests {
         hnsw.save(&path).unwrap();
         let reloaded = HnswIndex::load(&path).unwrap();
         assert_eq!(reloaded.search(queries, 10).unwrap(), approx);
+    }
+
+    // Keys that arrive one cluster after another, as a dataset sorted by category does,
+    // make as good a graph as the same keys interleaved: insertion follows a seeded
+    // shuffle, not the rows' order. (Inserted in row order, the first clusters fill their
+    // links among themselves before later clusters exist: at these settings recall@10 fell
+    // from 0.89 to 0.71.) Lean settings, so that a weaker graph shows in the recall.
+    #[test]
+    fn recall_does_not_depend_on_the_order_of_the_rows() {
+        let (dim, clusters, per_cluster) = (32, 40, 100);
+        let all = clustered(clusters * per_cluster + 200, dim, clusters, 0.6, 3);
+        let (interleaved, queries) = all.split_at(clusters * per_cluster * dim);
+        // Row i belongs to cluster i % clusters: regroup the rows cluster by cluster.
+        let sorted: Vec<f32> = (0..clusters)
+            .flat_map(|cluster| (0..per_cluster).map(move |j| j * clusters + cluster))
+            .flat_map(|row| interleaved[row * dim..(row + 1) * dim].iter().copied())
+            .collect();
+        let recall = |keys: &[f32]| {
+            let mut hnsw = HnswIndex::new(
+                dim,
+                HnswConfig {
+                    m: 16,
+                    ef_construction: 16,
+                    ..HnswConfig::default()
+                },
+            );
+            hnsw.add(keys).unwrap();
+            let exact = FlatIndex::from_vectors(dim, keys.to_vec())
+                .unwrap()
+                .search(queries, 10)
+                .unwrap();
+            let params = SearchParams {
+                ef_search: Some(10),
+                keep: None,
+            };
+            recall_at_10(&hnsw.search_with(queries, 10, &params).unwrap(), &exact)
+        };
+        let (by_cluster, mixed) = (recall(&sorted), recall(interleaved));
+        assert!(
+            by_cluster >= mixed - 0.05,
+            "recall@10 {by_cluster} with rows by cluster, {mixed} interleaved"
+        );
     }
 
     /// An index of `n` clustered keys of dimension `dim` (default settings), the keys, and
