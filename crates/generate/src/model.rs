@@ -518,7 +518,7 @@ impl Cm3Model {
         // outside it, each product hands its halves to the pool's threads and puts the
         // caller to sleep, and the pool's threads spin for work while the caller runs the
         // element-wise ops: three threads on two cores. The whole pass on one of the pool's
-        // threads decodes batch 8 about 19% faster here (BENCHMARKS.md).
+        // threads decoded batch 8 about 6% faster in an alternating A/B (BENCHMARKS.md).
         rayon::scope(|_| self.forward_here(input_ids, cache))
     }
 
