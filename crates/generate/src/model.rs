@@ -509,16 +509,17 @@ impl Cm3Model {
     /// cached sequence and the cache grows by t; without one, they start at position 0.
     pub fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (rows, seq_len) = input_ids.dims2()?;
-        if rows * seq_len == 1 {
+        if rows * seq_len == 1 || !self.device().is_cpu() {
             // One token: the products are matrix-vector ones that gemm runs on the calling
-            // thread, so there is no work to hand to the pool.
+            // thread, so there is no work to hand to the pool. A GPU needs no CPU threads.
             return self.forward_here(input_ids, cache);
         }
-        // With several tokens every matrix product is split over rayon's pool. Called from
-        // outside it, each product hands its halves to the pool's threads and puts the
-        // caller to sleep, and the pool's threads spin for work while the caller runs the
-        // element-wise ops: three threads on two cores. The whole pass on one of the pool's
-        // threads decoded batch 8 about 6% faster in an alternating A/B (BENCHMARKS.md).
+        // On the CPU with several tokens every matrix product is split over rayon's pool.
+        // Called from outside it, each product hands its halves to the pool's threads and
+        // puts the caller to sleep, and the pool's threads spin for work while the caller
+        // runs the element-wise ops: three threads on two cores. The whole pass on one of
+        // the pool's threads decoded batch 8 about 6% faster in an alternating A/B
+        // (BENCHMARKS.md).
         rayon::scope(|_| self.forward_here(input_ids, cache))
     }
 
