@@ -15,7 +15,7 @@ use racm3::retrieve::{ClipEncoder, RetrievalPolicy};
 use racm3::tasks::{Generator, Retriever};
 use serde_json::{Value, json};
 
-use super::{ImageScoring, SeedScores, draw};
+use super::ImageScoring;
 
 /// Copies the memory folder `from` into `to` (replaced if present).
 fn copy_memory(from: &Path, to: &Path) -> Result<()> {
@@ -72,7 +72,6 @@ pub fn run(
         memory.remove(document.id())?;
     }
     memory.commit()?;
-    let captions: Vec<String> = held_out.iter().map(Document::caption).collect();
     let mut phases = serde_json::Map::new();
     let mut update_seconds = 0.0;
     for phase in ["before", "after"] {
@@ -87,17 +86,10 @@ pub fn run(
             memory: &memory,
             policy,
         };
-        let mut scores = SeedScores::default();
-        let mut same_entity = 0;
-        for seed in 0..seeds {
-            let label = format!("knowledge update, {phase}, seed {seed}");
-            let drawn = draw(ra, held_out, Some(&retriever), seed, cfg, &label)?;
-            if seed == 0 {
-                same_entity = drawn.same_entity;
-            }
-            scores.push(scoring.score(&drawn.images, &captions)?);
-        }
-        let mut summary = scores.summary(held_out.len());
+        let label = format!("knowledge update, {phase}");
+        let (mut summary, first) =
+            scoring.over_seeds(ra, held_out, Some(&retriever), seeds, cfg, &label)?;
+        let same_entity = first.map_or(0, |drawn| drawn.same_entity);
         summary["memory_documents"] = json!(memory.len());
         summary["retrieved_same_entity_share"] = json!(same_entity as f64 / held_out.len() as f64);
         phases.insert(phase.to_owned(), summary);

@@ -296,43 +296,38 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let mut results = serde_json::Map::new();
     for model in &models {
         let retriever = model.retrieval.then_some(&retriever);
-        let mut scores = SeedScores::default();
-        let mut retrieved_same_entity = 0usize;
         let mut entry = json!({});
-        for seed in (0..args.seeds).filter(|_| args.tasks.contains(&Task::Image)) {
-            let label = format!("{} seed {seed}", model.name);
-            let drawn = draw(
+        if args.tasks.contains(&Task::Image) {
+            let (summary, first) = images.over_seeds(
                 &model.generator,
                 &held_out,
                 retriever,
-                seed,
+                args.seeds,
                 args.cfg,
-                &label,
+                model.name,
             )?;
-            if seed == 0 {
-                retrieved_same_entity = drawn.same_entity;
-                let grid = drawn.images.iter().take(32).collect::<Vec<_>>();
+            entry["caption_to_image"] = summary;
+            if let Some(first) = first {
+                let grid = first.images.iter().take(32).collect::<Vec<_>>();
                 save_row(&grid, &args.out.join(format!("{}-samples.png", model.name)))?;
-            }
-            scores.push(images.score(&drawn.images, &captions)?);
-        }
-        if args.tasks.contains(&Task::Image) {
-            entry["caption_to_image"] = scores.summary(captions.len());
-            if model.retrieval {
-                entry["retrieved_same_entity_share"] =
-                    json!(retrieved_same_entity as f64 / captions.len() as f64);
+                if model.retrieval {
+                    entry["retrieved_same_entity_share"] =
+                        json!(first.same_entity as f64 / captions.len() as f64);
+                }
             }
         }
         if args.tasks.contains(&Task::ImageSeen) {
             let label = format!("{} seen entities", model.name);
-            entry["caption_to_image_seen"] = seen_images.over_seeds(
-                &model.generator,
-                &seen,
-                retriever,
-                args.seeds,
-                args.cfg,
-                &label,
-            )?;
+            entry["caption_to_image_seen"] = seen_images
+                .over_seeds(
+                    &model.generator,
+                    &seen,
+                    retriever,
+                    args.seeds,
+                    args.cfg,
+                    &label,
+                )?
+                .0;
         }
         if args.tasks.contains(&Task::Caption) {
             entry["image_to_caption"] = caption_task(model, retriever, &real, &references)?;
@@ -381,7 +376,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         };
         let with = (policy.k > 0).then_some(&ablated);
         let label = format!("ablation {name}");
-        images.over_seeds(generator, &held_out, with, args.seeds, args.cfg, &label)
+        Ok(images
+            .over_seeds(generator, &held_out, with, args.seeds, args.cfg, &label)?
+            .0)
     };
     if args.tasks.contains(&Task::Ablation) {
         let mut rows = serde_json::Map::new();
@@ -526,7 +523,7 @@ impl ImageScoring<'_> {
     }
 
     /// Caption to image for `documents` (whose images are `self.real`) at seeds
-    /// 0..`seeds`: the summary over seeds.
+    /// 0..`seeds`: the summary over seeds, and what seed 0 drew.
     fn over_seeds(
         &self,
         generator: &Generator,
@@ -535,15 +532,17 @@ impl ImageScoring<'_> {
         seeds: u64,
         cfg: f32,
         label: &str,
-    ) -> Result<Value> {
+    ) -> Result<(Value, Option<Drawn>)> {
         let captions: Vec<String> = documents.iter().map(Document::caption).collect();
         let mut scores = SeedScores::default();
+        let mut first = None;
         for seed in 0..seeds {
             let label = format!("{label}, seed {seed}");
             let drawn = draw(generator, documents, retriever, seed, cfg, &label)?;
             scores.push(self.score(&drawn.images, &captions)?);
+            first.get_or_insert(drawn);
         }
-        Ok(scores.summary(documents.len()))
+        Ok((scores.summary(documents.len()), first))
     }
 }
 
