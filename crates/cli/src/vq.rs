@@ -116,6 +116,10 @@ pub struct TrainArgs {
     /// generators trained on them stay valid. Use with --init.
     #[arg(long, requires = "init")]
     decoder_only: bool,
+    /// Base channel count of the encoder (and of the decoder without --decoder-ch),
+    /// replacing the preset's: a wider model of the same grid and codebook. Not with --init.
+    #[arg(long, conflicts_with = "init")]
+    ch: Option<usize>,
     /// Base channel count of the decoder, when it should differ from the encoder's: with
     /// --init, a decoder of a new width starts fresh on the trained encoder and codebook.
     #[arg(long)]
@@ -168,11 +172,16 @@ fn train(args: TrainArgs) -> Result<()> {
             )
         })?,
     };
+    if let Some(ch) = args.ch {
+        model.ch = ch;
+    }
     if args.decoder_ch.is_some() {
         model.decoder_ch = args.decoder_ch;
+    }
+    if args.ch.is_some() || args.decoder_ch.is_some() {
         model
             .validate()
-            .map_err(|message| anyhow::anyhow!("--decoder-ch: {message}"))?;
+            .map_err(|message| anyhow::anyhow!("--ch/--decoder-ch: {message}"))?;
     }
     let mut config = VqTrainConfig::new(model);
     config.init = args.init.clone();

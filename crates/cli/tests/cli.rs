@@ -415,6 +415,47 @@ fn vq_train_writes_and_resumes_a_run() {
     assert!(out.join("config.json").is_file() && out.join("model.safetensors").is_file());
 }
 
+// `vq train --ch` widens a preset (recorded in the run's config.json), and a width the
+// norm groups cannot split is refused with the flag named.
+#[test]
+fn vq_train_sets_the_base_width() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("run");
+    let pairs = fixtures().join("pairs");
+    let train = |ch: &str| {
+        racm3(
+            home.path(),
+            &[
+                "vq",
+                "train",
+                pairs.to_str().unwrap(),
+                "--preset",
+                "tiny",
+                "--ch",
+                ch,
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    let wide = train("12");
+    assert!(wide.status.success(), "{}", stderr(&wide));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["ch"], 12, "{config}");
+    let odd = train("6");
+    assert!(!odd.status.success());
+    assert!(
+        stderr(&odd).contains("--ch/--decoder-ch: 6 channels do not split into 4 norm groups"),
+        "{}",
+        stderr(&odd)
+    );
+}
+
 // The retrieval half end to end on the emoji fixture: `clip train` makes a loadable CLIP
 // with a recall report, `memory build` stores every document with keys, `retrieve`
 // ranks them best first, `memory add` skips stored ids, `memory remove` takes one out for
