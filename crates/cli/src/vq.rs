@@ -172,17 +172,12 @@ fn train(args: TrainArgs) -> Result<()> {
             )
         })?,
     };
-    if let Some(ch) = args.ch {
-        model.ch = ch;
-    }
-    if args.decoder_ch.is_some() {
-        model.decoder_ch = args.decoder_ch;
-    }
-    if args.ch.is_some() || args.decoder_ch.is_some() {
-        model
-            .validate()
-            .map_err(|message| anyhow::anyhow!("--ch/--decoder-ch: {message}"))?;
-    }
+    // Presets and --init configs are valid, so a failure here comes from the widths.
+    model.ch = args.ch.unwrap_or(model.ch);
+    model.decoder_ch = args.decoder_ch.or(model.decoder_ch);
+    model
+        .validate()
+        .map_err(|message| anyhow::anyhow!("--ch/--decoder-ch: {message}"))?;
     let mut config = VqTrainConfig::new(model);
     config.init = args.init.clone();
     config.decoder_only = args.decoder_only;

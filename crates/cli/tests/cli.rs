@@ -416,7 +416,7 @@ fn vq_train_writes_and_resumes_a_run() {
 }
 
 // `vq train --ch` widens a preset (recorded in the run's config.json), and a width the
-// norm groups cannot split is refused with the flag named.
+// norm groups cannot split, or too wide to allocate, is refused with the flag named.
 #[test]
 fn vq_train_sets_the_base_width() {
     let home = tempfile::tempdir().unwrap();
@@ -453,6 +453,13 @@ fn vq_train_sets_the_base_width() {
         stderr(&odd).contains("--ch/--decoder-ch: 6 channels do not split into 4 norm groups"),
         "{}",
         stderr(&odd)
+    );
+    let huge = train("100000");
+    assert_eq!(huge.status.code(), Some(1), "{}", stderr(&huge));
+    assert!(
+        stderr(&huge).contains("a layer of 100000 channels is wider than the 4096 allowed"),
+        "{}",
+        stderr(&huge)
     );
 }
 

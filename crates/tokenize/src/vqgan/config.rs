@@ -152,6 +152,10 @@ impl VqganConfig {
         self.grid_size() * self.grid_size()
     }
 
+    /// The widest layer a config may ask for: 8 times taming's widest (512), a 3x3
+    /// convolution of 600 MB.
+    pub const MAX_CHANNELS: usize = 4096;
+
     /// Checks what the model code relies on, naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
         if self.ch_mult.is_empty() {
@@ -169,9 +173,16 @@ impl VqganConfig {
         }
         let mut channels: Vec<usize> = [self.ch, self.decoder_base()]
             .iter()
-            .flat_map(|&base| self.ch_mult.iter().map(move |m| m * base))
+            .flat_map(|&base| self.ch_mult.iter().map(move |m| m.saturating_mul(base)))
             .collect();
         channels.extend([self.ch, self.decoder_base()]);
+        // A typo such as ch 100000 would otherwise abort on allocating its weights.
+        if let Some(bad) = channels.iter().find(|&&c| c > Self::MAX_CHANNELS) {
+            return Err(format!(
+                "a layer of {bad} channels is wider than the {} allowed",
+                Self::MAX_CHANNELS
+            ));
+        }
         if let Some(bad) = channels
             .iter()
             .find(|&&c| self.norm_groups == 0 || c % self.norm_groups != 0)
@@ -211,6 +222,14 @@ mod tests {
         assert_eq!(
             odd_decoder.validate().unwrap_err(),
             "6 channels do not split into 4 norm groups"
+        );
+        let huge = VqganConfig {
+            ch: 100_000,
+            ..VqganConfig::tiny()
+        };
+        assert_eq!(
+            huge.validate().unwrap_err(),
+            "a layer of 100000 channels is wider than the 4096 allowed"
         );
     }
 }
