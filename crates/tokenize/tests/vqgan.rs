@@ -346,7 +346,7 @@ fn a_wider_decoder_keeps_every_token() {
 }
 
 // The committed emoji tokenizer loads, gives 64 codes per image, and reconstructs the
-// fixture emoji (both vendors) at a PSNR near its val figure in BENCHMARKS.md (20.4 dB).
+// fixture emoji (both vendors) at a PSNR near its val figure in BENCHMARKS.md (21.0 dB).
 #[test]
 fn committed_emoji_checkpoint_reconstructs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/vqgan-emoji64-f8");
