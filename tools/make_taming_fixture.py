@@ -12,9 +12,8 @@ only its model modules are imported, which need torch and numpy alone). Run once
     pip install --no-deps taming-transformers==0.0.1
     python3 tools/make_taming_fixture.py
 
-VQModel itself imports pytorch-lightning and taming's training script; the module below
-has exactly its sub-modules (encoder, decoder, quantize, quant_conv, post_quant_conv) so
-its state dict has VQModel's keys, less the training loss.
+VQModel itself imports pytorch-lightning and taming's training script; `taming_vq.TamingVQ`
+has exactly its sub-modules, so its state dict has VQModel's keys, less the training loss.
 """
 import json
 from pathlib import Path
@@ -23,8 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from taming.modules.diffusionmodules.model import Decoder, Encoder
-from taming.modules.vqvae.quantize import VectorQuantizer
+from taming_vq import TamingVQ
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "vqgan" / "taming-tiny"
@@ -44,19 +42,9 @@ DDCONFIG = dict(
 N_EMBED, EMBED_DIM = 16, 8
 
 
-class TamingVQ(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = Encoder(**DDCONFIG)
-        self.decoder = Decoder(**DDCONFIG)
-        self.quantize = VectorQuantizer(N_EMBED, EMBED_DIM, beta=0.25)
-        self.quant_conv = torch.nn.Conv2d(DDCONFIG["z_channels"], EMBED_DIM, 1)
-        self.post_quant_conv = torch.nn.Conv2d(EMBED_DIM, DDCONFIG["z_channels"], 1)
-
-
 def main():
     torch.manual_seed(0)
-    model = TamingVQ().eval()
+    model = TamingVQ(DDCONFIG, N_EMBED, EMBED_DIM).eval()
     with torch.no_grad():
         # Non-trivial norm affines, so that loading them wrong shows.
         for name, param in model.named_parameters():
