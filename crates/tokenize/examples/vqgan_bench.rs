@@ -16,14 +16,17 @@ const CODING_BATCH: usize = 64;
 /// Timed encoding and decoding runs; the fastest counts (as in tools/vqgan_torch.py).
 const CODING_RUNS: usize = 3;
 
-fn best_seconds(runs: usize, mut run: impl FnMut() -> candle_core::Result<()>) -> f64 {
-    (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            run().expect("VQGAN pass");
-            started.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+fn best_seconds(
+    runs: usize,
+    mut run: impl FnMut() -> candle_core::Result<()>,
+) -> candle_core::Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let started = Instant::now();
+        run()?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,8 +58,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vqgan = Vqgan::load(out.path(), &device)?;
     let xs = images.narrow(0, 0, CODING_BATCH)?;
     let indices = vqgan.encode(&xs)?.indices;
-    let encode = best_seconds(CODING_RUNS, || vqgan.encode(&xs).map(drop));
-    let decode = best_seconds(CODING_RUNS, || vqgan.decode_indices(&indices).map(drop));
+    let encode = best_seconds(CODING_RUNS, || vqgan.encode(&xs).map(drop))?;
+    let decode = best_seconds(CODING_RUNS, || vqgan.decode_indices(&indices).map(drop))?;
     println!(
         "{}",
         serde_json::json!({
