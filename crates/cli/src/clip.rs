@@ -14,6 +14,8 @@ use crate::progress::Bar;
 
 /// The committed emoji CLIP, relative to the repository root.
 pub const DEFAULT_CLIP: &str = "checkpoints/clip-emoji-small";
+/// Where `clip train` writes a run unless told: beside the committed model, never over it.
+const DEFAULT_RUN: &str = "runs/clip-emoji-small";
 
 #[derive(Debug, Subcommand)]
 pub enum ClipCommand {
@@ -21,7 +23,7 @@ pub enum ClipCommand {
     /// (symmetric InfoNCE with a learned temperature), then report recall@1/5/10 on their
     /// val splits. Resumes the run in --out if there is one.
     ///
-    /// Example: racm3 clip train emoji fashion-mnist --steps 1500 --out checkpoints/clip-emoji-small
+    /// Example: racm3 clip train emoji fashion-mnist --steps 1500 --out runs/clip-emoji-small
     Train {
         /// Datasets: built-in names, folders of image-caption pairs, or .tar shards.
         #[arg(default_values_t = ["emoji".to_string()])]
@@ -47,8 +49,9 @@ pub enum ClipCommand {
         /// Leave out unreadable samples instead of stopping.
         #[arg(long)]
         skip_bad: bool,
-        /// The run's folder: config.json, model.safetensors, tokenizer.json, checkpoints.
-        #[arg(long, default_value = DEFAULT_CLIP)]
+        /// The run's folder: config.json, model.safetensors, tokenizer.json, checkpoints. A
+        /// folder holding a trained model without checkpoints is refused, not overwritten.
+        #[arg(long, default_value = DEFAULT_RUN)]
         out: PathBuf,
         /// Where to train: cpu, cuda or cuda:N (a --features cuda build).
         #[arg(long, default_value = "cpu")]

@@ -140,6 +140,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if train_docs.is_empty() {
         bail!("{} has no training documents", args.dataset);
     }
+    // Before the caches are made: a folder holding a trained model is not a new run's.
+    racm3::train::Checkpoints::new(&args.out).resume_point::<serde::de::IgnoredAny>()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     // Deterministic on the same captions, so a baseline run gets the same tokenizer.

@@ -17,6 +17,8 @@ use crate::progress::Bar;
 
 /// The committed emoji tokenizer, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "checkpoints/vqgan-emoji64-f8";
+/// Where `vq train` writes a run unless told: beside the committed model, never over it.
+const DEFAULT_RUN: &str = "runs/vqgan-emoji64-f8";
 
 const FIT_POLICY: &str = "Images of another size are fitted: the short side is resized to the \
 model's resolution (Catmull-Rom) and the center square is cropped; transparency is \
@@ -27,7 +29,7 @@ pub enum VqCommand {
     /// Train a VQGAN on a dataset's train split (L1 + VQ losses, PatchGAN after warm-up).
     /// Resumes the run in --out if there is one; raising --steps trains it longer.
     ///
-    /// Example: racm3 vq train emoji --preset emoji64-f8 --steps 3000 --out checkpoints/vqgan-emoji64-f8
+    /// Example: racm3 vq train emoji --preset emoji64-f8 --steps 3000 --out runs/vqgan-emoji64-f8
     ///
     /// Sharpen a trained model's decoder, keeping every image's tokens:
     /// racm3 vq train emoji --init checkpoints/vqgan-emoji64-f8 --decoder-only --steps 2000 --out runs/vq-decoder
@@ -124,8 +126,9 @@ pub struct TrainArgs {
     /// --init, a decoder of a new width starts fresh on the trained encoder and codebook.
     #[arg(long)]
     decoder_ch: Option<usize>,
-    /// The run's folder: model, checkpoints, loss.csv and loss.png.
-    #[arg(long, default_value = DEFAULT_MODEL)]
+    /// The run's folder: model, checkpoints, loss.csv and loss.png. A folder holding a
+    /// trained model without checkpoints (a committed one) is refused, not overwritten.
+    #[arg(long, default_value = DEFAULT_RUN)]
     out: PathBuf,
     /// Where to train: cpu, cuda or cuda:N (a --features cuda build).
     #[arg(long, default_value = "cpu")]

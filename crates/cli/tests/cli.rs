@@ -413,6 +413,34 @@ fn vq_train_writes_and_resumes_a_run() {
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(out.join("config.json").is_file() && out.join("model.safetensors").is_file());
+
+    // The finished model copied out without its checkpoints, as one is committed: a new run
+    // aimed at it is refused with the file named, and the model keeps every byte.
+    let exported = home.path().join("exported");
+    std::fs::create_dir(&exported).unwrap();
+    for file in ["config.json", "model.safetensors", "loss.csv"] {
+        std::fs::copy(out.join(file), exported.join(file)).unwrap();
+    }
+    let weights = std::fs::read(exported.join("model.safetensors")).unwrap();
+    let mut argv = args("10");
+    *argv.last_mut().unwrap() = exported.to_str().unwrap().into();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let refused = racm3(home.path(), &argv);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("model.safetensors is a trained model"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        std::fs::read(exported.join("model.safetensors")).unwrap(),
+        weights
+    );
+    assert_eq!(
+        std::fs::read_to_string(exported.join("loss.csv")).unwrap(),
+        csv
+    );
+    assert!(!exported.join("train").exists());
 }
 
 // `vq train --ch` widens a preset (recorded in the run's config.json), and a width the

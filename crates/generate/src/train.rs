@@ -107,7 +107,7 @@ impl Cm3Trainer {
         out: &Path,
         device: &Device,
     ) -> racm3_train::Result<Self> {
-        let latest: Option<(PathBuf, TrainState)> = Checkpoints::new(out).latest()?;
+        let latest: Option<(PathBuf, TrainState)> = Checkpoints::new(out).resume_point()?;
         let config = match &latest {
             Some((_, state)) => Cm3TrainConfig {
                 steps: config.steps,

@@ -179,7 +179,7 @@ impl ClipTrainer {
             )));
         }
         let checkpoints = Checkpoints::new(out);
-        let latest: Option<(PathBuf, TrainState)> = checkpoints.latest()?;
+        let latest: Option<(PathBuf, TrainState)> = checkpoints.resume_point()?;
         let config = match &latest {
             Some((_, state)) => ClipTrainConfig {
                 steps: config.steps,

@@ -120,6 +120,7 @@ pub fn load_training_state(dir: &Path, vars: &VarMap, optimizer: &mut crate::Ada
 /// The checkpoints of one training run.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
+    run_dir: PathBuf,
     dir: PathBuf,
 }
 
@@ -127,8 +128,21 @@ impl Checkpoints {
     /// The checkpoints kept under `run_dir/train/`.
     pub fn new(run_dir: &Path) -> Self {
         Self {
+            run_dir: run_dir.to_owned(),
             dir: run_dir.join("train"),
         }
+    }
+
+    /// The checkpoint a run in this folder resumes from, or `None` for a fresh run. A fresh
+    /// run refuses a folder that already holds a trained model with no checkpoint to resume
+    /// (a committed or copied model folder): its first save would replace that model.
+    pub fn resume_point<S: DeserializeOwned>(&self) -> Result<Option<(PathBuf, S)>> {
+        let latest = self.latest()?;
+        let weights = self.run_dir.join(WEIGHTS_FILE);
+        if latest.is_none() && weights.exists() {
+            return Err(Error::WouldOverwrite { path: weights });
+        }
+        Ok(latest)
     }
 
     /// Writes a checkpoint for `step`: `write` fills the folder it is given, then the
@@ -220,5 +234,21 @@ mod tests {
         assert_eq!(state, 20);
         assert_eq!(std::fs::read_to_string(latest.join("x")).unwrap(), "20");
         assert!(!dir.path().join("train/step-00000010").exists());
+    }
+
+    // A trained model without checkpoints (as committed) is never replaced by a fresh run;
+    // a folder with a run in progress resumes, and an empty one starts.
+    #[test]
+    fn a_fresh_run_refuses_a_folder_holding_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::new(dir.path());
+        assert!(checkpoints.resume_point::<usize>().unwrap().is_none());
+        std::fs::write(dir.path().join(WEIGHTS_FILE), b"trained").unwrap();
+        let refused = checkpoints.resume_point::<usize>().unwrap_err();
+        assert!(matches!(&refused, Error::WouldOverwrite { path } if path.ends_with(WEIGHTS_FILE)));
+        assert!(refused.to_string().contains("another folder"), "{refused}");
+        checkpoints.save(5, &5usize, |_| Ok(())).unwrap();
+        let (_, step): (PathBuf, usize) = checkpoints.resume_point().unwrap().unwrap();
+        assert_eq!(step, 5);
     }
 }

@@ -43,6 +43,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A fresh run pointed at a folder whose trained model it would replace.
+    #[error(
+        "{path} is a trained model and the folder has no checkpoint to resume; a new run there would overwrite it, so train into another folder (or start from this model with --init where the command has it)"
+    )]
+    WouldOverwrite {
+        /// The model's weights.
+        path: PathBuf,
+    },
     /// A plot that could not be drawn.
     #[error("{path}: could not draw the plot: {message}")]
     Plot {

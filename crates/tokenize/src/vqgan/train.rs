@@ -187,7 +187,7 @@ impl VqTrainer {
     /// settings except the total step count, which may be raised to train longer.
     pub fn open(config: VqTrainConfig, out: &Path, device: &Device) -> Result<Self> {
         let checkpoints = Checkpoints::new(out);
-        let latest: Option<(PathBuf, TrainState)> = checkpoints.latest()?;
+        let latest: Option<(PathBuf, TrainState)> = checkpoints.resume_point()?;
         let config = match &latest {
             Some((_, state)) => VqTrainConfig {
                 steps: config.steps,
