@@ -98,6 +98,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    racm3::train::keep_freed_memory();
     let cli = Cli::parse();
     settle_thread_count();
     if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {

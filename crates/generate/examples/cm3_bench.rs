@@ -23,6 +23,8 @@ const NEW_TOKENS: usize = 128;
 const DECODE_RUNS: usize = 6;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the racm3 binary does, so the figures are the command's.
+    racm3_train::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let preset = args.get(1).map_or("small", String::as_str);
     let steps: usize = args.get(2).map_or(Ok(10), |s| s.parse())?;

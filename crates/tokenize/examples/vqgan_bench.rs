@@ -30,6 +30,8 @@ fn best_seconds(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the racm3 binary does, so the figures are the command's.
+    racm3_train::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let batch: usize = args.get(1).map_or(Ok(8), |s| s.parse())?;
     let steps: usize = args.get(2).map_or(Ok(4), |s| s.parse())?;

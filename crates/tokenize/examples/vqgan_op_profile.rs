@@ -19,6 +19,8 @@ fn time_ms(run: impl Fn() -> candle_core::Result<Tensor>) -> candle_core::Result
 }
 
 fn main() -> candle_core::Result<()> {
+    // As the racm3 binary does, so the figures are the command's.
+    racm3_train::keep_freed_memory();
     let device = Device::Cpu;
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
