@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use racm3::Device;
 use racm3::data::{Document, Split};
 use racm3::tokenize::vqgan::{
-    ImageTokenizer, VqTrainConfig, VqTrainer, Vqgan, VqganConfig, evaluate, fit_image,
-    images_to_tensor, read_config,
+    ImageTokenizer, ReconstructionLoss, VqTrainConfig, VqTrainer, Vqgan, VqganConfig, evaluate,
+    fit_image, images_to_tensor, read_config,
 };
 use serde_json::json;
 
@@ -26,7 +26,7 @@ composited over white and grey images become RGB.";
 
 #[derive(Debug, Subcommand)]
 pub enum VqCommand {
-    /// Train a VQGAN on a dataset's train split (L1 + VQ losses, PatchGAN after warm-up).
+    /// Train a VQGAN on a dataset's train split (L1 or L2 + VQ losses, PatchGAN after warm-up).
     /// Resumes the run in --out if there is one; raising --steps trains it longer.
     ///
     /// Example: racm3 vq train emoji --preset emoji64-f8 --steps 3000 --out runs/vqgan-emoji64-f8
@@ -118,6 +118,10 @@ pub struct TrainArgs {
     /// generators trained on them stay valid. Use with --init.
     #[arg(long, requires = "init")]
     decoder_only: bool,
+    /// The reconstruction loss: l1 (taming's) or l2 (the mean squared error PSNR measures;
+    /// for fine-tuning a decoder toward PSNR).
+    #[arg(long, default_value = "l1")]
+    loss: ReconstructionLoss,
     /// Base channel count of the encoder (and of the decoder without --decoder-ch),
     /// replacing the preset's: a wider model of the same grid and codebook. Not with --init.
     #[arg(long, conflicts_with = "init")]
@@ -184,6 +188,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let mut config = VqTrainConfig::new(model);
     config.init = args.init.clone();
     config.decoder_only = args.decoder_only;
+    config.reconstruction = args.loss;
     config.seed = args.seed;
     config.steps = args.steps.unwrap_or(config.steps);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);

@@ -21,7 +21,7 @@ use image::RgbImage;
 pub use config::{CodebookKind, VqganConfig};
 pub use discriminator::{Discriminator, DiscriminatorConfig};
 pub use quantize::Quantized;
-pub use train::{Evaluation, StepReport, VqTrainConfig, VqTrainer, evaluate};
+pub use train::{Evaluation, ReconstructionLoss, StepReport, VqTrainConfig, VqTrainer, evaluate};
 
 use crate::error::{Error, Result};
 use blocks::{Decoder, Encoder};

@@ -1,4 +1,4 @@
-//! Training a VQGAN: L1 reconstruction, the VQ losses, and a PatchGAN hinge loss switched on
+//! Training a VQGAN: L1 (or L2) reconstruction, the VQ losses, and a PatchGAN hinge loss switched on
 //! after a warm-up (Esser et al., 2021, section 3.2), with dead codes restarted from encoder
 //! outputs so the codebook stays in use.
 
@@ -55,6 +55,34 @@ pub struct VqTrainConfig {
     /// reconstructions sharpen.
     #[serde(default)]
     pub decoder_only: bool,
+    /// The reconstruction loss the model is trained on.
+    #[serde(default)]
+    pub reconstruction: ReconstructionLoss,
+}
+
+/// The pixel loss between an image and its reconstruction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconstructionLoss {
+    /// Mean absolute error, as taming-transformers: sharper edges.
+    #[default]
+    L1,
+    /// Mean squared error: what PSNR measures, so the loss to fine-tune for it.
+    L2,
+}
+
+impl std::str::FromStr for ReconstructionLoss {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "l1" => Ok(Self::L1),
+            "l2" => Ok(Self::L2),
+            other => Err(format!(
+                "unknown reconstruction loss '{other}': expected l1 or l2"
+            )),
+        }
+    }
 }
 
 impl VqTrainConfig {
@@ -77,6 +105,7 @@ impl VqTrainConfig {
             seed: 0,
             init: None,
             decoder_only: false,
+            reconstruction: ReconstructionLoss::L1,
         }
     }
 }
@@ -355,14 +384,20 @@ impl VqTrainer {
         } else {
             self.model.forward(xs)?
         };
-        let l1 = (xs - &reconstruction)?.abs()?.mean_all()?;
+        let error = (xs - &reconstruction)?;
+        let l1 = error.abs()?.mean_all()?;
+        let squared = error.sqr()?.mean_all()?;
+        let pixel_loss = match self.config.reconstruction {
+            ReconstructionLoss::L1 => &l1,
+            ReconstructionLoss::L2 => &squared,
+        };
         let vq = (&quantized.codebook_loss + (&quantized.commitment_loss * self.config.beta)?)?;
         let adversarial = step >= self.config.disc_start;
         // With the encoder and codebook frozen the VQ losses are reported, not trained.
         let mut loss = if self.config.decoder_only {
-            l1.clone()
+            pixel_loss.clone()
         } else {
-            (&l1 + &vq)?
+            (pixel_loss + &vq)?
         };
         if adversarial {
             let fake_score = self.discriminator.forward(&reconstruction)?.mean_all()?;
@@ -395,12 +430,7 @@ impl VqTrainer {
         for code in quantized.indices.flatten_all()?.to_vec1::<u32>()? {
             self.code_counts[code as usize] += 1;
         }
-        let mse = f64::from(
-            (xs - &reconstruction)?
-                .sqr()?
-                .mean_all()?
-                .to_scalar::<f32>()?,
-        );
+        let mse = f64::from(squared.to_scalar::<f32>()?);
         Ok(StepReport {
             step: step + 1,
             l1: f64::from(l1.to_scalar::<f32>()?),
