@@ -3,10 +3,11 @@
 //! that taming's parameter names load unchanged.
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::config::VqganConfig;
 use super::conv::Conv;
+use super::norm::Norm;
 
 fn conv(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv> {
     let padding = if stride == 1 { kernel / 2 } else { 0 };
@@ -18,18 +19,18 @@ fn conv(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, vb: VarBuilde
     Conv::new(in_ch, out_ch, kernel, cfg, vb)
 }
 
-fn norm(cfg: &VqganConfig, channels: usize, vb: VarBuilder) -> Result<GroupNorm> {
+fn norm(cfg: &VqganConfig, channels: usize, vb: VarBuilder) -> Result<Norm> {
     // eps 1e-6 as taming's Normalize().
-    candle_nn::group_norm(cfg.norm_groups, channels, 1e-6, vb)
+    Norm::new(cfg.norm_groups, channels, 1e-6, vb)
 }
 
 /// Pre-activation residual block: norm, swish, conv, twice, plus a 1x1 shortcut when the
 /// channel count changes.
 #[derive(Debug)]
 struct ResnetBlock {
-    norm1: GroupNorm,
+    norm1: Norm,
     conv1: Conv,
-    norm2: GroupNorm,
+    norm2: Norm,
     conv2: Conv,
     nin_shortcut: Option<Conv>,
 }
@@ -67,7 +68,7 @@ impl Module for ResnetBlock {
 /// projections.
 #[derive(Debug)]
 struct AttnBlock {
-    norm: GroupNorm,
+    norm: Norm,
     q: Conv,
     k: Conv,
     v: Conv,
@@ -200,7 +201,7 @@ pub(crate) struct Encoder {
     conv_in: Conv,
     down: Vec<Level>,
     mid: Mid,
-    norm_out: GroupNorm,
+    norm_out: Norm,
     conv_out: Conv,
 }
 
@@ -271,7 +272,7 @@ pub(crate) struct Decoder {
     mid: Mid,
     /// Stored lowest resolution last, as taming numbers them (`up.0` is the full size).
     up: Vec<Level>,
-    norm_out: GroupNorm,
+    norm_out: Norm,
     conv_out: Conv,
 }
 

@@ -9,6 +9,7 @@ mod blocks;
 mod config;
 mod conv;
 mod discriminator;
+mod norm;
 mod quantize;
 mod train;
 
