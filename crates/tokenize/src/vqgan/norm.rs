@@ -75,11 +75,10 @@ fn statistics(group: &[f32], eps: f64) -> (f32, f32) {
     (mean as f32, (1.0 / (variance + eps).sqrt()) as f32)
 }
 
-/// The f32 elements of a contiguous CPU tensor.
-fn cpu_values(tensor: &Tensor, op: &str) -> Result<Vec<f32>> {
-    let (storage, layout) = tensor.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(contiguous_f32(cpu, layout, op)?.to_vec()),
+/// The f32 elements of a contiguous CPU tensor's storage, borrowed.
+fn cpu_values<'a>(storage: &'a Storage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => contiguous_f32(cpu, layout, op),
         _ => candle_core::bail!("{op}: the CPU kernel got a tensor on another device"),
     }
 }
@@ -146,9 +145,17 @@ impl CustomOp3 for GroupNormOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, channels, plane) = self.dims(xs.shape())?;
         let per_group = channels / self.groups;
-        let input = cpu_values(&xs.contiguous()?, self.name())?;
-        let grads = cpu_values(&grad_res.contiguous()?, self.name())?;
-        let weight_values = cpu_values(&weight.contiguous()?, self.name())?;
+        let (xs, grad_res, weight) = (
+            xs.contiguous()?,
+            grad_res.contiguous()?,
+            weight.contiguous()?,
+        );
+        let (xs_storage, xs_layout) = xs.storage_and_layout();
+        let (grad_storage, grad_layout) = grad_res.storage_and_layout();
+        let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let input = cpu_values(&xs_storage, xs_layout, self.name())?;
+        let grads = cpu_values(&grad_storage, grad_layout, self.name())?;
+        let weight_values = cpu_values(&weight_storage, weight_layout, self.name())?;
         let mut grad_input = vec![0f32; input.len()];
         // Per image and channel; summed over the batch below.
         let mut grad_weight = vec![0f32; batch * channels];
