@@ -1,6 +1,6 @@
 //! What the models' CPU kernels (candle custom ops) share.
 
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, Layout, Result, Storage};
 
 /// The f32 elements of a contiguous CPU tensor, as a custom op receives it; `op` names the
 /// kernel in the error.
@@ -11,5 +11,14 @@ pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) ->
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// The f32 elements of a contiguous tensor's storage, as a custom op's backward pass
+/// borrows them (`Tensor::storage_and_layout`); an error on other devices.
+pub fn storage_f32<'a>(storage: &'a Storage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => contiguous_f32(cpu, layout, op),
+        _ => candle_core::bail!("{op}: the CPU kernel got a tensor on another device"),
     }
 }

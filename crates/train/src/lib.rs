@@ -26,7 +26,7 @@ pub use checkpoint::{
 };
 pub use error::{Error, Result};
 pub use init::seeded_var_builder;
-pub use kernel::contiguous_f32;
+pub use kernel::{contiguous_f32, storage_f32};
 pub use log::LossLog;
 pub use optim::{AdamW, AdamWConfig, clip_grad_norm};
 pub use parity::max_abs_diff;

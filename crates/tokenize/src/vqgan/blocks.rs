@@ -6,17 +6,31 @@ use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::config::VqganConfig;
-use super::conv::Conv;
+use super::conv::{Conv, Resample};
 use super::norm::Norm;
 
-fn conv(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv> {
-    let padding = if stride == 1 { kernel / 2 } else { 0 };
+/// A "same"-padded stride-1 convolution.
+fn conv(in_ch: usize, out_ch: usize, kernel: usize, vb: VarBuilder) -> Result<Conv> {
     let cfg = Conv2dConfig {
-        padding,
-        stride,
+        padding: kernel / 2,
         ..Default::default()
     };
     Conv::new(in_ch, out_ch, kernel, cfg, vb)
+}
+
+/// taming's `Downsample`: one zero row and column at the bottom and right, then a 3x3
+/// convolution of stride 2 without padding, halving the map.
+fn downsample(channels: usize, vb: VarBuilder) -> Result<Conv> {
+    let cfg = Conv2dConfig {
+        stride: 2,
+        ..Default::default()
+    };
+    Ok(Conv::new(channels, channels, 3, cfg, vb)?.resampling(Resample::PadBottomRight))
+}
+
+/// taming's `Upsample`: nearest-neighbour upsampling by 2, then a 3x3 convolution.
+fn upsample(channels: usize, vb: VarBuilder) -> Result<Conv> {
+    Ok(conv(channels, channels, 3, vb)?.resampling(Resample::Upsample))
 }
 
 fn norm(cfg: &VqganConfig, channels: usize, vb: VarBuilder) -> Result<Norm> {
@@ -38,15 +52,15 @@ struct ResnetBlock {
 impl ResnetBlock {
     fn new(cfg: &VqganConfig, in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
         let nin_shortcut = if in_ch != out_ch {
-            Some(conv(in_ch, out_ch, 1, 1, vb.pp("nin_shortcut"))?)
+            Some(conv(in_ch, out_ch, 1, vb.pp("nin_shortcut"))?)
         } else {
             None
         };
         Ok(Self {
             norm1: norm(cfg, in_ch, vb.pp("norm1"))?,
-            conv1: conv(in_ch, out_ch, 3, 1, vb.pp("conv1"))?,
+            conv1: conv(in_ch, out_ch, 3, vb.pp("conv1"))?,
             norm2: norm(cfg, out_ch, vb.pp("norm2"))?,
-            conv2: conv(out_ch, out_ch, 3, 1, vb.pp("conv2"))?,
+            conv2: conv(out_ch, out_ch, 3, vb.pp("conv2"))?,
             nin_shortcut,
         })
     }
@@ -79,10 +93,10 @@ impl AttnBlock {
     fn new(cfg: &VqganConfig, channels: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm: norm(cfg, channels, vb.pp("norm"))?,
-            q: conv(channels, channels, 1, 1, vb.pp("q"))?,
-            k: conv(channels, channels, 1, 1, vb.pp("k"))?,
-            v: conv(channels, channels, 1, 1, vb.pp("v"))?,
-            proj_out: conv(channels, channels, 1, 1, vb.pp("proj_out"))?,
+            q: conv(channels, channels, 1, vb.pp("q"))?,
+            k: conv(channels, channels, 1, vb.pp("k"))?,
+            v: conv(channels, channels, 1, vb.pp("v"))?,
+            proj_out: conv(channels, channels, 1, vb.pp("proj_out"))?,
         })
     }
 }
@@ -114,7 +128,7 @@ struct Level {
 }
 
 impl Level {
-    fn forward(&self, xs: &Tensor, upsample: bool) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut hs = xs.clone();
         for (i, block) in self.block.iter().enumerate() {
             hs = hs.apply(block)?;
@@ -122,18 +136,9 @@ impl Level {
                 hs = hs.apply(attn)?;
             }
         }
-        let Some(resample) = &self.resample else {
-            return Ok(hs);
-        };
-        if upsample {
-            let (_, _, height, width) = hs.dims4()?;
-            hs.upsample_nearest2d(2 * height, 2 * width)?
-                .apply(resample)
-        } else {
-            // taming pads right and bottom by one, then convolves with stride 2, no padding.
-            hs.pad_with_zeros(D::Minus1, 0, 1)?
-                .pad_with_zeros(D::Minus2, 0, 1)?
-                .apply(resample)
+        match &self.resample {
+            Some(resample) => hs.apply(resample),
+            None => Ok(hs),
         }
     }
 }
@@ -207,7 +212,7 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     pub(crate) fn new(cfg: &VqganConfig, vb: VarBuilder) -> Result<Self> {
-        let conv_in = conv(cfg.in_channels, cfg.ch, 3, 1, vb.pp("conv_in"))?;
+        let conv_in = conv(cfg.in_channels, cfg.ch, 3, vb.pp("conv_in"))?;
         let levels = cfg.ch_mult.len();
         let mut resolution = cfg.resolution;
         let mut block_in = cfg.ch;
@@ -226,13 +231,7 @@ impl Encoder {
             block_in = block_out;
             let resample = if i_level + 1 != levels {
                 resolution /= 2;
-                Some(conv(
-                    block_in,
-                    block_in,
-                    3,
-                    2,
-                    vb_level.pp("downsample.conv"),
-                )?)
+                Some(downsample(block_in, vb_level.pp("downsample.conv"))?)
             } else {
                 None
             };
@@ -247,7 +246,7 @@ impl Encoder {
             down,
             mid: Mid::new(cfg, block_in, vb.pp("mid"))?,
             norm_out: norm(cfg, block_in, vb.pp("norm_out"))?,
-            conv_out: conv(block_in, cfg.z_channels, 3, 1, vb.pp("conv_out"))?,
+            conv_out: conv(block_in, cfg.z_channels, 3, vb.pp("conv_out"))?,
         })
     }
 }
@@ -256,7 +255,7 @@ impl Module for Encoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut hs = xs.apply(&self.conv_in)?;
         for level in &self.down {
-            hs = level.forward(&hs, false)?;
+            hs = level.forward(&hs)?;
         }
         hs.apply(&self.mid)?
             .apply(&self.norm_out)?
@@ -281,7 +280,7 @@ impl Decoder {
         let levels = cfg.ch_mult.len();
         let mut block_in = cfg.decoder_base() * cfg.ch_mult[levels - 1];
         let mut resolution = cfg.grid_size();
-        let conv_in = conv(cfg.z_channels, block_in, 3, 1, vb.pp("conv_in"))?;
+        let conv_in = conv(cfg.z_channels, block_in, 3, vb.pp("conv_in"))?;
         let mid = Mid::new(cfg, block_in, vb.pp("mid"))?;
         let mut up = Vec::with_capacity(levels);
         for i_level in (0..levels).rev() {
@@ -294,13 +293,7 @@ impl Decoder {
             block_in = block_out;
             let resample = if i_level != 0 {
                 resolution *= 2;
-                Some(conv(
-                    block_in,
-                    block_in,
-                    3,
-                    1,
-                    vb_level.pp("upsample.conv"),
-                )?)
+                Some(upsample(block_in, vb_level.pp("upsample.conv"))?)
             } else {
                 None
             };
@@ -315,7 +308,7 @@ impl Decoder {
             mid,
             up,
             norm_out: norm(cfg, block_in, vb.pp("norm_out"))?,
-            conv_out: conv(block_in, cfg.out_ch, 3, 1, vb.pp("conv_out"))?,
+            conv_out: conv(block_in, cfg.out_ch, 3, vb.pp("conv_out"))?,
         })
     }
 }
@@ -324,7 +317,7 @@ impl Module for Decoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut hs = xs.apply(&self.conv_in)?.apply(&self.mid)?;
         for level in &self.up {
-            hs = level.forward(&hs, true)?;
+            hs = level.forward(&hs)?;
         }
         hs.apply(&self.norm_out)?.silu()?.apply(&self.conv_out)
     }

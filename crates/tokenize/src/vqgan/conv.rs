@@ -1,22 +1,42 @@
-//! Convolutions whose gradients are matrix products on the CPU.
+//! Convolutions as one CPU kernel forward and one backward.
 //!
 //! candle differentiates `conv2d` through `conv_transpose2d`, which on the CPU is a direct
-//! loop (a dot product per output element): in a decoder training step that was about
-//! half the time. A stride-1 convolution with "same" padding is the weight times its
-//! input's patches (im2col), and written that way both gradients are matrix products and
-//! the patches' gradient is the reverse gather (col2im). The same form also runs passes
-//! without gradients (encoding, decoding): candle's CPU convolution gathers its patches one
-//! element at a time, and the row copies here decode at 1.7 times its speed. Other
-//! convolutions and other devices stay candle's.
+//! loop (a dot product per output element), and its forward pass gathers patches one
+//! element at a time. Here each image's patches are gathered (im2col) into a buffer that
+//! lives for that image only, and the convolution is a matrix product with the weight;
+//! backward, the weight's gradient is the output gradient times the patches, the
+//! patches' gradient the weight times the output gradient, summed back onto the pixels
+//! (col2im). Images run in parallel, one product each, so no patch matrix of the whole
+//! batch is ever held, and bias, weight and input gradients come out of one pass instead of
+//! a chain of graph nodes (a bias broadcast alone cost a strided reduction over every
+//! output gradient). The resampling around taming's convolutions is folded into the
+//! gather: the decoder's nearest-neighbour upsampling and the encoder's extra bottom and
+//! right zero row. Other devices and dtypes take candle's ops.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
-use racm3_train::contiguous_f32;
+use racm3_train::{contiguous_f32, storage_f32};
 use rayon::prelude::*;
 
-/// A 2-D convolution with taming's parameter names (`weight`, `bias`).
+/// What a convolution does to its input before the kernel slides over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resample {
+    /// Nothing: the input as it is, padded as the convolution's config says.
+    None,
+    /// Nearest-neighbour upsampling by 2 (taming's decoder `Upsample`).
+    Upsample,
+    /// One more zero row at the bottom and column at the right (taming's encoder
+    /// `Downsample`, ahead of its stride-2 convolution).
+    PadBottomRight,
+}
+
+/// A 2-D convolution with taming's parameter names (`weight`, `bias`), and the resampling
+/// its input gets first.
 #[derive(Debug)]
-pub(crate) struct Conv(Conv2d);
+pub(crate) struct Conv {
+    inner: Conv2d,
+    resample: Resample,
+}
 
 impl Conv {
     pub(crate) fn new(
@@ -26,194 +46,528 @@ impl Conv {
         config: Conv2dConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
-        Ok(Self(candle_nn::conv2d(in_ch, out_ch, kernel, config, vb)?))
+        Ok(Self {
+            inner: candle_nn::conv2d(in_ch, out_ch, kernel, config, vb)?,
+            resample: Resample::None,
+        })
     }
 
-    /// Whether this forward pass goes through patches and a matrix product.
-    fn as_product(&self, xs: &Tensor) -> bool {
-        let config = self.0.config();
-        let kernel = self.0.weight().dim(2).unwrap_or(0);
-        xs.device().is_cpu()
-            && xs.dtype() == candle_core::DType::F32
-            && config.stride == 1
+    /// The same convolution on a resampled input.
+    pub(crate) fn resampling(self, resample: Resample) -> Self {
+        Self { resample, ..self }
+    }
+
+    /// The shapes of the fused kernel's pass over `xs`, or `None` where candle's ops run.
+    fn geometry(&self, xs: &Tensor) -> Result<Option<Geometry>> {
+        let config = self.inner.config();
+        let weight = self.inner.weight();
+        let fused = xs.device().is_cpu()
+            && xs.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && xs.rank() == 4
+            && self.inner.bias().is_some()
             && config.dilation == 1
-            && config.groups == 1
-            && kernel % 2 == 1
-            && config.padding == kernel / 2
+            && config.groups == 1;
+        if !fused {
+            return Ok(None);
+        }
+        let (_, channels, height, width) = xs.dims4()?;
+        let (_, weight_channels, kernel, kernel_w) = weight.dims4()?;
+        if channels != weight_channels || kernel != kernel_w {
+            candle_core::bail!(
+                "convolution of weight shape {:?} got an input of shape {:?}",
+                weight.dims(),
+                xs.dims()
+            );
+        }
+        let (upsample, pad_after) = match self.resample {
+            Resample::None => (1, config.padding),
+            Resample::Upsample => (2, config.padding),
+            Resample::PadBottomRight => (1, config.padding + 1),
+        };
+        let side = |input: usize| {
+            let span = input * upsample + config.padding + pad_after;
+            (span >= kernel).then(|| (span - kernel) / config.stride + 1)
+        };
+        let (Some(out_h), Some(out_w)) = (side(height), side(width)) else {
+            candle_core::bail!(
+                "a {kernel}x{kernel} convolution got an input of shape {:?}, smaller than its kernel",
+                xs.dims()
+            );
+        };
+        Ok(Some(Geometry {
+            channels,
+            kernel,
+            stride: config.stride,
+            pad: config.padding,
+            upsample,
+            in_h: height,
+            in_w: width,
+            out_h,
+            out_w,
+        }))
+    }
+
+    /// candle's ops: the reference the fused kernel is tested against, and the path on
+    /// other devices.
+    fn reference_forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self.resample {
+            Resample::None => self.inner.forward(xs),
+            Resample::Upsample => {
+                let (_, _, height, width) = xs.dims4()?;
+                xs.upsample_nearest2d(2 * height, 2 * width)?
+                    .apply(&self.inner)
+            }
+            Resample::PadBottomRight => xs
+                .pad_with_zeros(D::Minus1, 0, 1)?
+                .pad_with_zeros(D::Minus2, 0, 1)?
+                .apply(&self.inner),
+        }
     }
 }
 
 impl Module for Conv {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if !self.as_product(xs) {
-            return self.0.forward(xs);
-        }
-        let weight = self.0.weight();
-        let (out_ch, in_ch, kernel, _) = weight.dims4()?;
-        let (batch, _, height, width) = xs.dims4()?;
-        let patches = xs.contiguous()?.apply_op1(Patches { kernel })?;
-        let product = weight
-            .reshape((out_ch, in_ch * kernel * kernel))?
-            .broadcast_left(batch)?
-            .matmul(&patches)?
-            .reshape((batch, out_ch, height, width))?;
-        match self.0.bias() {
-            Some(bias) => product.broadcast_add(&bias.reshape((1, out_ch, 1, 1))?),
-            None => Ok(product),
-        }
-    }
-}
-
-/// im2col for a stride-1, "same"-padded square kernel: (b, c, h, w) to (b, c·k·k, h·w),
-/// row c·k·k + dy·k + dx holding the input shifted by (dy − k/2, dx − k/2), zeros outside.
-struct Patches {
-    kernel: usize,
-}
-
-/// col2im, the gradient of [`Patches`]: sums each patch entry back onto its pixel.
-struct PatchesBackward {
-    kernel: usize,
-    height: usize,
-    width: usize,
-}
-
-/// For one kernel offset `d` (0..k) along an axis of length `n`: the output positions whose
-/// source `position + d − k/2` lies inside, and that shift.
-fn valid_range(d: usize, kernel: usize, n: usize) -> (std::ops::Range<usize>, isize) {
-    let shift = d as isize - (kernel / 2) as isize;
-    let start = (-shift).max(0) as usize;
-    let end = (n as isize - shift).clamp(0, n as isize) as usize;
-    (start..end.max(start), shift)
-}
-
-impl CustomOp1 for Patches {
-    fn name(&self) -> &'static str {
-        "conv-patches"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(storage, layout, self.name())?;
-        let (batch, channels, height, width) = layout.shape().dims4()?;
-        let k = self.kernel;
-        let plane = height * width;
-        let mut out = vec![0f32; batch * channels * k * k * plane];
-        out.par_chunks_mut(k * k * plane)
-            .enumerate()
-            .for_each(|(image_channel, rows)| {
-                let source = &input[image_channel * plane..(image_channel + 1) * plane];
-                for (offset, row) in rows.chunks_mut(plane).enumerate() {
-                    let (ys, dy) = valid_range(offset / k, k, height);
-                    let (xs, dx) = valid_range(offset % k, k, width);
-                    for y in ys {
-                        let from = (y as isize + dy) as usize * width;
-                        let from = (from as isize + xs.start as isize + dx) as usize;
-                        row[y * width + xs.start..y * width + xs.end]
-                            .copy_from_slice(&source[from..from + xs.len()]);
-                    }
-                }
-            });
-        let shape = Shape::from((batch, channels * k * k, plane));
-        Ok((CpuStorage::F32(out), shape))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (_, _, height, width) = arg.dims4()?;
-        let backward = PatchesBackward {
-            kernel: self.kernel,
-            height,
-            width,
+        let (Some(geometry), Some(bias)) = (self.geometry(xs)?, self.inner.bias()) else {
+            return self.reference_forward(xs);
         };
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&backward)?))
+        xs.contiguous()?.apply_op3(
+            &self.inner.weight().contiguous()?,
+            &bias.contiguous()?,
+            ConvOp(geometry),
+        )
     }
 }
 
-impl CustomOp1 for PatchesBackward {
-    fn name(&self) -> &'static str {
-        "conv-patches-backward"
+/// The shapes of one convolution pass: input channels, the kernel's steps over the
+/// (upsampled) input, and both maps' sizes.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    channels: usize,
+    kernel: usize,
+    stride: usize,
+    /// Zero rows (columns) above (left of) the upsampled input.
+    pad: usize,
+    /// Nearest-neighbour upsampling factor of the input (1: none).
+    upsample: usize,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+/// Along one axis, for one kernel offset: the output positions whose source lies inside the
+/// input, and each one's source index in the input before upsampling.
+struct AxisMap {
+    inside: std::ops::Range<usize>,
+    sources: Vec<usize>,
+}
+
+impl Geometry {
+    fn in_plane(&self) -> usize {
+        self.in_h * self.in_w
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let grads = contiguous_f32(storage, layout, self.name())?;
-        let (batch, rows, plane) = layout.shape().dims3()?;
-        let (k, height, width) = (self.kernel, self.height, self.width);
-        let channels = rows / (k * k);
-        let mut out = vec![0f32; batch * channels * plane];
-        out.par_chunks_mut(plane)
-            .enumerate()
-            .for_each(|(image_channel, target)| {
-                let patch_rows = &grads[image_channel * k * k * plane..][..k * k * plane];
-                for (offset, row) in patch_rows.chunks(plane).enumerate() {
-                    let (ys, dy) = valid_range(offset / k, k, height);
-                    let (xs, dx) = valid_range(offset % k, k, width);
-                    for y in ys {
-                        let to = ((y as isize + dy) as usize * width) as isize;
-                        let to = (to + xs.start as isize + dx) as usize;
-                        for (t, g) in target[to..to + xs.len()]
-                            .iter_mut()
-                            .zip(&row[y * width + xs.start..y * width + xs.end])
-                        {
-                            *t += g;
-                        }
+    fn out_plane(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Rows of the patch matrix: channel, then kernel row, then kernel column.
+    fn patch_rows(&self) -> usize {
+        self.channels * self.kernel * self.kernel
+    }
+
+    fn axis_map(&self, offset: usize, input: usize, output: usize) -> AxisMap {
+        let upsampled = (input * self.upsample) as isize;
+        let source = |o: usize| (o * self.stride + offset) as isize - self.pad as isize;
+        let start = (0..output).find(|&o| source(o) >= 0).unwrap_or(output);
+        let end = (start..output)
+            .find(|&o| source(o) >= upsampled)
+            .unwrap_or(output);
+        let sources = (start..end)
+            .map(|o| source(o) as usize / self.upsample)
+            .collect();
+        AxisMap {
+            inside: start..end,
+            sources,
+        }
+    }
+
+    /// The maps of every kernel offset, rows then columns.
+    fn axis_maps(&self) -> (Vec<AxisMap>, Vec<AxisMap>) {
+        let maps = |input, output| {
+            (0..self.kernel)
+                .map(|offset| self.axis_map(offset, input, output))
+                .collect()
+        };
+        (maps(self.in_h, self.out_h), maps(self.in_w, self.out_w))
+    }
+
+    /// Whether a row's sources are consecutive input pixels, so it copies as one slice.
+    fn rows_are_slices(&self) -> bool {
+        self.stride == 1 && self.upsample == 1
+    }
+
+    /// im2col of one image (channels × in_h × in_w) into `patches` (patch_rows × out_plane),
+    /// zeros where the kernel reaches outside.
+    fn gather(&self, maps: &(Vec<AxisMap>, Vec<AxisMap>), image: &[f32], patches: &mut [f32]) {
+        let (k, plane, out_w) = (self.kernel, self.in_plane(), self.out_w);
+        for (row_index, row) in patches.chunks_mut(self.out_plane()).enumerate() {
+            let channel = &image[row_index / (k * k) * plane..][..plane];
+            let (ys, xs) = (&maps.0[row_index / k % k], &maps.1[row_index % k]);
+            row.fill(0.0);
+            for (oy, &iy) in ys.inside.clone().zip(&ys.sources) {
+                let source = &channel[iy * self.in_w..][..self.in_w];
+                let target = &mut row[oy * out_w..][xs.inside.clone()];
+                if self.rows_are_slices() {
+                    let first = xs.sources.first().copied().unwrap_or(0);
+                    target.copy_from_slice(&source[first..first + target.len()]);
+                } else {
+                    for (t, &ix) in target.iter_mut().zip(&xs.sources) {
+                        *t = source[ix];
                     }
                 }
-            });
-        let shape = Shape::from((batch, channels, height, width));
+            }
+        }
+    }
+
+    /// col2im, the gradient of [`Geometry::gather`]: adds each patch entry onto its pixel
+    /// of `image`.
+    fn scatter_add(&self, maps: &(Vec<AxisMap>, Vec<AxisMap>), patches: &[f32], image: &mut [f32]) {
+        let (k, plane, out_w) = (self.kernel, self.in_plane(), self.out_w);
+        for (row_index, row) in patches.chunks(self.out_plane()).enumerate() {
+            let channel = &mut image[row_index / (k * k) * plane..][..plane];
+            let (ys, xs) = (&maps.0[row_index / k % k], &maps.1[row_index % k]);
+            for (oy, &iy) in ys.inside.clone().zip(&ys.sources) {
+                let target = &mut channel[iy * self.in_w..][..self.in_w];
+                let source = &row[oy * out_w..][xs.inside.clone()];
+                for (&g, &ix) in source.iter().zip(&xs.sources) {
+                    target[ix] += g;
+                }
+            }
+        }
+    }
+}
+
+/// A row-major matrix in a slice, or the transpose of one.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `out = lhs · rhs`, or `out += lhs · rhs` with `accumulate`; `out` is row-major. One
+/// thread: the callers run images in parallel.
+fn product(out: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) -> Result<()> {
+    if lhs.cols != rhs.rows || out.len() != lhs.rows * rhs.cols || !lhs.fits() || !rhs.fits() {
+        candle_core::bail!(
+            "convolution: a product of {}x{} and {}x{} into {} values",
+            lhs.rows,
+            lhs.cols,
+            rhs.rows,
+            rhs.cols,
+            out.len()
+        );
+    }
+    // SAFETY: checked above, every index the product reads or writes lies in its slice:
+    // out is lhs.rows × rhs.cols row-major, and each operand fits its strides.
+    unsafe {
+        gemm::gemm(
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            out.as_mut_ptr(),
+            1,
+            rhs.cols as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    Ok(())
+}
+
+/// The convolution of an input (b, c, h, w) with a weight (o, c, k, k) and bias (o).
+struct ConvOp(Geometry);
+
+impl ConvOp {
+    fn check(&self, input: usize, weight: usize, bias: usize) -> Result<(usize, usize)> {
+        let g = &self.0;
+        let out_ch = bias;
+        if weight != out_ch * g.patch_rows() || !input.is_multiple_of(g.channels * g.in_plane()) {
+            candle_core::bail!("convolution: weight, bias and input sizes do not agree");
+        }
+        Ok((input / (g.channels * g.in_plane()), out_ch))
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xs_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let input = contiguous_f32(xs, xs_layout, self.name())?;
+        let weight = contiguous_f32(weight, weight_layout, self.name())?;
+        let bias = contiguous_f32(bias, bias_layout, self.name())?;
+        let (batch, out_ch) = self.check(input.len(), weight.len(), bias.len())?;
+        let g = &self.0;
+        let maps = g.axis_maps();
+        let weight = Matrix::new(weight, out_ch, g.patch_rows());
+        let mut out = vec![0f32; batch * out_ch * g.out_plane()];
+        out.par_chunks_mut(out_ch * g.out_plane())
+            .zip(input.par_chunks(g.channels * g.in_plane()))
+            .try_for_each_init(
+                || vec![0f32; g.patch_rows() * g.out_plane()],
+                |patches, (out, image)| {
+                    g.gather(&maps, image, patches);
+                    for (row, &b) in out.chunks_mut(g.out_plane()).zip(bias) {
+                        row.fill(b);
+                    }
+                    let patches = Matrix::new(patches, g.patch_rows(), g.out_plane());
+                    product(out, weight, patches, true)
+                },
+            )?;
+        let shape = Shape::from((batch, out_ch, g.out_h, g.out_w));
         Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.0;
+        let grad_res = grad_res.contiguous()?;
+        let (xs_storage, xs_layout) = xs.storage_and_layout();
+        let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let (grad_storage, grad_layout) = grad_res.storage_and_layout();
+        let input = storage_f32(&xs_storage, xs_layout, self.name())?;
+        let weight_values = storage_f32(&weight_storage, weight_layout, self.name())?;
+        let grads = storage_f32(&grad_storage, grad_layout, self.name())?;
+        let (batch, out_ch) = self.check(input.len(), weight_values.len(), bias.elem_count())?;
+        if grads.len() != batch * out_ch * g.out_plane() {
+            candle_core::bail!("convolution: the output gradient has the wrong size");
+        }
+        // An input that no gradient reaches (the images, a frozen encoder's output) skips
+        // its product and col2im.
+        let input_wanted = xs.track_op();
+        let maps = g.axis_maps();
+        let rows = g.patch_rows();
+        let weight_matrix = Matrix::new(weight_values, out_ch, rows);
+        // One value an image stands in for the input's gradient where none is wanted.
+        let image_size = if input_wanted {
+            g.channels * g.in_plane()
+        } else {
+            1
+        };
+        let mut grad_input = vec![0f32; batch * image_size];
+        let zeros = || {
+            (
+                vec![0f32; rows * g.out_plane()],
+                vec![0f32; out_ch * rows],
+                vec![0f32; out_ch],
+            )
+        };
+        let (_, grad_weight, grad_bias) = input
+            .par_chunks(g.channels * g.in_plane())
+            .zip(grads.par_chunks(out_ch * g.out_plane()))
+            .zip(grad_input.par_chunks_mut(image_size))
+            .try_fold(
+                zeros,
+                |(mut patches, mut grad_weight, mut grad_bias),
+                 ((image, grad), image_grad)|
+                 -> Result<_> {
+                    let grad_matrix = Matrix::new(grad, out_ch, g.out_plane());
+                    g.gather(&maps, image, &mut patches);
+                    let patch_matrix = Matrix::new(&patches, rows, g.out_plane());
+                    product(&mut grad_weight, grad_matrix, patch_matrix.t(), true)?;
+                    for (sum, row) in grad_bias.iter_mut().zip(grad.chunks(g.out_plane())) {
+                        *sum += row.iter().sum::<f32>();
+                    }
+                    if input_wanted {
+                        product(&mut patches, weight_matrix.t(), grad_matrix, false)?;
+                        g.scatter_add(&maps, &patches, image_grad);
+                    }
+                    Ok((patches, grad_weight, grad_bias))
+                },
+            )
+            .try_reduce(
+                || (Vec::new(), vec![0f32; out_ch * rows], vec![0f32; out_ch]),
+                |(_, mut weight_a, mut bias_a), (_, weight_b, bias_b)| {
+                    weight_a
+                        .iter_mut()
+                        .zip(&weight_b)
+                        .for_each(|(a, b)| *a += b);
+                    bias_a.iter_mut().zip(&bias_b).for_each(|(a, b)| *a += b);
+                    Ok((Vec::new(), weight_a, bias_a))
+                },
+            )?;
+        let device = xs.device();
+        let grad_input = if input_wanted {
+            Some(Tensor::from_vec(grad_input, xs.shape(), device)?)
+        } else {
+            None
+        };
+        Ok((
+            grad_input,
+            Some(Tensor::from_vec(grad_weight, weight.shape(), device)?),
+            Some(Tensor::from_vec(grad_bias, bias.shape(), device)?),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
     use candle_nn::VarMap;
     use racm3_train::max_abs_diff;
 
-    // The product form gives candle's convolution and its three gradients, for 3x3, 1x1
-    // and 5x5 kernels on a non-square map smaller than the largest kernel's reach.
+    fn ramp(n: usize, step: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * step) % 101) as f32 / 50.0 - 1.0)
+            .collect()
+    }
+
+    /// The output and the gradients of weight, bias and (when it is a variable) input, of
+    /// a weighted sum of the output. candle's own ops also give a gradient for an input
+    /// that is not a variable; the fused kernel skips it.
+    fn run(conv: &Conv, xs: &Tensor, fused: bool) -> (Vec<Tensor>, Option<Tensor>) {
+        let out = if fused {
+            conv.forward(xs).unwrap()
+        } else {
+            conv.reference_forward(xs).unwrap()
+        };
+        let weights = Tensor::from_vec(ramp(out.elem_count(), 13), out.shape(), xs.device())
+            .unwrap()
+            .sin()
+            .unwrap();
+        let grads = (&out * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let params = [conv.inner.weight(), conv.inner.bias().unwrap()];
+        let found = std::iter::once(out)
+            .chain(params.map(|t| grads.get(t).expect("parameter gradient").clone()))
+            .collect();
+        (found, grads.get(xs).cloned())
+    }
+
+    // The fused kernel gives candle's output and its three gradients: 3x3, 1x1 and 5x5
+    // kernels, strides 1 and 2, upsampling and taming's bottom-right padding, on maps that
+    // are not square and, for the 5x5 kernel, smaller than its reach. Strided maps have
+    // sides that the stride covers exactly: candle's own gradient is wrong elsewhere.
     #[test]
     fn matches_candles_convolution_and_gradients() {
-        for (kernel, padding) in [(3, 1), (1, 0), (5, 2)] {
+        let cases = [
+            (3, 1, 1, Resample::None, (4, 9)),
+            (1, 0, 1, Resample::None, (4, 9)),
+            (5, 2, 1, Resample::None, (4, 9)),
+            (3, 1, 2, Resample::None, (5, 9)),
+            (3, 1, 1, Resample::Upsample, (4, 9)),
+            (3, 0, 2, Resample::PadBottomRight, (6, 8)),
+        ];
+        for (kernel, padding, stride, resample, (height, width)) in cases {
             let vars = VarMap::new();
             let vb = racm3_train::seeded_var_builder(&vars, 7, DType::F32, &Device::Cpu);
             let config = Conv2dConfig {
                 padding,
+                stride,
                 ..Default::default()
             };
-            let conv = Conv::new(5, 6, kernel, config, vb).unwrap();
-            let values: Vec<f32> = (0..2 * 5 * 4 * 9)
-                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-                .collect();
-            let xs =
-                Var::from_tensor(&Tensor::from_vec(values, (2, 5, 4, 9), &Device::Cpu).unwrap())
-                    .unwrap();
-            assert!(conv.as_product(xs.as_tensor()));
-            let ours = conv.forward(xs.as_tensor()).unwrap();
-            let reference = conv.0.forward(xs.as_tensor()).unwrap();
-            assert!(max_abs_diff(&ours, &reference).unwrap() < 1e-5);
-
-            let grads = |out: &Tensor| {
-                let weights = Tensor::arange(0f32, out.elem_count() as f32, &Device::Cpu)
-                    .unwrap()
-                    .reshape(out.shape())
-                    .unwrap()
-                    .affine(0.01, -0.5)
-                    .unwrap()
-                    .sin()
-                    .unwrap();
-                let grads = (out * weights)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                [xs.as_tensor(), conv.0.weight(), conv.0.bias().unwrap()]
-                    .map(|t| grads.get(t).unwrap().clone())
-            };
-            for (ours, reference) in grads(&ours).iter().zip(&grads(&reference)) {
-                let diff = max_abs_diff(ours, reference).unwrap();
-                assert!(diff < 1e-4, "kernel {kernel}: {diff}");
+            let conv = Conv::new(5, 6, kernel, config, vb)
+                .unwrap()
+                .resampling(resample);
+            let shape = (2, 5, height, width);
+            let values =
+                Tensor::from_vec(ramp(2 * 5 * height * width, 37), shape, &Device::Cpu).unwrap();
+            let case = format!("kernel {kernel}, padding {padding}, stride {stride}, {resample:?}");
+            assert!(conv.geometry(&values).unwrap().is_some(), "{case}");
+            for variable in [true, false] {
+                let xs = if variable {
+                    Var::from_tensor(&values).unwrap().as_tensor().clone()
+                } else {
+                    values.clone()
+                };
+                let (mut ours, ours_input) = run(&conv, &xs, true);
+                let (mut reference, reference_input) = run(&conv, &xs, false);
+                assert_eq!(ours_input.is_some(), variable, "{case}");
+                if variable {
+                    ours.extend(ours_input);
+                    reference.extend(reference_input);
+                }
+                for (ours, reference) in ours.iter().zip(&reference) {
+                    assert_eq!(ours.dims(), reference.dims(), "{case}");
+                    let diff = max_abs_diff(ours, reference).unwrap();
+                    assert!(diff < 1e-4, "{case}: {diff}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_kernel_larger_than_the_input_is_an_error() {
+        let vars = VarMap::new();
+        let vb = racm3_train::seeded_var_builder(&vars, 7, DType::F32, &Device::Cpu);
+        let conv = Conv::new(2, 2, 5, Default::default(), vb).unwrap();
+        let xs = Tensor::zeros((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = conv.forward(&xs).unwrap_err().to_string();
+        assert!(err.contains("smaller than its kernel"), "{err}");
     }
 }

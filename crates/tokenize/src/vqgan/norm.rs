@@ -8,9 +8,9 @@
 //! backward pass computes the input's, weight's and bias's gradients together from the
 //! closed form. Other devices and dtypes use candle_nn's.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{GroupNorm, Init, VarBuilder};
-use racm3_train::contiguous_f32;
+use racm3_train::{contiguous_f32, storage_f32};
 use rayon::prelude::*;
 
 /// GroupNorm with taming's parameter names (`weight`, `bias`) and candle_nn's initialization.
@@ -73,14 +73,6 @@ fn statistics(group: &[f32], eps: f64) -> (f32, f32) {
         .sum::<f64>()
         / n;
     (mean as f32, (1.0 / (variance + eps).sqrt()) as f32)
-}
-
-/// The f32 elements of a contiguous CPU tensor's storage, borrowed.
-fn cpu_values<'a>(storage: &'a Storage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(cpu) => contiguous_f32(cpu, layout, op),
-        _ => candle_core::bail!("{op}: the CPU kernel got a tensor on another device"),
-    }
 }
 
 impl GroupNormOp {
@@ -153,9 +145,9 @@ impl CustomOp3 for GroupNormOp {
         let (xs_storage, xs_layout) = xs.storage_and_layout();
         let (grad_storage, grad_layout) = grad_res.storage_and_layout();
         let (weight_storage, weight_layout) = weight.storage_and_layout();
-        let input = cpu_values(&xs_storage, xs_layout, self.name())?;
-        let grads = cpu_values(&grad_storage, grad_layout, self.name())?;
-        let weight_values = cpu_values(&weight_storage, weight_layout, self.name())?;
+        let input = storage_f32(&xs_storage, xs_layout, self.name())?;
+        let grads = storage_f32(&grad_storage, grad_layout, self.name())?;
+        let weight_values = storage_f32(&weight_storage, weight_layout, self.name())?;
         let mut grad_input = vec![0f32; input.len()];
         // Per image and channel; summed over the batch below.
         let mut grad_weight = vec![0f32; batch * channels];
