@@ -68,8 +68,8 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let hs = xs.apply(&self.norm1)?.silu()?.apply(&self.conv1)?;
-        let hs = hs.apply(&self.norm2)?.silu()?.apply(&self.conv2)?;
+        let hs = self.norm1.forward_silu(xs)?.apply(&self.conv1)?;
+        let hs = self.norm2.forward_silu(&hs)?.apply(&self.conv2)?;
         let shortcut = match &self.nin_shortcut {
             Some(nin) => xs.apply(nin)?,
             None => xs.clone(),
@@ -257,9 +257,8 @@ impl Module for Encoder {
         for level in &self.down {
             hs = level.forward(&hs)?;
         }
-        hs.apply(&self.mid)?
-            .apply(&self.norm_out)?
-            .silu()?
+        self.norm_out
+            .forward_silu(&hs.apply(&self.mid)?)?
             .apply(&self.conv_out)
     }
 }
@@ -319,6 +318,6 @@ impl Module for Decoder {
         for level in &self.up {
             hs = level.forward(&hs)?;
         }
-        hs.apply(&self.norm_out)?.silu()?.apply(&self.conv_out)
+        self.norm_out.forward_silu(&hs)?.apply(&self.conv_out)
     }
 }

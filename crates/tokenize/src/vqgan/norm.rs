@@ -6,7 +6,9 @@
 //! twelve times its forward pass (BENCHMARKS.md, "where a training step goes"). Here the
 //! forward pass is two sweeps over each group (statistics, then the affine output) and the
 //! backward pass computes the input's, weight's and bias's gradients together from the
-//! closed form. Other devices and dtypes use candle_nn's.
+//! closed form. The SiLU that follows most of taming's norms is fused in too (its own
+//! backward in candle is five full-size temporaries). Other devices and dtypes use
+//! candle_nn's.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{GroupNorm, Init, VarBuilder};
@@ -31,19 +33,31 @@ impl Norm {
             reference,
             weight,
             bias,
-            op: GroupNormOp { groups, eps },
+            op: GroupNormOp {
+                groups,
+                eps,
+                silu: false,
+            },
         })
     }
-}
 
-impl Module for Norm {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// GroupNorm then SiLU (swish), as taming's blocks apply them.
+    pub(crate) fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        self.apply(xs, true)
+    }
+
+    fn apply(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
         let fused = xs.device().is_cpu()
             && xs.dtype() == DType::F32
             && self.weight.dtype() == DType::F32
             && xs.rank() == 4;
         if !fused {
-            return self.reference.forward(xs);
+            let normalized = self.reference.forward(xs)?;
+            return if silu {
+                normalized.silu()
+            } else {
+                Ok(normalized)
+            };
         }
         if xs.dim(1)? != self.weight.dim(0)? {
             candle_core::bail!(
@@ -52,8 +66,17 @@ impl Module for Norm {
                 xs.dims()
             );
         }
-        xs.contiguous()?
-            .apply_op3(&self.weight, &self.bias, self.op.clone())
+        let op = GroupNormOp {
+            silu,
+            ..self.op.clone()
+        };
+        xs.contiguous()?.apply_op3(&self.weight, &self.bias, op)
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.apply(xs, false)
     }
 }
 
@@ -61,6 +84,12 @@ impl Module for Norm {
 struct GroupNormOp {
     groups: usize,
     eps: f64,
+    /// Whether SiLU follows.
+    silu: bool,
+}
+
+fn sigmoid(a: f32) -> f32 {
+    1.0 / (1.0 + (-a).exp())
 }
 
 /// Mean and 1/σ of one group's elements (biased variance, as torch's GroupNorm).
@@ -122,6 +151,9 @@ impl CustomOp3 for GroupNormOp {
                     for (o, &v) in out.iter_mut().zip(values) {
                         *o = v * scale + shift;
                     }
+                    if self.silu {
+                        out.iter_mut().for_each(|o| *o *= sigmoid(*o));
+                    }
                 }
             });
         Ok((CpuStorage::F32(out), xs_layout.shape().clone()))
@@ -131,23 +163,26 @@ impl CustomOp3 for GroupNormOp {
         &self,
         xs: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, channels, plane) = self.dims(xs.shape())?;
         let per_group = channels / self.groups;
-        let (xs, grad_res, weight) = (
+        let (xs, grad_res, weight, bias) = (
             xs.contiguous()?,
             grad_res.contiguous()?,
             weight.contiguous()?,
+            bias.contiguous()?,
         );
         let (xs_storage, xs_layout) = xs.storage_and_layout();
         let (grad_storage, grad_layout) = grad_res.storage_and_layout();
         let (weight_storage, weight_layout) = weight.storage_and_layout();
+        let (bias_storage, bias_layout) = bias.storage_and_layout();
         let input = storage_f32(&xs_storage, xs_layout, self.name())?;
         let grads = storage_f32(&grad_storage, grad_layout, self.name())?;
         let weight_values = storage_f32(&weight_storage, weight_layout, self.name())?;
+        let bias_values = storage_f32(&bias_storage, bias_layout, self.name())?;
         let mut grad_input = vec![0f32; input.len()];
         // Per image and channel; summed over the batch below.
         let mut grad_weight = vec![0f32; batch * channels];
@@ -162,20 +197,30 @@ impl CustomOp3 for GroupNormOp {
                 let grad = &grads[index * per_group * plane..][..per_group * plane];
                 let (mean, rstd) = statistics(group, self.eps);
                 let first = (index % self.groups) * per_group;
+                // The gradient reaching the affine output (through the SiLU, if any) is
+                // kept in grad_input until the second sweep replaces it.
                 // Sums over the group of the normalized input's gradient, plain and times it.
                 let (mut sum, mut sum_dot) = (0f64, 0f64);
                 for c in 0..per_group {
+                    let (w, b) = (weight_values[first + c], bias_values[first + c]);
                     let (mut weight_sum, mut bias_sum) = (0f64, 0f64);
                     for i in c * plane..(c + 1) * plane {
                         let normalized = (group[i] - mean) * rstd;
-                        weight_sum += f64::from(grad[i] * normalized);
-                        bias_sum += f64::from(grad[i]);
+                        let g = if self.silu {
+                            let a = normalized * w + b;
+                            let s = sigmoid(a);
+                            grad[i] * s * (1.0 + a * (1.0 - s))
+                        } else {
+                            grad[i]
+                        };
+                        grad_input[i] = g;
+                        weight_sum += f64::from(g * normalized);
+                        bias_sum += f64::from(g);
                     }
                     grad_weight[c] = weight_sum as f32;
                     grad_bias[c] = bias_sum as f32;
-                    let w = f64::from(weight_values[first + c]);
-                    sum += w * bias_sum;
-                    sum_dot += w * weight_sum;
+                    sum += f64::from(w) * bias_sum;
+                    sum_dot += f64::from(w) * weight_sum;
                 }
                 let n = (per_group * plane) as f64;
                 let (mean_grad, mean_dot) = ((sum / n) as f32, (sum_dot / n) as f32);
@@ -183,7 +228,8 @@ impl CustomOp3 for GroupNormOp {
                     let w = weight_values[first + c];
                     for i in c * plane..(c + 1) * plane {
                         let normalized = (group[i] - mean) * rstd;
-                        grad_input[i] = rstd * (grad[i] * w - mean_grad - normalized * mean_dot);
+                        grad_input[i] =
+                            rstd * (grad_input[i] * w - mean_grad - normalized * mean_dot);
                     }
                 }
             });
@@ -217,7 +263,8 @@ mod tests {
     use racm3_train::max_abs_diff;
 
     // The fused pass gives candle_nn's GroupNorm's output and the gradients of input,
-    // weight and bias, on an input with a non-zero mean and weights away from 1 and 0.
+    // weight and bias, alone and followed by SiLU, on an input with a non-zero mean and
+    // weights away from 1 and 0.
     #[test]
     fn matches_candles_group_norm_and_gradients() -> Result<()> {
         let device = Device::Cpu;
@@ -240,14 +287,22 @@ mod tests {
             found.push(grads.get(&norm.bias).expect("bias gradient").clone());
             Ok(found)
         };
-        let fused = run(&|xs| norm.forward(xs))?;
-        let reference = run(&|xs| norm.reference.forward(xs))?;
-        for (what, (ours, theirs)) in ["output", "input grad", "weight grad", "bias grad"]
-            .iter()
-            .zip(fused.iter().zip(&reference))
-        {
-            let diff = max_abs_diff(ours, theirs).expect("same shapes");
-            assert!(diff < 1e-4, "{what} differs by {diff}");
+        let plain = (
+            run(&|xs| norm.forward(xs))?,
+            run(&|xs| norm.reference.forward(xs))?,
+        );
+        let with_silu = (
+            run(&|xs| norm.forward_silu(xs))?,
+            run(&|xs| norm.reference.forward(xs)?.silu())?,
+        );
+        for (case, (fused, reference)) in [("plain", plain), ("with SiLU", with_silu)] {
+            for (what, (ours, theirs)) in ["output", "input grad", "weight grad", "bias grad"]
+                .iter()
+                .zip(fused.iter().zip(&reference))
+            {
+                let diff = max_abs_diff(ours, theirs).expect("same shapes");
+                assert!(diff < 1e-4, "{case}: {what} differs by {diff}");
+            }
         }
         Ok(())
     }
