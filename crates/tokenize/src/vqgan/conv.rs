@@ -241,8 +241,16 @@ impl Geometry {
             for (oy, &iy) in ys.inside.clone().zip(&ys.sources) {
                 let target = &mut channel[iy * self.in_w..][..self.in_w];
                 let source = &row[oy * out_w..][xs.inside.clone()];
-                for (&g, &ix) in source.iter().zip(&xs.sources) {
-                    target[ix] += g;
+                if self.rows_are_slices() {
+                    let first = xs.sources.first().copied().unwrap_or(0);
+                    let target = &mut target[first..first + source.len()];
+                    for (t, &g) in target.iter_mut().zip(source) {
+                        *t += g;
+                    }
+                } else {
+                    for (&g, &ix) in source.iter().zip(&xs.sources) {
+                        target[ix] += g;
+                    }
                 }
             }
         }
