@@ -296,9 +296,14 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// `out = lhs · rhs`, or `out += lhs · rhs` with `accumulate`; `out` is row-major. One
-/// thread: the callers run images in parallel.
-fn product(out: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) -> Result<()> {
+/// `out = lhs · rhs`, or `out += lhs · rhs` with `accumulate`; `out` is row-major.
+fn product(
+    out: &mut [f32],
+    lhs: Matrix,
+    rhs: Matrix,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) -> Result<()> {
     if lhs.cols != rhs.rows || out.len() != lhs.rows * rhs.cols || !lhs.fits() || !rhs.fits() {
         candle_core::bail!(
             "convolution: a product of {}x{} and {}x{} into {} values",
@@ -331,7 +336,7 @@ fn product(out: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) -> Resul
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
     Ok(())
@@ -339,6 +344,16 @@ fn product(out: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) -> Resul
 
 /// The convolution of an input (b, c, h, w) with a weight (o, c, k, k) and bias (o).
 struct ConvOp(Geometry);
+
+/// How each image's products use the threads: images run in parallel, so one thread each,
+/// unless there are fewer images than threads (a single image encoded or decoded).
+fn parallelism(batch: usize) -> gemm::Parallelism {
+    if batch < rayon::current_num_threads() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
 
 impl ConvOp {
     fn check(&self, input: usize, weight: usize, bias: usize) -> Result<(usize, usize)> {
@@ -383,7 +398,7 @@ impl CustomOp3 for ConvOp {
                         row.fill(b);
                     }
                     let patches = Matrix::new(patches, g.patch_rows(), g.out_plane());
-                    product(out, weight, patches, true)
+                    product(out, weight, patches, true, parallelism(batch))
                 },
             )?;
         let shape = Shape::from((batch, out_ch, g.out_h, g.out_w));
@@ -415,6 +430,7 @@ impl CustomOp3 for ConvOp {
         let input_wanted = xs.track_op();
         let maps = g.axis_maps();
         let rows = g.patch_rows();
+        let threads = parallelism(batch);
         let weight_matrix = Matrix::new(weight_values, out_ch, rows);
         // One value an image stands in for the input's gradient where none is wanted.
         let image_size = if input_wanted {
@@ -442,12 +458,18 @@ impl CustomOp3 for ConvOp {
                     let grad_matrix = Matrix::new(grad, out_ch, g.out_plane());
                     g.gather(&maps, image, &mut patches);
                     let patch_matrix = Matrix::new(&patches, rows, g.out_plane());
-                    product(&mut grad_weight, grad_matrix, patch_matrix.t(), true)?;
+                    product(
+                        &mut grad_weight,
+                        grad_matrix,
+                        patch_matrix.t(),
+                        true,
+                        threads,
+                    )?;
                     for (sum, row) in grad_bias.iter_mut().zip(grad.chunks(g.out_plane())) {
                         *sum += row.iter().sum::<f32>();
                     }
                     if input_wanted {
-                        product(&mut patches, weight_matrix.t(), grad_matrix, false)?;
+                        product(&mut patches, weight_matrix.t(), grad_matrix, false, threads)?;
                         g.scatter_add(&maps, &patches, image_grad);
                     }
                     Ok((patches, grad_weight, grad_bias))
@@ -547,6 +569,11 @@ mod tests {
                 Tensor::from_vec(ramp(2 * 5 * height * width, 37), shape, &Device::Cpu).unwrap();
             let case = format!("kernel {kernel}, padding {padding}, stride {stride}, {resample:?}");
             assert!(conv.geometry(&values).unwrap().is_some(), "{case}");
+            // One image alone (its products then split over the threads) as in the batch.
+            let first = values.narrow(0, 0, 1).unwrap();
+            let alone = conv.forward(&first).unwrap();
+            let in_batch = conv.forward(&values).unwrap().narrow(0, 0, 1).unwrap();
+            assert!(max_abs_diff(&alone, &in_batch).unwrap() < 1e-5, "{case}");
             for variable in [true, false] {
                 let xs = if variable {
                     Var::from_tensor(&values).unwrap().as_tensor().clone()
