@@ -65,7 +65,6 @@ impl Conv {
             && xs.dtype() == DType::F32
             && weight.dtype() == DType::F32
             && xs.rank() == 4
-            && self.inner.bias().is_some()
             && config.dilation == 1
             && config.groups == 1;
         if !fused {
@@ -387,6 +386,7 @@ impl CustomOp3 for ConvOp {
         let g = &self.0;
         let maps = g.axis_maps();
         let weight = Matrix::new(weight, out_ch, g.patch_rows());
+        let threads = parallelism(batch);
         let mut out = vec![0f32; batch * out_ch * g.out_plane()];
         out.par_chunks_mut(out_ch * g.out_plane())
             .zip(input.par_chunks(g.channels * g.in_plane()))
@@ -398,7 +398,7 @@ impl CustomOp3 for ConvOp {
                         row.fill(b);
                     }
                     let patches = Matrix::new(patches, g.patch_rows(), g.out_plane());
-                    product(out, weight, patches, true, parallelism(batch))
+                    product(out, weight, patches, true, threads)
                 },
             )?;
         let shape = Shape::from((batch, out_ch, g.out_h, g.out_w));

@@ -21,7 +21,8 @@ pub(crate) struct Norm {
     reference: GroupNorm,
     weight: Tensor,
     bias: Tensor,
-    op: GroupNormOp,
+    groups: usize,
+    eps: f64,
 }
 
 impl Norm {
@@ -33,11 +34,8 @@ impl Norm {
             reference,
             weight,
             bias,
-            op: GroupNormOp {
-                groups,
-                eps,
-                silu: false,
-            },
+            groups,
+            eps,
         })
     }
 
@@ -67,8 +65,9 @@ impl Norm {
             );
         }
         let op = GroupNormOp {
+            groups: self.groups,
+            eps: self.eps,
             silu,
-            ..self.op.clone()
         };
         xs.contiguous()?.apply_op3(&self.weight, &self.bias, op)
     }
@@ -80,7 +79,7 @@ impl Module for Norm {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct GroupNormOp {
     groups: usize,
     eps: f64,
