@@ -124,11 +124,28 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             eprintln!("hint: {}", hint(&error).unwrap_or_else(help_hint));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, as anyhow's `{:#}` prints them, less a cause that the message
+/// before it already ends with: racm3's errors name the file and then say what the system
+/// said, which is also their source.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Rust ignores SIGPIPE, so printing into a pipe whose reader has gone (`racm3 … | head`)

@@ -335,6 +335,26 @@ fn vq_encode_then_decode() {
         "{}",
         stderr(&bad)
     );
+    // A folder without a model names the missing file and says what the system said, once.
+    let empty = home.path().join("no-model");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = racm3(
+        home.path(),
+        &[
+            "vq",
+            "encode",
+            image.to_str().unwrap(),
+            "--model",
+            empty.to_str().unwrap(),
+        ],
+    );
+    let message = stderr(&missing);
+    let config = empty.join("config.json");
+    assert!(
+        message.contains(&format!("{}: No such file", config.display())),
+        "{message}"
+    );
+    assert_eq!(message.matches("No such file").count(), 1, "{message}");
 }
 
 // `vq reconstruct` reports PSNR and codebook usage on a split and writes the grid.
