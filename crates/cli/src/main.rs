@@ -209,9 +209,13 @@ fn hint(error: &anyhow::Error) -> Option<String> {
         DataError::UnknownDataset { .. } => {
             Some("name a built-in dataset or an existing folder or .tar".into())
         }
-        DataError::Image { .. }
-        | DataError::MissingCaption { .. }
-        | DataError::CaptionNotUtf8 { .. } => {
+        // Commands given image files (`vq encode`, `caption`) have no --skip-bad.
+        DataError::Image { .. } => Some(
+            "fix or replace that image; commands reading a whole dataset leave bad samples \
+             out with --skip-bad"
+                .into(),
+        ),
+        DataError::MissingCaption { .. } | DataError::CaptionNotUtf8 { .. } => {
             Some("fix or remove that sample, or pass --skip-bad to leave bad samples out".into())
         }
         _ => None,

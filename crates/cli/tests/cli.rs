@@ -335,6 +335,27 @@ fn vq_encode_then_decode() {
         "{}",
         stderr(&bad)
     );
+    // An unreadable image is named, with a hint for a command given files.
+    let truncated = fixtures().join("bad-pairs/truncated.png");
+    let unreadable = racm3(
+        home.path(),
+        &[
+            "vq",
+            "encode",
+            truncated.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ],
+    );
+    let message = stderr(&unreadable);
+    assert!(
+        message.contains("truncated.png: not a readable image"),
+        "{message}"
+    );
+    assert!(
+        message.contains("hint: fix or replace that image"),
+        "{message}"
+    );
     // A folder without a model names the missing file and says what the system said, once.
     let empty = home.path().join("no-model");
     std::fs::create_dir(&empty).unwrap();
