@@ -15,7 +15,7 @@ mod vq;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Retrieval-augmented multimodal generation (RA-CM3) in Rust.
 ///
@@ -190,14 +190,20 @@ pub fn device(name: &str) -> anyhow::Result<racm3::Device> {
 
 /// The fallback line on what to do: the failing command's help, which has an example.
 fn help_hint() -> String {
-    let command: Vec<String> = std::env::args()
-        .skip(1)
-        .take_while(|arg| !arg.starts_with('-'))
-        .take(2)
-        .collect();
+    // The subcommands named on the command line, up to the first other argument (an image,
+    // a dataset), whose help is the one to read.
+    let mut command = Cli::command();
+    let mut names = vec!["racm3".to_owned()];
+    for arg in std::env::args().skip(1).filter(|arg| !arg.starts_with('-')) {
+        let Some(subcommand) = command.find_subcommand(&arg).cloned() else {
+            break;
+        };
+        names.push(arg);
+        command = subcommand;
+    }
     format!(
-        "check the arguments against `racm3 {} --help`, which has an example",
-        command.join(" ")
+        "check the arguments against `{} --help`, which has an example",
+        names.join(" ")
     )
 }
 

@@ -356,6 +356,10 @@ fn vq_encode_then_decode() {
         message.contains("hint: fix or replace that image"),
         "{message}"
     );
+    // The hint names the command's help, not the image after it.
+    let caption = racm3(home.path(), &["caption", "no-such-image.png"]);
+    let message = stderr(&caption);
+    assert!(message.contains("`racm3 caption --help`"), "{message}");
     // A folder without a model names the missing file and says what the system said, once.
     let empty = home.path().join("no-model");
     std::fs::create_dir(&empty).unwrap();
