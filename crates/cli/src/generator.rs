@@ -11,7 +11,7 @@ use racm3::data::{Document, Split};
 use racm3::generate::{Cm3TrainConfig, Cm3Trainer, Config, RETRIEVED_LOSS_WEIGHT};
 use racm3::memory::Memory;
 use racm3::retrieve::{QUERY_DROPOUT, RetrievalPolicy};
-use racm3::tokenize::vqgan::ImageTokenizer;
+use racm3::tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
 use racm3::tokenize::{Cm3Codec, TextTokenizer, TrainOptions};
 
 use crate::data::load_dataset;
@@ -182,7 +182,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let open_memory =
         || -> Result<Option<Memory>> { Ok(args.memory.as_deref().map(Memory::open).transpose()?) };
     let cache = args.out.join("corpus");
-    let tokens: Tokens = cached(&cache.join("tokens.json"), || {
+    // Named by the codes' fingerprint, so another VQGAN never reads this one's codes.
+    let codes = codes_fingerprint(&args.vqgan)
+        .with_context(|| format!("reading the VQGAN in {}", args.vqgan.display()))?;
+    let tokens_cache = cache.join(format!("tokens-codes-{codes:08x}.json"));
+    let tokens: Tokens = cached(&tokens_cache, || {
         let mut everything: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
         if let Some(memory) = open_memory()? {
             for id in memory.ids() {

@@ -753,7 +753,15 @@ fn train_records_its_settings_and_reuses_its_caches() {
     };
     let prepared = train(&memory, &["--steps", "0"]);
     assert!(prepared.status.success(), "{}", stderr(&prepared));
-    assert!(run.join("corpus/tokens.json").exists());
+    let caches: Vec<String> = std::fs::read_dir(run.join("corpus"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let codes = racm3::tokenize::vqgan::codes_fingerprint(&vqgan).unwrap();
+    assert!(
+        caches.contains(&format!("tokens-codes-{codes:08x}.json")),
+        "{caches:?}"
+    );
     assert!(run.join("corpus/retrieved-k1-dropout0.json").exists());
     assert!(
         !run.join("model.safetensors").exists(),

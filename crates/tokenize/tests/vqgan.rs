@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use racm3_tokenize::vqgan::{
-    ImageTokenizer, ReconstructionLoss, VqTrainConfig, VqTrainer, Vqgan, VqganConfig,
-    images_to_tensor,
+    CODE_PARTS, ImageTokenizer, ReconstructionLoss, VqTrainConfig, VqTrainer, Vqgan, VqganConfig,
+    codes_fingerprint, images_to_tensor,
 };
 use racm3_train::max_abs_diff;
 
@@ -293,11 +293,7 @@ fn tune_decoder(decoder_ch: Option<usize>) -> TunedDecoder {
     let (before, after) = (load(base.path()), load(tuned.path()));
     let frozen: Vec<&String> = before
         .keys()
-        .filter(|name| {
-            ["encoder.", "quant_conv.", "quantize."]
-                .iter()
-                .any(|p| name.starts_with(p))
-        })
+        .filter(|name| CODE_PARTS.iter().any(|p| name.starts_with(p)))
         .collect();
     assert!(frozen.len() > 10, "{frozen:?}");
     for name in frozen {
@@ -318,6 +314,21 @@ fn tune_decoder(decoder_ch: Option<usize>) -> TunedDecoder {
             .unwrap()
     };
     assert_eq!(codes(base.path()), codes(tuned.path()));
+    // So caches of codes made with the base model stay valid, and a model whose encoder
+    // differs by a nudge gets its own.
+    let fingerprint = |dir: &Path| codes_fingerprint(dir).unwrap();
+    assert_eq!(fingerprint(base.path()), fingerprint(tuned.path()));
+    let nudged = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        base.path().join("config.json"),
+        nudged.path().join("config.json"),
+    )
+    .unwrap();
+    let mut tensors = load(base.path());
+    let name = "encoder.conv_in.weight";
+    tensors.insert(name.into(), (&tensors[name] + 1e-3).unwrap());
+    candle_core::safetensors::save(&tensors, nudged.path().join("model.safetensors")).unwrap();
+    assert_ne!(fingerprint(base.path()), fingerprint(nudged.path()));
     TunedDecoder {
         base,
         before,

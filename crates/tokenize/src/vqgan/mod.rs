@@ -34,6 +34,41 @@ pub const CONFIG_FILE: &str = "config.json";
 /// The weights, in taming's parameter names.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
+/// The parameter groups that decide an image's codes; the rest (`post_quant_conv.`,
+/// `decoder.`) only draws them.
+pub const CODE_PARTS: [&str; 3] = ["encoder.", "quant_conv.", "quantize."];
+
+/// A checksum of what decides the codes of the model in `dir`: the codebook lookup and the
+/// [`CODE_PARTS`] weights. Caches of codes key on it, so they stay valid while a decoder
+/// trains on (`--decoder-only`) and are made again for any other model.
+pub fn codes_fingerprint(dir: &Path) -> Result<u32> {
+    let config = read_config(dir)?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let model_error = |source| Error::Model {
+        path: weights.clone(),
+        source: Box::new(source),
+    };
+    let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).map_err(model_error)?;
+    let mut names: Vec<&String> = tensors
+        .keys()
+        .filter(|name| CODE_PARTS.iter().any(|part| name.starts_with(part)))
+        .collect();
+    names.sort();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(format!("{:?}", config.codebook).as_bytes());
+    for name in names {
+        let tensor = &tensors[name];
+        let values = tensor
+            .flatten_all()
+            .and_then(|flat| flat.to_dtype(DType::F32)?.to_vec1::<f32>())
+            .map_err(model_error)?;
+        hasher.update(format!("{name} {:?}", tensor.dims()).as_bytes());
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        hasher.update(&bytes);
+    }
+    Ok(hasher.finalize())
+}
+
 /// A VQGAN: images to code grids and back.
 #[derive(Debug)]
 pub struct Vqgan {
