@@ -4,7 +4,8 @@
 //! The two expensive parts are done once and cached in the run folder, so training is
 //! never bound by them: the VQGAN codes and text ids of every document
 //! (`corpus/tokens-codes-<fingerprint of the VQGAN's codes>.json`), and the retrieval for
-//! every training document (`corpus/retrieved-k<K>-dropout<d>.json`). A baseline run reads the same tokens and ignores retrieval.
+//! every training document (`corpus/retrieved-k<K>-dropout<d>.json`). A baseline run
+//! reads the same tokens and ignores retrieval.
 
 use std::collections::HashMap;
 use std::path::Path;
