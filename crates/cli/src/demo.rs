@@ -77,7 +77,7 @@ const TOKENIZERS: [Recipe; 2] = [
             "--disc-start",
             "100000000",
         ],
-        time: "221 s on one H200 with --device cuda, 20.45 dB; the committed decoder was then trained 1000 steps more with --decoder-only, to 21.00 dB with the same tokens (BENCHMARKS.md); on 2 cores about a minute a step, a day in all",
+        time: "221 s on one H200 with --device cuda, 20.45 dB; the committed model was then trained further, 1000 decoder-only steps on the GPU and 3600 whole-model steps with --loss l2 on 2 cores, to 22.04 dB (BENCHMARKS.md); on 2 cores this first stage takes about a minute a step, a day in all",
     },
     Recipe {
         dir: DEFAULT_CLIP,
@@ -102,7 +102,7 @@ const GENERATORS: [Recipe; 2] = [
         command: &[
             "train", "emoji", "--memory", "{memory}", "--preset", "small", "--steps", "1200",
         ],
-        time: "about 75 minutes on 2 cores",
+        time: "about 30 minutes on 2 cores",
     },
     Recipe {
         dir: DEFAULT_BASELINE,
@@ -115,7 +115,7 @@ const GENERATORS: [Recipe; 2] = [
             "--steps",
             "1200",
         ],
-        time: "about 20 minutes on 2 cores",
+        time: "about 13 minutes on 2 cores",
     },
 ];
 

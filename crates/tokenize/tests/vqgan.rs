@@ -395,7 +395,8 @@ fn a_wider_decoder_keeps_every_token() {
 }
 
 // The committed emoji tokenizer loads, gives 64 codes per image, and reconstructs the
-// fixture emoji (both vendors) at a PSNR near its val figure in BENCHMARKS.md (21.0 dB).
+// fixture emoji (both vendors) above the 22 dB aimed for: 23.0 dB (its val figure in
+// BENCHMARKS.md is 22.04 dB; the model before it reached 21.1 dB here and fails).
 #[test]
 fn committed_emoji_checkpoint_reconstructs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/vqgan-emoji64-f8");
@@ -414,7 +415,7 @@ fn committed_emoji_checkpoint_reconstructs() {
         .collect();
     let evaluation = racm3_tokenize::vqgan::evaluate(&model, &images, 16, &Device::Cpu).unwrap();
     assert_eq!(evaluation.images, 16);
-    assert!(evaluation.psnr > 15.0, "PSNR {:.2} dB", evaluation.psnr);
+    assert!(evaluation.psnr > 22.0, "PSNR {:.2} dB", evaluation.psnr);
     let tokenizer = ImageTokenizer::new(model, Device::Cpu);
     assert_eq!(tokenizer.encode(&images[..1], 1).unwrap()[0].len(), 64);
 }

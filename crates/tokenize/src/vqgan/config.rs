@@ -62,8 +62,8 @@ impl VqganConfig {
             in_channels: 3,
             out_ch: 3,
             // 16 channels, trained on two CPU cores, reached 18.0 dB on val; 32, trained on
-            // a GPU, 20.45 dB with the same grid and codebook, 21.0 with its decoder trained longer
-            // (BENCHMARKS.md).
+            // a GPU, 20.45 dB with the same grid and codebook, and 22.04 once trained on with
+            // an L2 loss (BENCHMARKS.md).
             ch: 32,
             ch_mult: vec![1, 2, 4, 4],
             num_res_blocks: 1,
