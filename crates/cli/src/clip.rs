@@ -2,15 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use racm3::Device;
-use racm3::data::{Document, Split};
-use racm3::retrieve::train::Pair;
-use racm3::retrieve::{ClipEncoder, ClipTrainConfig, ClipTrainer, Recall, recall_at_k};
+use racm3::data::Split;
+use racm3::memory::load_clip;
+use racm3::retrieve::{ClipTrainConfig, Recall, recall_at_k};
+use racm3::training::pairs_of;
 
 use crate::data::load_dataset;
-use crate::progress::Bar;
+use crate::progress::Terminal;
 
 /// The committed emoji CLIP, relative to the repository root.
 pub const DEFAULT_CLIP: &str = "checkpoints/clip-emoji-small";
@@ -91,7 +92,7 @@ pub fn run(command: ClipCommand) -> Result<()> {
             out,
             device,
         } => {
-            let device = crate::device(&device)?;
+            let device = racm3::device(&device)?;
             let defaults = ClipTrainConfig::default();
             let config = ClipTrainConfig {
                 preset,
@@ -120,42 +121,6 @@ pub fn run(command: ClipCommand) -> Result<()> {
     }
 }
 
-/// Loads a CLIP folder with a message naming it.
-pub fn load_clip(dir: &Path) -> Result<ClipEncoder> {
-    ClipEncoder::load(dir, &Device::Cpu).with_context(|| {
-        format!(
-            "loading the CLIP in {} (train one with `racm3 clip train`)",
-            dir.display()
-        )
-    })
-}
-
-/// Each document of `split` with an image and a caption, as a pair; at most `limit`,
-/// spread evenly over the split.
-fn pairs_of(documents: &[Document], split: Split, limit: Option<usize>) -> Vec<Pair> {
-    let pairs: Vec<Pair> = documents
-        .iter()
-        .filter(|doc| doc.source.split == split)
-        .filter_map(|doc| {
-            let image = doc.images().next()?;
-            let text = racm3::retrieve::document_text(doc)?;
-            Some(Pair {
-                text,
-                image: image.pixels.clone(),
-            })
-        })
-        .collect();
-    match limit {
-        Some(limit) if limit < pairs.len() => {
-            let stride = pairs.len() as f64 / limit as f64;
-            (0..limit)
-                .map(|i| pairs[(i as f64 * stride) as usize].clone())
-                .collect()
-        }
-        _ => pairs,
-    }
-}
-
 fn train(
     datasets: &[String],
     config: ClipTrainConfig,
@@ -164,66 +129,19 @@ fn train(
     out: &Path,
     device: &Device,
 ) -> Result<()> {
-    let mut train_pairs = Vec::new();
-    let mut val_sets = Vec::new();
-    for name in datasets {
-        let documents = load_dataset(name, skip_bad)?.documents;
-        let pairs = pairs_of(&documents, Split::Train, limit);
-        if pairs.is_empty() {
-            bail!("{name} has no image-caption pairs in its train split");
-        }
-        eprintln!("{name}: {} training pairs", pairs.len());
-        train_pairs.extend(pairs);
-        val_sets.push((name.clone(), pairs_of(&documents, Split::Val, limit)));
-    }
-    let mut trainer = ClipTrainer::open(config, &train_pairs, out, device)
-        .with_context(|| format!("opening the run in {}", out.display()))?;
-    let config = trainer.config().clone();
-    eprintln!(
-        "training CLIP {} on {} pairs: steps {}..{}, batch {}, run folder {}",
-        config.preset,
-        train_pairs.len(),
-        trainer.step(),
-        config.steps,
-        config.batch_size,
-        out.display()
-    );
-    let bar = Bar::new("training");
-    racm3::data::Progress::set_total(&bar, config.steps as u64);
-    racm3::data::Progress::advance(&bar, trainer.step() as u64);
-    let started = std::time::Instant::now();
-    let first_step = trainer.step();
-    let outcome = trainer.train(
-        |report| {
-            racm3::data::Progress::advance(&bar, 1);
-            bar.set_message(format!(
-                "loss {:.3} acc {:.2} temp {:.3}",
-                report.loss, report.accuracy, report.temperature
-            ));
-        },
-        |_| Ok(()),
-    );
-    bar.finish();
-    outcome?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let trained =
+        racm3::training::train_clip(datasets, config, limit, skip_bad, out, device, &Terminal)?;
     println!(
-        "trained steps {first_step}..{} in {elapsed:.0} s ({:.2} s/step); model in {}",
-        config.steps,
-        elapsed / (config.steps - first_step).max(1) as f64,
+        "trained steps {}..{} in {:.0} s ({:.2} s/step); model in {}",
+        trained.first_step,
+        trained.config.steps,
+        trained.seconds,
+        trained.seconds / (trained.config.steps - trained.first_step).max(1) as f64,
         out.display()
     );
-    let encoder = load_clip(out)?;
-    let mut report = serde_json::Map::new();
-    for (name, pairs) in val_sets {
-        if pairs.is_empty() {
-            continue;
-        }
-        let recall = recall_at_k(&encoder, &pairs)?;
-        print_recall(&name, Split::Val, &recall, false)?;
-        report.insert(name, serde_json::to_value(recall)?);
+    for (name, recall) in &trained.recall {
+        print_recall(name, Split::Val, recall, false)?;
     }
-    let path = out.join("recall.json");
-    racm3::data::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)?;
     Ok(())
 }
 

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use racm3::data::{Dataset, Document, Home, Loaded, OnBadSample, Part, Split, Stats, emoji, fetch};
+use racm3::data::{Dataset, Document, Loaded, Part, Split, Stats, fetch, save_png};
+use racm3::datasets::describe_fetch;
 use serde_json::json;
 
-use crate::progress::Bar;
+use crate::progress::Terminal;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -74,42 +75,9 @@ impl DatasetArgs {
     }
 }
 
+/// Reads a dataset by name, fetching a built-in one on first use, with a progress bar.
 pub fn load_dataset(name: &str, skip_bad: bool) -> Result<Loaded> {
-    let home = Home::from_env();
-    let dataset = match Dataset::resolve(name, &home) {
-        Err(racm3::data::Error::NotFetched { dataset, .. }) => {
-            // A built-in dataset is fetched on first use, so one command works on a fresh machine.
-            eprintln!(
-                "{dataset} is not in {} yet; fetching it first",
-                home.path().display()
-            );
-            // Reported on stderr, apart from the command's own output.
-            for (package, fetched) in fetch_packages(&dataset)? {
-                eprintln!("{}", describe(&package, &fetched));
-            }
-            Dataset::resolve(name, &home)?
-        }
-        resolved => resolved?,
-    };
-    let policy = if skip_bad {
-        OnBadSample::Skip
-    } else {
-        OnBadSample::Fail
-    };
-    let bar = Bar::new("reading");
-    let loaded = dataset.load(policy, &bar);
-    bar.finish();
-    let loaded = loaded.with_context(|| format!("reading dataset {name}"))?;
-    if !loaded.skipped.is_empty() {
-        eprintln!("skipped {} bad samples:", loaded.skipped.len());
-        for error in loaded.skipped.iter().take(10) {
-            eprintln!("  {error}");
-        }
-        if loaded.skipped.len() > 10 {
-            eprintln!("  ... and {} more", loaded.skipped.len() - 10);
-        }
-    }
-    Ok(loaded)
+    Ok(racm3::datasets::load(name, skip_bad, &Terminal)?)
 }
 
 pub fn run(command: DataCommand) -> Result<()> {
@@ -126,43 +94,8 @@ pub fn run(command: DataCommand) -> Result<()> {
     }
 }
 
-/// Fetches `dataset` ("emoji", "fashion-mnist" or "all"), with a spinner per package.
-fn fetch_packages(dataset: &str) -> Result<Vec<(String, fetch::Fetched)>> {
-    let home = Home::from_env();
-    let mut done = Vec::new();
-    if matches!(dataset, "emoji" | "all") {
-        for vendor in emoji::Vendor::ALL {
-            let bar = Bar::spinner(&format!("fetching {}", vendor.package()));
-            let outcome = fetch::fetch_emoji(&home.emoji_root(), vendor);
-            bar.finish();
-            done.push((vendor.package(), outcome?));
-        }
-    }
-    if matches!(dataset, "fashion-mnist" | "all") {
-        let bar = Bar::spinner("fetching dataset-fashion-mnist");
-        let outcome = fetch::fetch_fashion_mnist(home.path());
-        bar.finish();
-        done.push(("dataset-fashion-mnist".to_owned(), outcome?));
-    }
-    Ok(done)
-}
-
-fn describe(package: &str, fetched: &fetch::Fetched) -> String {
-    match fetched {
-        fetch::Fetched::AlreadyPresent(path) => {
-            format!("{package}: already present at {}", path.display())
-        }
-        fetch::Fetched::Downloaded { path, files } => {
-            format!(
-                "{package}: downloaded, {files} files unpacked to {}",
-                path.display()
-            )
-        }
-    }
-}
-
 fn fetch_command(dataset: &str, json: bool) -> Result<()> {
-    let done = fetch_packages(dataset)?;
+    let done = racm3::datasets::fetch(dataset, &Terminal)?;
     if json {
         let report: Vec<_> = done
             .iter()
@@ -179,7 +112,7 @@ fn fetch_command(dataset: &str, json: bool) -> Result<()> {
         return Ok(());
     }
     for (package, fetched) in &done {
-        println!("{}", describe(package, fetched));
+        println!("{}", describe_fetch(package, fetched));
     }
     Ok(())
 }
@@ -314,19 +247,6 @@ pub fn document_json(document: &Document) -> serde_json::Value {
     })
 }
 
-/// Saves pixels as PNG through a temp file and a rename.
-pub fn save_png(pixels: &image::RgbImage, out: &std::path::Path) -> Result<()> {
-    let mut bytes = Vec::new();
-    pixels
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .context("encoding PNG")?;
-    racm3::data::write_atomic(out, &bytes)?;
-    Ok(())
-}
-
 /// Captions of the documents in `split`, for training text models.
 pub fn captions(loaded: &Loaded, split: Split) -> Vec<String> {
     loaded
@@ -335,28 +255,4 @@ pub fn captions(loaded: &Loaded, split: Split) -> Vec<String> {
         .filter(|doc| doc.source.split == split)
         .map(Document::caption)
         .collect()
-}
-
-/// An image file as RGB, its path named in every error.
-pub fn read_image(path: &std::path::Path) -> Result<image::RgbImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(racm3::data::decode_rgb(
-        &bytes,
-        &path.display().to_string(),
-    )?)
-}
-
-/// One Twemoji document per entity of `split` (its base drawing, no skin-tone variants).
-pub fn twemoji_entities(split: racm3::data::Split) -> Result<Vec<racm3::data::Document>> {
-    Ok(load_dataset("emoji-twitter", false)?
-        .documents
-        .into_iter()
-        .filter(|d| d.source.split == split && !d.source.attributes.contains_key("skin_tone"))
-        .collect())
-}
-
-/// The held-out emoji: one Twemoji document per val entity, entities that no model here
-/// saw in training.
-pub fn held_out_twemoji() -> Result<Vec<racm3::data::Document>> {
-    twemoji_entities(racm3::data::Split::Val)
 }

@@ -22,9 +22,8 @@ use racm3::memory::Memory;
 use racm3::retrieve::RetrievalPolicy;
 use racm3::tasks::{Generator, Retriever, SampleSettings};
 
-use crate::clip::{DEFAULT_CLIP, load_clip};
-use crate::data::held_out_twemoji;
-use crate::memory::{Splits, add_split};
+use crate::clip::DEFAULT_CLIP;
+use crate::progress::Terminal;
 use crate::serve::ListenArgs;
 use crate::tasks::DEFAULT_GENERATOR;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
@@ -173,14 +172,11 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         Memory::open(&memory_dir)?
     } else {
         eprintln!("building the memory in {}", memory_dir.display());
-        let clip = load_clip(Path::new(DEFAULT_CLIP))?;
-        let mut memory = Memory::create(&memory_dir, clip.dim(), "hnsw32", clip.describe())?;
-        add_split("emoji-twitter", Splits::Train, &clip, &mut memory)?;
-        add_split("emoji-google", Splits::All, &clip, &mut memory)?;
-        memory
+        let clip = racm3::memory::load_clip(Path::new(DEFAULT_CLIP))?;
+        racm3::experiment::build_memory(&memory_dir, &clip, &Terminal)?
     };
     train_missing(&GENERATORS, &memory_dir)?;
-    let clip = crate::memory::encoder_for(&memory, None)?;
+    let clip = racm3::memory::encoder_for(&memory, None)?;
     let load = |dir: &str| {
         Generator::load(Path::new(dir), Path::new(DEFAULT_VQGAN), &device)
             .with_context(|| format!("loading the generator in {dir}"))
@@ -191,7 +187,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         memory: &memory,
         policy: RetrievalPolicy::default(),
     };
-    let held_out = held_out_twemoji()?;
+    let held_out = racm3::datasets::held_out_twemoji(&Terminal)?;
     let step = (held_out.len() / args.captions.max(1)).max(1);
     let settings = SampleSettings {
         samples: args.samples.max(1),
@@ -257,7 +253,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         ));
     }
     let pictures = args.out.join("samples.png");
-    crate::tasks::save_png(&grid, &pictures)?;
+    racm3::data::save_png(&grid, &pictures)?;
     let report_path = args.out.join("report.md");
     racm3::data::write_atomic(&report_path, report.as_bytes())?;
     println!("wrote {} and {}", report_path.display(), pictures.display());

@@ -171,23 +171,6 @@ fn settle_thread_count() {
     }
 }
 
-/// The device a `--device` flag names: `cpu`, or `cuda` (GPU 0), `cuda:N`.
-pub fn device(name: &str) -> anyhow::Result<racm3::Device> {
-    let ordinal = match name {
-        "cpu" => return Ok(racm3::Device::Cpu),
-        "cuda" => 0,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => ordinal,
-            _ => anyhow::bail!("unknown device '{name}': expected cpu, cuda or cuda:N"),
-        },
-    };
-    racm3::Device::new_cuda(ordinal).map_err(|err| {
-        anyhow::anyhow!(
-            "cannot use {name}: {err} (a GPU build needs `cargo build --release -p racm3-cli --features cuda`)"
-        )
-    })
-}
-
 /// The fallback line on what to do: the failing command's help, which has an example.
 fn help_hint() -> String {
     // The subcommands named on the command line, up to the first other argument (an image,

@@ -1,17 +1,19 @@
 //! `racm3 memory` and `racm3 retrieve`: build the external memory from a dataset, update
 //! it, and query it with text, an image, or both.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use racm3::data::{Document, Split};
-use racm3::memory::Memory;
-use racm3::retrieve::{ClipEncoder, Query, RetrievalPolicy, retrieve_for_query};
+use racm3::memory::{Memory, add_new_documents, encoder_for, load_clip, open};
+use racm3::retrieve::{
+    ClipEncoder, DEFAULT_SEARCH_K, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve_for_query,
+};
 use serde_json::json;
 
-use crate::clip::{DEFAULT_CLIP, load_clip};
+use crate::clip::DEFAULT_CLIP;
 use crate::data::load_dataset;
 use crate::progress::Bar;
 
@@ -127,13 +129,13 @@ pub struct RetrieveArgs {
     #[arg(long)]
     image: Option<PathBuf>,
     /// Documents to return.
-    #[arg(short, long, default_value_t = 4)]
+    #[arg(short, long, default_value_t = DEFAULT_SEARCH_K)]
     k: usize,
     /// Skip documents scoring above this with the query (near copies).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     query_threshold: f32,
     /// Skip documents scoring above this with one already chosen.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     pairwise_threshold: f32,
     /// Search exactly even if the memory has an approximate index.
     #[arg(long)]
@@ -171,16 +173,13 @@ pub fn run(command: MemoryCommand) -> Result<()> {
             memory,
             clip,
         } => {
-            let mut opened = open_memory(&memory)?;
+            let mut opened = open(&memory)?;
             let encoder = encoder_for(&opened, clip.as_deref())?;
             add_documents(&source, &encoder, &mut opened)
         }
         MemoryCommand::Remove { ids, memory } => {
-            let mut opened = open_memory(&memory)?;
-            for id in &ids {
-                opened.remove(id)?;
-            }
-            opened.commit()?;
+            let mut opened = open(&memory)?;
+            racm3::memory::remove_documents(&mut opened, &ids)?;
             println!(
                 "removed {} documents; {} remain in {}",
                 ids.len(),
@@ -190,7 +189,7 @@ pub fn run(command: MemoryCommand) -> Result<()> {
             Ok(())
         }
         MemoryCommand::Info { memory, json } => {
-            let opened = open_memory(&memory)?;
+            let opened = open(&memory)?;
             let info = json!({
                 "memory": memory,
                 "documents": opened.len(),
@@ -215,80 +214,27 @@ pub fn run(command: MemoryCommand) -> Result<()> {
     }
 }
 
-fn open_memory(dir: &Path) -> Result<Memory> {
-    Memory::open(dir).with_context(|| format!("opening the memory in {}", dir.display()))
-}
-
-/// The CLIP named by `--clip`, else the one the memory records.
-pub fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder> {
-    let recorded = memory.encoder()["name"].as_str().map(PathBuf::from);
-    let Some(dir) = clip.map(Path::to_owned).or(recorded) else {
-        bail!(
-            "the memory in {} does not record its CLIP; pass --clip",
-            memory.dir().display()
-        );
-    };
-    let encoder = load_clip(&dir)?;
-    if encoder.dim() != memory.dim() {
-        bail!(
-            "the CLIP in {} makes {}-d keys but the memory in {} holds {}-d keys; pass the --clip that built it",
-            dir.display(),
-            encoder.dim(),
-            memory.dir().display(),
-            memory.dim()
-        );
-    }
-    Ok(encoder)
-}
-
-/// Documents per embedding batch and per commit: a crash loses at most one chunk.
-const CHUNK: usize = 2048;
-
-/// Adds the `split` documents of `dataset` that the memory does not hold yet.
-pub fn add_split(
-    dataset: &str,
-    split: Splits,
-    encoder: &ClipEncoder,
-    memory: &mut Memory,
-) -> Result<()> {
-    let source = Source {
-        dataset: dataset.to_owned(),
-        split,
-        skip_bad: false,
-    };
-    add_documents(&source, encoder, memory)
-}
-
 fn add_documents(source: &Source, encoder: &ClipEncoder, memory: &mut Memory) -> Result<()> {
-    let loaded = load_dataset(&source.dataset, source.skip_bad)?;
-    let (fresh, present): (Vec<Document>, Vec<Document>) = loaded
+    let documents: Vec<Document> = load_dataset(&source.dataset, source.skip_bad)?
         .documents
         .into_iter()
         .filter(|doc| source.split.admits(doc.source.split))
-        .partition(|doc| memory.row_of(doc.id()).is_none());
-    if fresh.is_empty() && present.is_empty() {
+        .collect();
+    if documents.is_empty() {
         bail!("{} has no documents in the chosen split", source.dataset);
     }
-    let bar = Bar::new("embedding");
-    racm3::data::Progress::set_total(&bar, fresh.len() as u64);
     let started = Instant::now();
-    for chunk in fresh.chunks(CHUNK) {
-        let keys = encoder.document_keys(chunk)?;
-        memory.add(chunk, &keys)?;
-        memory.commit()?;
-        racm3::data::Progress::advance(&bar, chunk.len() as u64);
-    }
-    bar.finish();
+    let done = add_new_documents(memory, encoder, documents, &Bar::new("embedding"))?;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "added {} documents from {} in {elapsed:.1} s ({:.0} documents/s){}; the memory in {} holds {}",
-        fresh.len(),
+        done.added,
         source.dataset,
-        fresh.len() as f64 / elapsed.max(1e-9),
-        if present.is_empty() {
+        done.added as f64 / elapsed.max(1e-9),
+        if done.already_stored == 0 {
             String::new()
         } else {
-            format!(", skipped {} already stored", present.len())
+            format!(", skipped {} already stored", done.already_stored)
         },
         memory.dir().display(),
         memory.len()
@@ -297,12 +243,12 @@ fn add_documents(source: &Source, encoder: &ClipEncoder, memory: &mut Memory) ->
 }
 
 pub fn retrieve(args: RetrieveArgs) -> Result<()> {
-    let memory = open_memory(&args.memory)?;
+    let memory = open(&args.memory)?;
     let encoder = encoder_for(&memory, args.clip.as_deref())?;
     let image = args
         .image
         .as_deref()
-        .map(crate::data::read_image)
+        .map(racm3::data::read_image)
         .transpose()?;
     if args.text.is_none() && image.is_none() {
         bail!("give a query: --text, --image, or both");
@@ -314,6 +260,7 @@ pub fn retrieve(args: RetrieveArgs) -> Result<()> {
         exact: args.exact,
         ef_search: None,
     };
+    policy.validate()?;
     let query = Query {
         text: args.text.as_deref(),
         image: image.as_ref(),

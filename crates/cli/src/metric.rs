@@ -2,14 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 use racm3::evaluate::coco::read_pairs;
-use racm3::evaluate::fid::{
-    FEATURES, InceptionFid, fid_of_npy, frechet_distance_of_samples, kernel_inception_distance,
-    read_npy,
-};
 use racm3::evaluate::score_captions;
+use racm3::scores::{SetDistance, clip_score_files, default_fid_weights, fid_between};
 use serde_json::json;
 
 #[derive(Debug, Subcommand)]
@@ -131,67 +128,9 @@ pub fn run(command: MetricCommand) -> Result<()> {
     }
 }
 
-fn is_npy(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| ext == "npy")
-}
-
-/// Every image in a folder, in name order.
-fn read_images(dir: &Path) -> Result<Vec<image::RgbImage>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading the folder {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(
-                    e.to_ascii_lowercase().as_str(),
-                    "png" | "jpg" | "jpeg" | "webp"
-                )
-            })
-        })
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|path| crate::data::read_image(path))
-        .collect()
-}
-
 fn fid(a: &Path, b: &Path, weights: Option<PathBuf>, json: bool) -> Result<()> {
-    let (fid, kid, samples) = match (is_npy(a), is_npy(b)) {
-        (true, true) => {
-            let (x, n, dim) = read_npy(a)?;
-            let (y, m, _) = read_npy(b)?;
-            let fid = fid_of_npy(a, b)?;
-            let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
-            let kid = kernel_inception_distance(&as_f32(&x), &as_f32(&y), dim)?;
-            (fid, kid, (n, m))
-        }
-        (false, false) => {
-            let weights = weights
-                .or_else(|| std::env::var_os("RACM3_FID_WEIGHTS").map(PathBuf::from))
-                .unwrap_or_else(|| {
-                    racm3::data::Home::from_env()
-                        .path()
-                        .join("fid/inception-fid.safetensors")
-                });
-            if !weights.exists() {
-                bail!(
-                    "no FID Inception weights at {}: run .ci/fid-weights to fetch and convert them, or pass --weights",
-                    weights.display()
-                );
-            }
-            let inception = InceptionFid::load(&weights, &racm3::Device::Cpu)?;
-            let (x, y) = (read_images(a)?, read_images(b)?);
-            let fx = inception.features(&x, 16)?;
-            let fy = inception.features(&y, 16)?;
-            let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
-            let fid = frechet_distance_of_samples(&widen(&fx), &widen(&fy), FEATURES)
-                .with_context(|| format!("{} against {}", a.display(), b.display()))?;
-            let kid = kernel_inception_distance(&fx, &fy, FEATURES)?;
-            (fid, kid, (x.len(), y.len()))
-        }
-        _ => bail!("give two folders of images or two .npy matrices, not one of each"),
-    };
+    let weights = weights.unwrap_or_else(default_fid_weights);
+    let SetDistance { fid, kid, samples } = fid_between(a, b, &weights)?;
     if json {
         let value = json!({"fid": fid, "kid": kid, "samples": [samples.0, samples.1]});
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -204,20 +143,6 @@ fn fid(a: &Path, b: &Path, weights: Option<PathBuf>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The image of `id` in `dir`, by any of the extensions racm3 reads.
-fn image_of(dir: &Path, id: &str) -> Result<image::RgbImage> {
-    for extension in ["png", "jpg", "jpeg", "webp"] {
-        let path = dir.join(format!("{id}.{extension}"));
-        if path.exists() {
-            return crate::data::read_image(&path);
-        }
-    }
-    bail!(
-        "no image for image_id {id} in {} (expected {id}.png, .jpg or .webp)",
-        dir.display()
-    )
-}
-
 fn clipscore(
     results: &Path,
     images: &Path,
@@ -225,33 +150,16 @@ fn clipscore(
     clip: &Path,
     json: bool,
 ) -> Result<()> {
-    let encoder = crate::clip::load_clip(clip)?;
-    let (ids, captions, refs) = match references {
-        Some(annotations) => {
-            let pairs = read_pairs(annotations, results)?;
-            (pairs.image_ids, pairs.candidates, Some(pairs.references))
-        }
-        None => {
-            let pairs = racm3::evaluate::coco::read_results(results)?;
-            (pairs.0, pairs.1, None)
-        }
-    };
-    let pictures = ids
-        .iter()
-        .map(|id| image_of(images, id))
-        .collect::<Result<Vec<_>>>()?;
-    let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
-    let scores = racm3::scores::clip_score(&encoder, &pictures, &texts)?;
-    let ref_scores = refs
-        .map(|refs| racm3::scores::ref_clip_score(&encoder, &pictures, &texts, &refs))
-        .transpose()?;
+    let encoder = racm3::memory::load_clip(clip)?;
+    let scores = clip_score_files(&encoder, results, images, references)?;
+    let (ids, ref_scores) = (&scores.image_ids, &scores.ref_clip_score);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     if json {
         let value = json!({
             "images": ids.len(),
-            "clip_score": mean(&scores),
+            "clip_score": mean(&scores.clip_score),
             "ref_clip_score": ref_scores.as_deref().map(mean),
-            "per_image": ids.iter().zip(&scores).enumerate().map(|(i, (id, s))| json!({
+            "per_image": ids.iter().zip(&scores.clip_score).enumerate().map(|(i, (id, s))| json!({
                 "image_id": id,
                 "clip_score": s,
                 "ref_clip_score": ref_scores.as_ref().map(|r| r[i]),
@@ -265,7 +173,7 @@ fn clipscore(
             .unwrap_or_default();
         println!(
             "CLIPScore {:.4}{with_refs}  over {} images",
-            mean(&scores),
+            mean(&scores.clip_score),
             ids.len()
         );
     }

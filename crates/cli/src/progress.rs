@@ -2,8 +2,10 @@
 //! piped and `--json` output stays clean.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use racm3::progress::{Observer, Stage};
 
-/// A bar that shows items per second and the time left.
+/// A bar that shows items per second and the time left; it leaves the terminal when
+/// dropped.
 pub struct Bar(ProgressBar);
 
 impl Bar {
@@ -27,14 +29,10 @@ impl Bar {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Self(bar)
     }
+}
 
-    /// Shows `message` after the bar: the latest loss, say.
-    pub fn set_message(&self, message: String) {
-        self.0.set_message(message);
-    }
-
-    /// Removes the bar from the terminal.
-    pub fn finish(&self) {
+impl Drop for Bar {
+    fn drop(&mut self) {
         self.0.finish_and_clear();
     }
 }
@@ -46,5 +44,28 @@ impl racm3::data::Progress for Bar {
 
     fn advance(&self, n: u64) {
         self.0.inc(n);
+    }
+}
+
+impl Stage for Bar {
+    fn message(&self, text: &str) {
+        self.0.set_message(text.to_owned());
+    }
+}
+
+/// What the library reports, on the terminal: stages as bars, notes on stderr.
+pub struct Terminal;
+
+impl Observer for Terminal {
+    fn stage(&self, label: &str) -> Box<dyn Stage + '_> {
+        Box::new(Bar::new(label))
+    }
+
+    fn waiting(&self, label: &str) -> Box<dyn Stage + '_> {
+        Box::new(Bar::spinner(label))
+    }
+
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
     }
 }

@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -96,9 +95,8 @@ impl ListenArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let memory = Memory::open(&args.memory)
-        .with_context(|| format!("opening the memory in {}", args.memory.display()))?;
-    let encoder = crate::memory::encoder_for(&memory, args.clip.as_deref())?;
+    let memory = racm3::memory::open(&args.memory)?;
+    let encoder = racm3::memory::encoder_for(&memory, args.clip.as_deref())?;
     let generator = if args.retrieval_only {
         None
     } else {
@@ -125,23 +123,8 @@ pub fn run(
 ) -> Result<()> {
     let settings = listen.settings();
     let documents = memory.len();
-    let service = Arc::new(Service::new(
-        encoder,
-        memory,
-        generator,
-        settings.limits.clone(),
-    )?);
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(settings.address)
-            .await
-            .with_context(|| {
-                format!(
-                    "binding {}; is another server on that port? pass --port 0 for a free one",
-                    settings.address
-                )
-            })?;
-        let address = listener.local_addr()?;
+    let service = Service::new(encoder, memory, generator, settings.limits.clone())?;
+    racm3_serve::serve_blocking(service, &settings, |address| {
         println!(
             "serving {documents} documents on http://{address}/ (Ctrl-C stops){}",
             if settings.token.is_some() {
@@ -150,8 +133,6 @@ pub fn run(
                 ""
             }
         );
-        racm3_serve::serve(listener, service, &settings)
-            .await
-            .context("serving")
     })
+    .context("serving")
 }

@@ -4,20 +4,19 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use image::RgbImage;
-use racm3::generate::sampler::SamplingConfig;
-use racm3::memory::Memory;
-use racm3::retrieve::{ClipEncoder, RetrievalPolicy};
+use racm3::data::{image_grid, save_png};
+use racm3::generate::sampler::{DEFAULT_CFG, SamplingConfig, validate_cfg};
+use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD, RetrievalPolicy};
 use racm3::tasks::{
-    Context, Demonstration, GeneratedImage, GeneratedText, Generator, Outputs, Retriever,
-    SampleSettings,
+    Context, Demonstration, GeneratedImage, GeneratedText, Loaded, Outputs, SampleSettings,
 };
 use serde_json::json;
 
-use crate::data::read_image;
 use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
+use racm3::data::read_image;
 
 /// The committed generator trained with retrieval on emoji.
 pub const DEFAULT_GENERATOR: &str = "checkpoints/cm3-emoji-small";
@@ -39,13 +38,13 @@ pub struct ModelArgs {
     #[arg(long)]
     clip: Option<PathBuf>,
     /// Retrieved documents in front of the prompt (K); 0 turns retrieval off.
-    #[arg(short, long, default_value_t = 2)]
+    #[arg(short, long, default_value_t = DEFAULT_K)]
     k: usize,
     /// Skip retrieved documents scoring above this with the query (near copies).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     query_threshold: f32,
     /// Skip retrieved documents scoring above this with one already chosen.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     pairwise_threshold: f32,
     /// Where to run: cpu, cuda or cuda:N (a --features cuda build).
     #[arg(long, default_value = "cpu")]
@@ -80,10 +79,7 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     fn settings(&self, default_temperature: f64) -> Result<SampleSettings> {
-        if self.samples == 0 || self.samples > MAX_SAMPLES {
-            bail!("--samples must be 1 to {MAX_SAMPLES}, got {}", self.samples);
-        }
-        Ok(SampleSettings {
+        let settings = SampleSettings {
             samples: self.samples,
             sampling: SamplingConfig {
                 temperature: self.temperature.unwrap_or(default_temperature),
@@ -91,13 +87,11 @@ impl SamplingArgs {
                 top_p: self.top_p,
             },
             seed: self.seed,
-        })
+        };
+        settings.validate()?;
+        Ok(settings)
     }
 }
-
-const MAX_SAMPLES: usize = 64;
-/// Retrieved documents per prompt; each image document alone is about 70 tokens.
-const MAX_K: usize = 16;
 
 /// `racm3 generate`: caption to image.
 #[derive(Debug, Args)]
@@ -112,7 +106,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     grid: Option<PathBuf>,
     /// Classifier-free guidance scale s in u + s (c - u); 1 is none.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = DEFAULT_CFG)]
     cfg: f32,
     #[command(flatten)]
     sampling: SamplingArgs,
@@ -190,82 +184,28 @@ fn parse_demo(text: &str) -> Result<(PathBuf, String), String> {
     Ok((PathBuf::from(path), label.trim().to_owned()))
 }
 
-/// What a task needs loaded: the generator, and the memory with its CLIP when retrieving.
-struct Loaded {
-    generator: Generator,
-    memory: Option<Memory>,
-    clip: Option<ClipEncoder>,
-    policy: RetrievalPolicy,
-}
-
-impl Loaded {
-    fn new(args: &ModelArgs) -> Result<Self> {
-        if args.k > MAX_K {
-            bail!(
-                "-k must be at most {MAX_K}, got {}: more documents do not fit a prompt",
-                args.k
-            );
-        }
-        let device = crate::device(&args.device)?;
-        let generator = Generator::load(&args.model, &args.vqgan, &device).with_context(|| {
-            format!(
-                "loading the generator in {} with the VQGAN in {}",
-                args.model.display(),
-                args.vqgan.display()
-            )
-        })?;
-        let memory = match &args.memory {
-            Some(dir) if args.k > 0 => Some(
-                Memory::open(dir)
-                    .with_context(|| format!("opening the memory in {}", dir.display()))?,
-            ),
-            _ => None,
-        };
-        let clip = match (&memory, &args.clip) {
-            (Some(memory), clip) => Some(crate::memory::encoder_for(memory, clip.as_deref())?),
-            (None, Some(dir)) => Some(crate::clip::load_clip(dir)?),
-            (None, None) => None,
-        };
-        Ok(Self {
-            generator,
-            memory,
-            clip,
-            policy: RetrievalPolicy {
-                k: args.k,
-                query_threshold: args.query_threshold,
-                pairwise_threshold: args.pairwise_threshold,
-                ..RetrievalPolicy::default()
-            },
-        })
-    }
-
-    fn retriever(&self) -> Option<Retriever<'_>> {
-        Some(Retriever {
-            encoder: self.clip.as_ref()?,
-            memory: self.memory.as_ref()?,
-            policy: self.policy,
-        })
-    }
-}
-
-/// Writes a PNG atomically (temp file, then rename).
-pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
-    let mut bytes = Vec::new();
-    image.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
-    racm3::data::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+/// The generator, with the memory and its CLIP when retrieving.
+fn load(args: &ModelArgs) -> Result<Loaded> {
+    let policy = RetrievalPolicy {
+        k: args.k,
+        query_threshold: args.query_threshold,
+        pairwise_threshold: args.pairwise_threshold,
+        ..RetrievalPolicy::default()
+    };
+    let device = racm3::device(&args.device)?;
+    Ok(Loaded::open(
+        &args.model,
+        &args.vqgan,
+        args.memory.as_deref(),
+        args.clip.as_deref(),
+        policy,
+        &device,
+    )?)
 }
 
 /// Images side by side in one row.
 fn row_of(images: &[&RgbImage]) -> RgbImage {
-    let (width, height) = images.first().map_or((1, 1), |image| image.dimensions());
-    let mut row = RgbImage::from_pixel(width * images.len() as u32, height, image::Rgb([255; 3]));
-    for (index, image) in images.iter().enumerate() {
-        image::imageops::replace(&mut row, *image, (index as u32 * width) as i64, 0);
-    }
-    row
+    image_grid(images, images.len(), 0)
 }
 
 /// The context on stderr: notes always (they say what changed the request), retrieved
@@ -322,7 +262,8 @@ fn print_images(out: &Outputs<GeneratedImage>, args: &ModelArgs, written: &Path)
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let settings = args.sampling.settings(1.0)?;
-    let loaded = Loaded::new(&args.model)?;
+    validate_cfg(args.cfg)?;
+    let loaded = load(&args.model)?;
     let out = loaded.generator.text_to_image(
         &args.text,
         loaded.retriever().as_ref(),
@@ -342,7 +283,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 pub fn caption(args: CaptionArgs) -> Result<()> {
     let settings = args.sampling.settings(0.0)?;
     let image = read_image(&args.image)?;
-    let loaded = Loaded::new(&args.model)?;
+    let loaded = load(&args.model)?;
     let out = loaded.generator.image_to_caption(
         &image,
         loaded.retriever().as_ref(),
@@ -355,7 +296,7 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
 
 pub fn infill(args: InfillArgs) -> Result<()> {
     let image = read_image(&args.image)?;
-    let loaded = Loaded::new(&args.model)?;
+    let loaded = load(&args.model)?;
     let retriever = loaded.retriever();
     match (args.caption.split_once("<mask>"), &args.rows) {
         (Some((before, after)), None) => {
@@ -402,7 +343,7 @@ pub fn few_shot(args: FewShotArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let query = read_image(&args.query)?;
-    let loaded = Loaded::new(&args.model)?;
+    let loaded = load(&args.model)?;
     let answer = loaded.generator.classify_in_context(
         &demos,
         &query,

@@ -67,7 +67,7 @@ pub fn run(command: TokenizerCommand) -> Result<()> {
             };
             let bar = Bar::spinner(&format!("training BPE on {} captions", texts.len()));
             let trained = TextTokenizer::train(&texts, &options);
-            bar.finish();
+            drop(bar);
             let tokenizer = trained?;
             tokenizer.save(&out)?;
             let tokens: usize = texts

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use racm3::Device;
-use racm3::data::{Document, Split};
+use racm3::data::{Split, image_grid, save_png};
 use racm3::tokenize::vqgan::{
-    ImageTokenizer, ReconstructionLoss, VqTrainConfig, VqTrainer, Vqgan, VqganConfig, evaluate,
-    fit_image, images_to_tensor, read_config,
+    ImageTokenizer, ReconstructionLoss, VqTrainConfig, Vqgan, VqganConfig, evaluate, fit_image,
+    read_config,
 };
 use serde_json::json;
 
-use crate::data::{DatasetArgs, save_png};
-use crate::progress::Bar;
+use crate::data::DatasetArgs;
+use crate::progress::Terminal;
 
 /// The committed emoji tokenizer, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "checkpoints/vqgan-emoji64-f8";
@@ -159,15 +159,6 @@ pub fn run(command: VqCommand) -> Result<()> {
     }
 }
 
-/// The first image of every document in `split`.
-fn split_images(documents: &[Document], split: Split) -> Vec<image::RgbImage> {
-    documents
-        .iter()
-        .filter(|doc| doc.source.split == split)
-        .filter_map(|doc| doc.images().next().map(|image| image.pixels.clone()))
-        .collect()
-}
-
 fn train(args: TrainArgs) -> Result<()> {
     let mut model = match &args.init {
         Some(init) => read_config(init)?,
@@ -194,53 +185,24 @@ fn train(args: TrainArgs) -> Result<()> {
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.lr = args.lr.unwrap_or(config.lr);
     config.disc_start = args.disc_start.unwrap_or(config.disc_start);
-    let loaded = args.input.load()?;
-    let images = split_images(&loaded.documents, Split::Train);
-    if images.is_empty() {
-        bail!("{} has no training images", args.input.dataset);
-    }
-    let device = crate::device(&args.device)?;
-    let mut trainer = VqTrainer::open(config, &args.out, &device)
-        .with_context(|| format!("opening the run in {}", args.out.display()))?;
-    let config = trainer.config().clone();
-    let tensor = images_to_tensor(&images, config.model.resolution as u32, &device)?;
-    eprintln!(
-        "training {} on {} images of {}: steps {}..{}, batch {}, run folder {}",
-        args.preset,
-        images.len(),
-        args.input.dataset,
-        trainer.step(),
-        config.steps,
-        config.batch_size,
-        args.out.display()
-    );
-    let bar = Bar::new("training");
-    racm3::data::Progress::set_total(&bar, config.steps as u64);
-    racm3::data::Progress::advance(&bar, trainer.step() as u64);
-    let started = std::time::Instant::now();
-    let mut last_step = trainer.step();
-    let outcome = trainer.train(&tensor, |report| {
-        racm3::data::Progress::advance(&bar, (report.step - last_step) as u64);
-        last_step = report.step;
-        bar.set_message(format!("l1 {:.4} psnr {:.1} dB", report.l1, report.psnr));
-    });
-    bar.finish();
-    outcome?;
-    let elapsed = started.elapsed().as_secs_f64();
-    drop(trainer);
-    // The saved model holds plain tensors: the trainer's variables would record every op
-    // of the evaluation for a backward pass that never comes (10 GB at batch 64).
-    let trained = Vqgan::load(&args.out, &device)?;
-    let val = split_images(&loaded.documents, Split::Val);
-    let evaluation = evaluate(&trained, &val, 64, &device)?;
+    let device = racm3::device(&args.device)?;
+    let trained = racm3::training::train_vqgan(
+        &args.input.dataset,
+        args.input.skip_bad,
+        config,
+        &args.out,
+        &device,
+        &Terminal,
+    )?;
+    let val = &trained.val;
     println!(
         "trained to step {} in {:.1} s; val ({} images): PSNR {:.2} dB, codebook usage {:.1}%, perplexity {:.1}",
-        config.steps,
-        elapsed,
-        evaluation.images,
-        evaluation.psnr,
-        100.0 * evaluation.usage,
-        evaluation.perplexity
+        trained.config.steps,
+        trained.seconds,
+        val.images,
+        val.psnr,
+        100.0 * val.usage,
+        val.perplexity
     );
     println!(
         "model in {}; loss curve in {}",
@@ -260,8 +222,8 @@ fn encode(images: &[PathBuf], model: &Path, json: bool) -> Result<()> {
     let side = tokenizer.model().config().grid_size();
     let pixels = images
         .iter()
-        .map(|path| crate::data::read_image(path))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|path| racm3::data::read_image(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let codes = tokenizer.encode(&pixels, 32)?;
     if json {
         let items: Vec<_> = images
@@ -320,7 +282,7 @@ fn reconstruct(
     let model = Vqgan::load(model_dir, &device)
         .with_context(|| format!("loading the VQGAN in {}", model_dir.display()))?;
     let loaded = input.load()?;
-    let images = split_images(&loaded.documents, split);
+    let images = racm3::training::split_images(&loaded.documents, split);
     if images.is_empty() {
         bail!("the {split} split of {} has no images", input.dataset);
     }
@@ -335,7 +297,9 @@ fn reconstruct(
         .iter()
         .map(|image| fit_image(image, resolution))
         .collect();
-    save_png(&grid(&originals, &decoded, resolution), out)?;
+    // Originals in the top row, reconstructions under them, with a 2-pixel white gutter.
+    let tiles: Vec<&image::RgbImage> = originals.iter().chain(&decoded).collect();
+    save_png(&image_grid(&tiles, originals.len(), 2), out)?;
     if json {
         let report = json!({
             "dataset": input.dataset, "split": split, "images": evaluation.images,
@@ -360,21 +324,4 @@ fn reconstruct(
         );
     }
     Ok(())
-}
-
-/// Originals in the top row, reconstructions under them, with a 2-pixel white gutter.
-fn grid(originals: &[image::RgbImage], decoded: &[image::RgbImage], side: u32) -> image::RgbImage {
-    let gap = 2;
-    let columns = originals.len() as u32;
-    let mut canvas = image::RgbImage::from_pixel(
-        columns * (side + gap) + gap,
-        2 * (side + gap) + gap,
-        image::Rgb([255, 255, 255]),
-    );
-    for (i, (original, reconstruction)) in originals.iter().zip(decoded).enumerate() {
-        let x = i64::from(gap + i as u32 * (side + gap));
-        image::imageops::overlay(&mut canvas, original, x, i64::from(gap));
-        image::imageops::overlay(&mut canvas, reconstruction, x, i64::from(2 * gap + side));
-    }
-    canvas
 }

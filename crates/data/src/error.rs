@@ -21,6 +21,14 @@ pub enum Error {
         /// What the decoder said.
         source: image::ImageError,
     },
+    /// Pixels that do not encode as PNG.
+    #[error("{what}: could not encode as PNG: {source}")]
+    Encode {
+        /// The image, or the file it was meant for.
+        what: String,
+        /// What the encoder said.
+        source: image::ImageError,
+    },
     /// A caption that is not valid UTF-8.
     #[error("{path}: caption is not valid UTF-8 (byte {valid_up_to} starts an invalid sequence)")]
     CaptionNotUtf8 {

@@ -29,6 +29,8 @@ pub use document::{Document, ImagePart, Part, Source};
 pub use error::{Error, Result};
 pub use load::{Loaded, OnBadSample, Progress, Silent};
 pub use pairs::{PairFolder, WebDataset};
-pub use pixels::decode_rgb;
+pub use pixels::{
+    IMAGE_EXTENSIONS, decode_rgb, encode_png, image_grid, read_image, read_image_folder, save_png,
+};
 pub use split::Split;
 pub use stats::{SplitCounts, Stats};

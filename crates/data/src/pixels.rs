@@ -1,6 +1,10 @@
-//! Decoding image bytes into the RGB pixels every document holds.
+//! Pixels in and out: decoding image bytes into the RGB every document holds, encoding
+//! them as PNG, and laying several out in one picture.
 
-use image::{DynamicImage, Rgb, RgbImage};
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use crate::error::{Error, Result};
 
@@ -13,6 +17,67 @@ pub fn decode_rgb(bytes: &[u8], name: &str) -> Result<RgbImage> {
         source,
     })?;
     Ok(flatten_on_white(image))
+}
+
+/// The image file at `path` as RGB, the path named in every error.
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    decode_rgb(&bytes, &path.display().to_string())
+}
+
+/// The extensions of the image files racm3 reads.
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+/// Every image file (by [`IMAGE_EXTENSIONS`], any case) directly in `dir`, in name order.
+pub fn read_image_folder(dir: &Path) -> Result<Vec<RgbImage>> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    paths.sort();
+    paths.iter().map(|path| read_image(path)).collect()
+}
+
+/// `image` as PNG bytes; `what` names it in the error.
+pub fn encode_png(image: &RgbImage, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+        .map_err(|source| Error::Encode {
+            what: what.to_owned(),
+            source,
+        })?;
+    Ok(bytes)
+}
+
+/// Writes `image` to `path` as PNG, atomically (temp file, then rename).
+pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
+    crate::write_atomic(path, &encode_png(image, &path.display().to_string())?)
+}
+
+/// `images` in rows of `columns` on white, every cell the size of the first image, with
+/// `gap` pixels of white around and between cells. No images give one blank cell's row.
+pub fn image_grid(images: &[&RgbImage], columns: usize, gap: u32) -> RgbImage {
+    let (width, height) = images.first().map_or((1, 1), |image| image.dimensions());
+    let columns = columns.max(1) as u32;
+    let rows = images.len().div_ceil(columns as usize).max(1) as u32;
+    let mut grid = RgbImage::from_pixel(
+        columns * (width + gap) + gap,
+        rows * (height + gap) + gap,
+        Rgb([255; 3]),
+    );
+    for (index, image) in images.iter().enumerate() {
+        let (column, row) = (index as u32 % columns, index as u32 / columns);
+        let x = gap + column * (width + gap);
+        let y = gap + row * (height + gap);
+        image::imageops::replace(&mut grid, *image, i64::from(x), i64::from(y));
+    }
+    grid
 }
 
 fn flatten_on_white(image: DynamicImage) -> RgbImage {
@@ -33,8 +98,7 @@ fn flatten_on_white(image: DynamicImage) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Rgba, RgbaImage};
-    use std::io::Cursor;
+    use image::{Rgba, RgbaImage};
 
     fn png_bytes(image: &RgbaImage) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -66,5 +130,31 @@ mod tests {
             err.to_string().starts_with("cut.png: not a readable image"),
             "{err}"
         );
+    }
+
+    // A PNG written and read back gives the same pixels.
+    #[test]
+    fn png_round_trips() {
+        let image = RgbImage::from_fn(5, 3, |x, y| Rgb([x as u8 * 40, y as u8 * 80, 7]));
+        let bytes = encode_png(&image, "test").unwrap();
+        assert_eq!(decode_rgb(&bytes, "test").unwrap(), image);
+    }
+
+    // Cells go left to right, then down, each at gap + index · (size + gap); the rest is
+    // white, and a short last row leaves white cells.
+    #[test]
+    fn grid_places_cells_in_rows() {
+        let red = RgbImage::from_pixel(2, 2, Rgb([255, 0, 0]));
+        let blue = RgbImage::from_pixel(2, 2, Rgb([0, 0, 255]));
+        let grid = image_grid(&[&red, &blue, &red], 2, 1);
+        assert_eq!(grid.dimensions(), (2 * 3 + 1, 2 * 3 + 1));
+        assert_eq!(grid.get_pixel(1, 1), &Rgb([255, 0, 0]));
+        assert_eq!(grid.get_pixel(4, 2), &Rgb([0, 0, 255]));
+        assert_eq!(grid.get_pixel(2, 5), &Rgb([255, 0, 0]));
+        assert_eq!(grid.get_pixel(5, 5), &Rgb([255; 3]));
+        assert_eq!(grid.get_pixel(0, 0), &Rgb([255; 3]));
+        let row = image_grid(&[&red, &blue], 2, 0);
+        assert_eq!(row.dimensions(), (4, 2));
+        assert_eq!(row.get_pixel(3, 1), &Rgb([0, 0, 255]));
     }
 }

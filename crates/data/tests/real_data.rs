@@ -7,6 +7,9 @@ use racm3_data::{Dataset, Home, OnBadSample, Silent, Split, Stats, fetch};
 // Both emoji packages: 1,911 entities drawn by two vendors, split by entity with no leak.
 #[test]
 fn real_emoji_packages() {
+    if !racm3_testing::external("real_emoji_packages") {
+        return;
+    }
     let home = Home::from_env();
     for vendor in Vendor::ALL {
         fetch::fetch_emoji(&home.emoji_root(), vendor).expect("fetching the emoji packages");
@@ -40,6 +43,9 @@ fn real_emoji_packages() {
 // Fashion-MNIST: all 70,000 images, the official 10,000 as test.
 #[test]
 fn real_fashion_mnist() {
+    if !racm3_testing::external("real_fashion_mnist") {
+        return;
+    }
     let home = Home::from_env();
     fetch::fetch_fashion_mnist(home.path()).expect("fetching Fashion-MNIST");
     let loaded = Dataset::resolve("fashion-mnist", &home)

@@ -65,6 +65,9 @@ fn frechet_distance_matches_scipy() {
 
 #[test]
 fn inception_features_match_torchscript() {
+    if !racm3_testing::external("inception_features_match_torchscript") {
+        return;
+    }
     let inception = InceptionFid::load(&weights(), &candle_core::Device::Cpu).unwrap();
     let images: Vec<image::RgbImage> = (0..3)
         .map(|i| {

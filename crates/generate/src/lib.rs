@@ -9,18 +9,16 @@
 //! [`training_sequence`] lays out `[retrieved… main]` and [`rag_loss`] weighs its parts.
 #![deny(missing_docs)]
 
-mod attend;
 mod config;
-mod cross_entropy;
 pub mod decode;
-mod gelu;
 mod model;
 pub mod sampler;
 mod sequence;
+#[cfg(feature = "train")]
 mod train;
-mod vector_math;
 
 pub use config::Config;
 pub use model::{Cm3Model, KvCache};
 pub use sequence::{Loss, RETRIEVED_LOSS_WEIGHT, Role, Sequence, rag_loss, training_sequence};
+#[cfg(feature = "train")]
 pub use train::{Cm3TrainConfig, Cm3Trainer, StepReport};

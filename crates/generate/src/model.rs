@@ -9,14 +9,15 @@
 //! serves many requests at once.
 //!
 //! RMSNorm, softmax and the rotation are written from tensor ops for training: candle
-//! 0.11's fused kernels pass back no gradient (../shared/FINDINGS.md). Where no gradient
+//! 0.11's fused kernels pass back no gradient to their inputs, so a model trained through
+//! them silently learns nothing in those layers. Where no gradient
 //! is tracked (a loaded checkpoint, decoding), the fused kernels run instead.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 
-use crate::attend::SingleQueryAttention;
 use crate::config::Config;
+use racm3_kernels::attention::SingleQueryAttention;
 
 /// The keys and values of every layer for the tokens seen so far, one per sequence being
 /// decoded. Create it empty and pass it to each [`Cm3Model::forward`] call.
@@ -401,7 +402,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        crate::gelu::gelu(&xs.apply(&self.fc1)?)?.apply(&self.fc2)
+        racm3_kernels::gelu::gelu(&xs.apply(&self.fc1)?)?.apply(&self.fc2)
     }
 }
 

@@ -8,6 +8,42 @@ use racm3_tokenize::{IdSpace, Special};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+/// Classifier-free guidance scale unless told (RA-CM3 §3.4 samples with it on).
+pub const DEFAULT_CFG: f32 = 3.0;
+/// The largest guidance scale: far past any useful one, and small enough that u + s (c − u)
+/// stays finite for any logits a model writes.
+pub const MAX_CFG: f32 = 100.0;
+/// Nucleus mass for drawing images unless told.
+pub const DEFAULT_TOP_P: f64 = 0.9;
+/// The smallest temperature above 0 (greedy): below it, logits divided by it overflow f32.
+pub const MIN_TEMPERATURE: f64 = 1e-3;
+/// The largest temperature: beyond it every token is as likely as any other.
+pub const MAX_TEMPERATURE: f64 = 100.0;
+
+/// A sampling setting outside what it can mean, named as the HTTP API names it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name} is {value}; it must be {expected}")]
+pub struct InvalidSetting {
+    /// The setting.
+    pub name: &'static str,
+    /// What it was given.
+    pub value: String,
+    /// What it may be.
+    pub expected: &'static str,
+}
+
+/// Refuses a guidance scale outside 0 to [`MAX_CFG`] (1 is none).
+pub fn validate_cfg(cfg: f32) -> Result<(), InvalidSetting> {
+    if (0.0..=MAX_CFG).contains(&cfg) {
+        return Ok(());
+    }
+    Err(InvalidSetting {
+        name: "cfg",
+        value: cfg.to_string(),
+        expected: "from 0 to 100 (1 is no guidance)",
+    })
+}
+
 /// Settings of a [`Sampler`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingConfig {
@@ -26,6 +62,38 @@ impl Default for SamplingConfig {
             top_k: None,
             top_p: None,
         }
+    }
+}
+
+impl SamplingConfig {
+    /// Refuses what cannot be sampled with: a temperature other than 0 (greedy) or within
+    /// [`MIN_TEMPERATURE`]..=[`MAX_TEMPERATURE`], top-k 0, top-p outside (0, 1].
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let temperature = self.temperature;
+        if !(temperature == 0.0 || (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&temperature)) {
+            return Err(InvalidSetting {
+                name: "temperature",
+                value: temperature.to_string(),
+                expected: "0 (greedy) or from 0.001 to 100",
+            });
+        }
+        if self.top_k == Some(0) {
+            return Err(InvalidSetting {
+                name: "top_k",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(InvalidSetting {
+                name: "top_p",
+                value: p.to_string(),
+                expected: "in (0, 1]",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -351,5 +419,44 @@ mod tests {
         structure.observe(ids.special(Special::ImgEnd));
         assert!(!structure.in_image());
         assert_eq!(allowed(&structure), outside);
+    }
+
+    // Each setting's edges: greedy and the bounds pass; NaN, negative, 1e-45 and 1e38
+    // temperatures, top-k 0 and top-p outside (0, 1] are refused with the setting named;
+    // guidance must lie in 0..=100.
+    #[test]
+    fn settings_are_validated_at_their_edges() {
+        let with = |temperature: f64, top_k: Option<usize>, top_p: Option<f64>| SamplingConfig {
+            temperature,
+            top_k,
+            top_p,
+        };
+        for fine in [
+            with(0.0, None, None),
+            with(MIN_TEMPERATURE, Some(1), Some(1.0)),
+            with(MAX_TEMPERATURE, None, Some(1e-9)),
+        ] {
+            assert_eq!(fine.validate(), Ok(()), "{fine:?}");
+        }
+        for (bad, name) in [
+            (with(f64::NAN, None, None), "temperature"),
+            (with(-1.0, None, None), "temperature"),
+            (with(1e-45, None, None), "temperature"),
+            (with(1e38, None, None), "temperature"),
+            (with(1.0, Some(0), None), "top_k"),
+            (with(1.0, None, Some(0.0)), "top_p"),
+            (with(1.0, None, Some(2.0)), "top_p"),
+            (with(1.0, None, Some(f64::NAN)), "top_p"),
+        ] {
+            let refused = bad.validate().unwrap_err();
+            assert_eq!(refused.name, name, "{bad:?}");
+            assert!(refused.to_string().starts_with(name), "{refused}");
+        }
+        for cfg in [0.0, 1.0, DEFAULT_CFG, MAX_CFG] {
+            assert!(validate_cfg(cfg).is_ok(), "{cfg}");
+        }
+        for cfg in [f32::NAN, -0.5, 1e38, f32::INFINITY] {
+            assert!(validate_cfg(cfg).is_err(), "{cfg}");
+        }
     }
 }

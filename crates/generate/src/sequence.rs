@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 use racm3_tokenize::{CausalMasked, IdSpace, Special};
 
-use crate::cross_entropy::cross_entropy_rows;
+use racm3_kernels::cross_entropy::cross_entropy_rows;
 
 /// The paper's weight of the retrieved documents' loss.
 pub const RETRIEVED_LOSS_WEIGHT: f32 = 0.1;

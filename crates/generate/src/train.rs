@@ -3,15 +3,12 @@
 //! validation loss, atomic resumable checkpoints and a loss log. It knows sequences and
 //! roles, not where they came from: retrieval is done once, before training.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use racm3_tokenize::{IdSpace, Special};
-use racm3_train::{
-    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_training_state,
-    save_training_state, save_vars, seeded_var_builder, warmup_cosine,
-};
+use racm3_train::{AdamWConfig, MODEL, Run, clip_grad_norm, seeded_var_builder, warmup_cosine};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -63,12 +60,6 @@ impl Cm3TrainConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainState {
-    step: usize,
-    config: Cm3TrainConfig,
-}
-
 /// One optimizer step's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
@@ -85,15 +76,10 @@ pub struct StepReport {
 /// A generator training run in a folder: `config.json` and `model.safetensors` (ready to
 /// load), `loss.csv`, `loss.png`, and resumable checkpoints in `train/`.
 pub struct Cm3Trainer {
-    config: Cm3TrainConfig,
+    run: Run<Cm3TrainConfig>,
     ids: IdSpace,
-    out: PathBuf,
     device: Device,
-    vars: VarMap,
     model: Cm3Model,
-    optimizer: AdamW,
-    step: usize,
-    log: LossLog,
 }
 
 const LOG_COLUMNS: [&str; 3] = ["main", "retrieved", "val_main"];
@@ -107,59 +93,41 @@ impl Cm3Trainer {
         out: &Path,
         device: &Device,
     ) -> racm3_train::Result<Self> {
-        let latest: Option<(PathBuf, TrainState)> = Checkpoints::new(out).resume_point()?;
-        let config = match &latest {
-            Some((_, state)) => Cm3TrainConfig {
-                steps: config.steps,
-                ..state.config.clone()
-            },
-            None => config,
-        };
+        let mut run = Run::open(out, config, &LOG_COLUMNS, |stored, asked| Cm3TrainConfig {
+            steps: asked.steps,
+            ..stored
+        })?;
+        let config = run.settings().clone();
         let vars = VarMap::new();
         let model = Cm3Model::new(
             &config.model,
             seeded_var_builder(&vars, config.seed, DType::F32, device),
         )?;
-        let mut optimizer = AdamW::new(
-            &vars,
-            AdamWConfig {
-                lr: config.lr,
-                beta1: 0.9,
-                // nanoGPT's beta2 for small models.
-                beta2: 0.99,
-                eps: 1e-8,
-                weight_decay: config.weight_decay,
-            },
-        )?;
-        let step = match &latest {
-            Some((dir, state)) => {
-                load_training_state(dir, &vars, &mut optimizer)?;
-                state.step
-            }
-            None => 0,
+        let adam = AdamWConfig {
+            lr: config.lr,
+            beta1: 0.9,
+            // nanoGPT's beta2 for small models.
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: config.weight_decay,
         };
-        let log = LossLog::open(&out.join("loss.csv"), &LOG_COLUMNS, step)?;
+        run.train_vars(MODEL, &vars, adam)?;
         Ok(Self {
-            config,
+            run,
             ids,
-            out: out.to_owned(),
             device: device.clone(),
-            vars,
             model,
-            optimizer,
-            step,
-            log,
         })
     }
 
     /// Steps done so far.
     pub fn step(&self) -> usize {
-        self.step
+        self.run.step()
     }
 
     /// The run's settings.
     pub fn config(&self) -> &Cm3TrainConfig {
-        &self.config
+        self.run.settings()
     }
 
     /// The model being trained.
@@ -189,12 +157,12 @@ impl Cm3Trainer {
     /// The sequences of step `step`: a permutation drawn from the seed and the epoch, so a
     /// resumed run sees the batches it would have seen.
     fn step_sequences<'a>(&self, data: &'a [Sequence], step: usize) -> Vec<&'a Sequence> {
-        let per_step = self.config.batch_size * self.config.grad_accum;
+        let per_step = self.config().batch_size * self.config().grad_accum;
         let per_epoch = (data.len() / per_step).max(1);
         let epoch = step / per_epoch;
         let mut order: Vec<usize> = (0..data.len()).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
-            self.config.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
+            self.config().seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
         ));
         let start = (step % per_epoch) * per_step;
         (0..per_step)
@@ -204,20 +172,20 @@ impl Cm3Trainer {
 
     /// One optimizer step over `batch_size · grad_accum` sequences of `data`.
     pub fn train_step(&mut self, data: &[Sequence]) -> racm3_train::Result<StepReport> {
-        let sequences = self.step_sequences(data, self.step);
-        let micro_batches = sequences.chunks(self.config.batch_size).count();
+        let sequences = self.step_sequences(data, self.step());
+        let micro_batches = sequences.chunks(self.config().batch_size).count();
         let mut summed: Option<candle_core::backprop::GradStore> = None;
         let (mut main, mut retrieved, mut tokens) = (0.0, 0.0, 0);
-        for micro in sequences.chunks(self.config.batch_size) {
+        for micro in sequences.chunks(self.config().batch_size) {
             let (ids, roles) = self.batch(micro)?;
             let logits = self.model.forward(&ids, None)?;
-            let loss = rag_loss(&logits, &ids, &roles, self.config.alpha)?;
+            let loss = rag_loss(&logits, &ids, &roles, self.config().alpha)?;
             if !loss.main.is_finite() {
                 return Err(racm3_train::Error::Tensor(candle_core::Error::msg(
                     format!(
                         "loss became {} at step {}; lower the learning rate and resume",
                         loss.main,
-                        self.step + 1
+                        self.step() + 1
                     ),
                 )));
             }
@@ -232,7 +200,7 @@ impl Cm3Trainer {
             summed = Some(match summed {
                 None => grads,
                 Some(mut total) => {
-                    for var in self.vars.all_vars() {
+                    for var in self.run.vars(0).all_vars() {
                         if let Some(grad) = grads.get(var.as_tensor()) {
                             let sum = match total.get(var.as_tensor()) {
                                 Some(previous) => (previous + grad)?,
@@ -247,18 +215,18 @@ impl Cm3Trainer {
         }
         let mut grads =
             summed.ok_or_else(|| candle_core::Error::msg("no sequences to train on"))?;
-        clip_grad_norm(&mut grads, &self.vars, 1.0)?;
+        clip_grad_norm(&mut grads, self.run.vars(0), 1.0)?;
         let lr = warmup_cosine(
-            self.step,
-            self.config.warmup,
-            self.config.steps,
-            self.config.lr,
+            self.step(),
+            self.config().warmup,
+            self.config().steps,
+            self.config().lr,
             0.1,
         );
-        self.optimizer.step(&grads, lr)?;
-        self.step += 1;
+        self.run.update(0, &grads, lr)?;
+        self.run.advance();
         Ok(StepReport {
-            step: self.step,
+            step: self.step(),
             main,
             retrieved,
             tokens,
@@ -269,11 +237,11 @@ impl Cm3Trainer {
     pub fn validation_loss(&self, data: &[Sequence]) -> racm3_train::Result<f64> {
         let mut total = 0.0;
         let mut batches = 0;
-        for chunk in data.chunks(self.config.batch_size) {
+        for chunk in data.chunks(self.config().batch_size) {
             let refs: Vec<&Sequence> = chunk.iter().collect();
             let (ids, roles) = self.batch(&refs)?;
             let logits = self.model.forward(&ids, None)?;
-            total += rag_loss(&logits, &ids, &roles, self.config.alpha)?.main as f64;
+            total += rag_loss(&logits, &ids, &roles, self.config().alpha)?.main as f64;
             batches += 1;
         }
         Ok(total / batches.max(1) as f64)
@@ -288,19 +256,19 @@ impl Cm3Trainer {
         val: &[Sequence],
         mut on_step: impl FnMut(&StepReport),
     ) -> racm3_train::Result<()> {
-        let stop = stop.min(self.config.steps);
-        while self.step < stop {
+        let stop = stop.min(self.config().steps);
+        while self.step() < stop {
             let report = self.train_step(train)?;
             on_step(&report);
-            let checkpoint =
-                self.step.is_multiple_of(self.config.checkpoint_every) || self.step == stop;
+            let checkpoint = self
+                .run
+                .checkpoint_due(self.config().checkpoint_every, stop);
             let val_main = if checkpoint && !val.is_empty() {
                 self.validation_loss(val)?
             } else {
                 f64::NAN
             };
-            self.log
-                .push(report.step, &[report.main, report.retrieved, val_main])?;
+            self.run.log(&[report.main, report.retrieved, val_main])?;
             if checkpoint {
                 self.save()?;
             }
@@ -310,17 +278,6 @@ impl Cm3Trainer {
 
     /// Writes a checkpoint and refreshes the ready-to-use model and loss curve in `out`.
     pub fn save(&self) -> racm3_train::Result<()> {
-        let state = TrainState {
-            step: self.step,
-            config: self.config.clone(),
-        };
-        Checkpoints::new(&self.out).save(self.step, &state, |dir| {
-            save_training_state(dir, &self.vars, &self.optimizer)
-        })?;
-        save_vars(&self.vars, &self.out.join("model.safetensors"))?;
-        let config_json =
-            serde_json::to_vec_pretty(&self.config.model).expect("plain data serializes");
-        racm3_data::write_atomic(&self.out.join("config.json"), &config_json)?;
-        self.log.plot(&self.out.join("loss.png"))
+        self.run.save(&self.config().model)
     }
 }

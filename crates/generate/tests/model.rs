@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use candle_nn::{VarBuilder, VarMap};
 use racm3_generate::{Cm3Model, Config, KvCache};
-use racm3_train::max_abs_diff;
+use racm3_kernels::max_abs_diff;
 
 fn model(seed: u64) -> (Cm3Model, VarMap) {
     let vars = VarMap::new();

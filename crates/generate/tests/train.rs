@@ -3,8 +3,8 @@
 
 use candle_core::Device;
 use racm3_generate::{Cm3TrainConfig, Cm3Trainer, Config, Sequence, training_sequence};
+use racm3_kernels::max_abs_diff;
 use racm3_tokenize::{CausalMasked, IdSpace};
-use racm3_train::max_abs_diff;
 
 /// Sequences whose main document repeats its retrieved document, shifted by one.
 fn data(ids: &IdSpace, count: usize) -> Vec<Sequence> {

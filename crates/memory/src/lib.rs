@@ -12,19 +12,19 @@
 //!   files, atomic commits, `add` after the build and `remove` by id.
 #![deny(missing_docs)]
 
-mod dot;
 mod error;
 mod file;
 pub mod index;
 mod record;
 mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod synthetic;
 mod topk;
 
-pub use dot::dot;
 pub use error::{Error, Result};
 pub use index::{
     FlatIndex, Hit, HnswConfig, HnswIndex, IndexSpec, PgVectorIndex, SearchParams, VectorIndex,
     index_factory,
 };
+pub use racm3_kernels::dot;
 pub use store::{Memory, MemorySearch};

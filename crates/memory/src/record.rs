@@ -1,7 +1,6 @@
 //! A stored document: its JSON description, then its images as PNG (lossless, and
 //! what every image tool opens).
 
-use std::io::Cursor;
 use std::path::Path;
 
 use racm3_data::{Document, Part, Source};
@@ -37,14 +36,12 @@ pub(crate) fn encode(document: &Document, out: &mut Vec<u8>) -> Result<()> {
         match part {
             Part::Text(text) => parts.push(DescribedPart::Text(text.clone())),
             Part::Image(image) => {
-                let mut png = Vec::new();
-                image
-                    .pixels
-                    .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-                    .map_err(|err| Error::Document {
+                let png = racm3_data::encode_png(&image.pixels, "image").map_err(|err| {
+                    Error::Document {
                         id: document.id().to_owned(),
-                        problem: format!("image does not encode as PNG: {err}"),
-                    })?;
+                        problem: err.to_string(),
+                    }
+                })?;
                 parts.push(DescribedPart::Image {
                     alt: image.alt.clone(),
                     png: pngs.len(),

@@ -1,5 +1,6 @@
-//! The pgvector backend against real PostgreSQL servers: `.ci/run` starts two and passes
-//! them in RACM3_PGVECTOR_URLS; without it this test starts its own with `.ci/pgvector`.
+//! The pgvector backend against real PostgreSQL servers, a slow external test
+//! (RACM3_EXTERNAL_TESTS=1): `.ci/run` starts two and passes them in RACM3_PGVECTOR_URLS;
+//! without it this test starts its own with `.ci/pgvector`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -77,6 +78,9 @@ impl Drop for Servers {
 // back exactly; reopening sees every key; a table of another dimension is refused.
 #[test]
 fn sharded_top_k_equals_flat() {
+    if !racm3_testing::external("sharded_top_k_equals_flat") {
+        return;
+    }
     let servers = Servers::get();
     assert_eq!(servers.urls.len(), 2);
     let dim = 32;
@@ -171,6 +175,9 @@ fn text_documents(range: std::ops::Range<usize>) -> Vec<Document> {
 // dropped from the servers on reopening (it never shows in results).
 #[test]
 fn pgvector_memory_matches_flat_and_drops_uncommitted_rows() {
+    if !racm3_testing::external("pgvector_memory_matches_flat_and_drops_uncommitted_rows") {
+        return;
+    }
     let servers = Servers::get();
     let dim = 16;
     let all = synthetic::clustered(260, dim, 20, 0.5, 5);

@@ -29,6 +29,16 @@ pub enum Error {
     /// A request the pipeline cannot serve as asked.
     #[error("{0}")]
     BadInput(String),
+    /// What the pipeline was doing when the error under it happened ("opening the memory
+    /// in mem/emoji"), printed before it as anyhow's context is.
+    #[error("{what}")]
+    Context {
+        /// The work that failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// A cache file that cannot be read or written.
     #[error("{path}: {problem}")]
     Cache {
@@ -70,3 +80,18 @@ from_stage!(
     Train: racm3_train::Error,
     Evaluate: racm3_evaluate::Error
 );
+
+/// Says what was being done when an error happened, as anyhow's `with_context` does.
+pub(crate) trait WithContext<T> {
+    /// The error, if any, under `what()`.
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T, E: Into<Error>> WithContext<T> for Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Context {
+            what: what(),
+            source: Box::new(source.into()),
+        })
+    }
+}

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use racm3::generate::{Cm3Model, Cm3TrainConfig, Cm3Trainer, Config, KvCache, training_sequence};
+use racm3::kernels::max_abs_diff;
 use racm3::retrieve::clip::ClipModel;
 use racm3::tokenize::vqgan::{VqTrainConfig, VqTrainer, Vqgan, VqganConfig, images_to_tensor};
 use racm3::tokenize::{CausalMasked, IdSpace};
-use racm3::train::max_abs_diff;
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("a CUDA device (this test file is for machines with a GPU)")

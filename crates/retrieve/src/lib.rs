@@ -17,8 +17,8 @@ pub mod train;
 pub use encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, Query, START_TOKEN, document_text};
 pub use error::{Error, Result};
 pub use policy::{
-    QUERY_DROPOUT, Retrieval, RetrievalPolicy, Retrieved, retrieve, retrieve_for_query,
-    retrieve_for_training,
+    DEFAULT_K, DEFAULT_SEARCH_K, DEFAULT_THRESHOLD, MAX_PROMPT_K, QUERY_DROPOUT, Retrieval,
+    RetrievalPolicy, Retrieved, retrieve, retrieve_for_query, retrieve_for_training,
 };
 pub use preprocess::{OPENAI_MEAN, OPENAI_STD, pixel_values};
 pub use train::{ClipTrainConfig, ClipTrainer, Recall, recall_at_k};

@@ -12,6 +12,16 @@ use rand::seq::SliceRandom;
 use crate::encoder::{ClipEncoder, Query, document_text};
 use crate::error::{Error, Result};
 
+/// Documents retrieved into a prompt unless told (the paper's K).
+pub const DEFAULT_K: usize = 2;
+/// Documents a search returns unless told (`racm3 retrieve`, `/retrieve`).
+pub const DEFAULT_SEARCH_K: usize = 4;
+/// The paper's near-copy and redundancy thresholds.
+pub const DEFAULT_THRESHOLD: f32 = 0.9;
+/// The most documents retrieved into one prompt: each image document alone is about 70
+/// tokens, and more do not fit a context.
+pub const MAX_PROMPT_K: usize = 16;
+
 /// How many documents to retrieve and which to skip.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetrievalPolicy {
@@ -31,12 +41,47 @@ impl Default for RetrievalPolicy {
     /// The paper's settings: k = 2 and both thresholds 0.9.
     fn default() -> Self {
         Self {
-            k: 2,
-            query_threshold: 0.9,
-            pairwise_threshold: 0.9,
+            k: DEFAULT_K,
+            query_threshold: DEFAULT_THRESHOLD,
+            pairwise_threshold: DEFAULT_THRESHOLD,
             exact: false,
             ef_search: None,
         }
+    }
+}
+
+impl RetrievalPolicy {
+    /// The paper's policy for `k` documents.
+    pub fn top(k: usize) -> Self {
+        Self {
+            k,
+            ..Self::default()
+        }
+    }
+
+    /// This policy with both skips off: plain top-k.
+    pub fn without_skips(self) -> Self {
+        Self {
+            query_threshold: f32::INFINITY,
+            pairwise_threshold: f32::INFINITY,
+            ..self
+        }
+    }
+
+    /// Refuses thresholds that compare with nothing (NaN); infinity is allowed and turns
+    /// a skip off.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("query_threshold", self.query_threshold),
+            ("pairwise_threshold", self.pairwise_threshold),
+        ] {
+            if value.is_nan() {
+                return Err(Error::BadInput(format!(
+                    "{name} is NaN; it must be a number (inner products lie in [-1, 1])"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -64,16 +109,19 @@ pub struct Retrieval {
 
 /// Up to `policy.k` documents for a query key, best first, following the policy. `exclude`
 /// names a document never to return (the query document, in training). Fewer than k come
-/// back only when the memory has fewer documents that pass the thresholds.
+/// back only when the memory has fewer documents, or fewer that pass the thresholds: a k
+/// beyond the memory's size is clamped here, for every caller. k = 0 and an empty memory
+/// are errors.
 pub fn retrieve(
     memory: &Memory,
     key: &[f32],
     policy: &RetrievalPolicy,
     exclude: Option<&str>,
 ) -> Result<Retrieval> {
+    policy.validate()?;
     let excluded_row = exclude.and_then(|id| memory.row_of(id));
     let available = memory.len() - usize::from(excluded_row.is_some());
-    if policy.k == 0 || policy.k > available.max(1) || available == 0 {
+    if policy.k == 0 || available == 0 {
         return Err(racm3_memory::Error::BadK {
             k: policy.k,
             len: available,
@@ -81,6 +129,10 @@ pub fn retrieve(
         }
         .into());
     }
+    let policy = &RetrievalPolicy {
+        k: policy.k.min(available),
+        ..*policy
+    };
     let keep = |row: u64| Some(row) != excluded_row;
     let how = MemorySearch {
         exact: policy.exact,
@@ -277,12 +329,21 @@ mod tests {
             ids(&retrieve(&memory, &query, &plain, Some("d0")).unwrap()),
             vec!["d1", "d2", "d3"]
         );
-        // k past the documents that could come back is an error naming the limit.
+        // k past the documents that could come back returns them all; k = 0 and a NaN
+        // threshold are errors.
         let too_many = RetrievalPolicy { k: 5, ..plain };
-        let err = retrieve(&memory, &query, &too_many, Some("d0"))
+        let all = retrieve(&memory, &query, &too_many, Some("d0")).unwrap();
+        assert_eq!(ids(&all), vec!["d1", "d2", "d3", "d4"]);
+        let none = RetrievalPolicy { k: 0, ..plain };
+        assert!(retrieve(&memory, &query, &none, None).is_err());
+        let nan = RetrievalPolicy {
+            query_threshold: f32::NAN,
+            ..plain
+        };
+        let err = retrieve(&memory, &query, &nan, None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("1..=4"), "{err}");
+        assert!(err.contains("query_threshold is NaN"), "{err}");
     }
 
     // Dropout removes exactly round(20%) of the tokens, keeps order, and never empties.

@@ -3,16 +3,13 @@
 //! (the symmetric InfoNCE loss of Radford et al., 2021), with a learnable temperature.
 //! Also [`recall_at_k`], the retrieval metric it is judged by.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarMap;
 use image::RgbImage;
 use racm3_tokenize::{TextTokenizer, TrainOptions};
-use racm3_train::{
-    AdamW, AdamWConfig, Checkpoints, LossLog, clip_grad_norm, load_training_state,
-    save_training_state, save_vars, seeded_var_builder, warmup_cosine,
-};
+use racm3_train::{AdamWConfig, MODEL, Run, clip_grad_norm, seeded_var_builder, warmup_cosine};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -70,12 +67,6 @@ impl Default for ClipTrainConfig {
             checkpoint_every: 250,
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainState {
-    step: usize,
-    config: ClipTrainConfig,
 }
 
 /// One logged step.
@@ -146,14 +137,9 @@ pub fn recall_at_k(encoder: &ClipEncoder, pairs: &[Pair]) -> Result<Recall> {
 /// `tokenizer.json` (ready for [`ClipEncoder::load`]), `loss.csv`, `loss.png`, and
 /// resumable checkpoints in `train/`.
 pub struct ClipTrainer {
-    config: ClipTrainConfig,
-    out: PathBuf,
+    run: Run<ClipTrainConfig>,
     device: Device,
-    vars: VarMap,
     encoder: ClipEncoder,
-    optimizer: AdamW,
-    step: usize,
-    log: LossLog,
     /// Framed token ids of every training caption.
     token_rows: Vec<Vec<u32>>,
     /// Every training image, preprocessed: (n, 3, size, size).
@@ -178,30 +164,26 @@ impl ClipTrainer {
                 pairs.len()
             )));
         }
-        let checkpoints = Checkpoints::new(out);
-        let latest: Option<(PathBuf, TrainState)> = checkpoints.resume_point()?;
-        let config = match &latest {
-            Some((_, state)) => ClipTrainConfig {
-                steps: config.steps,
-                ..state.config.clone()
-            },
-            None => config,
-        };
+        let mut run = Run::open(out, config, &LOG_COLUMNS, |stored, asked| ClipTrainConfig {
+            steps: asked.steps,
+            ..stored
+        })?;
+        let config = run.settings().clone();
         let tokenizer_path = out.join("tokenizer.json");
-        let text = match &latest {
-            Some(_) => TextTokenizer::from_file(&tokenizer_path),
-            None => {
-                let options = TrainOptions {
-                    vocab_size: config.vocab_size,
-                    lowercase: true,
-                    ..TrainOptions::default()
-                };
-                TextTokenizer::train(pairs.iter().map(|pair| pair.text.as_str()), &options)
-                    .and_then(|mut text| {
-                        text.add_special_tokens(&[START_TOKEN, END_TOKEN])?;
-                        Ok(text)
-                    })
-            }
+        let text = if run.is_resumed() {
+            TextTokenizer::from_file(&tokenizer_path)
+        } else {
+            let options = TrainOptions {
+                vocab_size: config.vocab_size,
+                lowercase: true,
+                ..TrainOptions::default()
+            };
+            TextTokenizer::train(pairs.iter().map(|pair| pair.text.as_str()), &options).and_then(
+                |mut text| {
+                    text.add_special_tokens(&[START_TOKEN, END_TOKEN])?;
+                    Ok(text)
+                },
+            )
         }
         .map_err(|err| Error::Tokenizer(err.to_string()))?;
         let vocab = text.vocab_size() as usize;
@@ -219,26 +201,16 @@ impl ClipTrainer {
             seeded_var_builder(&vars, config.seed, DType::F32, device),
         )?;
         let tokenizer = ClipTokenizer::new(text.clone(), &model_config)?;
-        let mut optimizer = AdamW::new(
-            &vars,
-            AdamWConfig {
-                lr: config.lr,
-                beta1: 0.9,
-                // CLIP's beta2 for transformer towers (Radford et al., 2021, appendix).
-                beta2: 0.98,
-                eps: 1e-6,
-                weight_decay: config.weight_decay,
-            },
-        )?;
-        let step = match &latest {
-            Some((dir, state)) => {
-                load_training_state(dir, &vars, &mut optimizer)?;
-                state.step
-            }
-            None => 0,
+        let adam = AdamWConfig {
+            lr: config.lr,
+            beta1: 0.9,
+            // CLIP's beta2 for transformer towers (Radford et al., 2021, appendix).
+            beta2: 0.98,
+            eps: 1e-6,
+            weight_decay: config.weight_decay,
         };
-        std::fs::create_dir_all(out).map_err(Error::io(out))?;
-        if latest.is_none() {
+        run.train_vars(MODEL, &vars, adam)?;
+        if !run.is_resumed() {
             text.save(&tokenizer_path)
                 .map_err(|err| Error::Tokenizer(err.to_string()))?;
         }
@@ -252,17 +224,11 @@ impl ClipTrainer {
             model_config.vision_config.image_size as u32,
             device,
         )?;
-        let log = LossLog::open(&out.join("loss.csv"), &LOG_COLUMNS, step)?;
         let encoder = ClipEncoder::new(model, tokenizer, device.clone(), out.display().to_string());
         Ok(Self {
-            config,
-            out: out.to_owned(),
+            run,
             device: device.clone(),
-            vars,
             encoder,
-            optimizer,
-            step,
-            log,
             token_rows,
             pixels,
             captions: pairs.iter().map(|pair| pair.text.clone()).collect(),
@@ -271,12 +237,12 @@ impl ClipTrainer {
 
     /// Steps done so far.
     pub fn step(&self) -> usize {
-        self.step
+        self.run.step()
     }
 
     /// The run's settings.
     pub fn config(&self) -> &ClipTrainConfig {
-        &self.config
+        self.run.settings()
     }
 
     /// The model being trained, as an encoder.
@@ -289,7 +255,7 @@ impl ClipTrainer {
     /// the step number, so a resumed run sees the batches it would have seen.
     fn batch_indices(&self, step: usize) -> Vec<usize> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(
-            self.config.seed ^ (step as u64).wrapping_mul(0x9e37_79b9),
+            self.config().seed ^ (step as u64).wrapping_mul(0x9e37_79b9),
         );
         let mut order: Vec<usize> = (0..self.captions.len()).collect();
         order.shuffle(&mut rng);
@@ -297,13 +263,13 @@ impl ClipTrainer {
         order
             .into_iter()
             .filter(|&index| seen.insert(self.captions[index].as_str()))
-            .take(self.config.batch_size)
+            .take(self.config().batch_size)
             .collect()
     }
 
     /// One optimizer step on the batch of the current step.
     fn train_step(&mut self) -> Result<StepReport> {
-        let indices = self.batch_indices(self.step);
+        let indices = self.batch_indices(self.step());
         let b_sz = indices.len();
         let rows: Vec<Vec<u32>> = indices
             .iter()
@@ -331,20 +297,20 @@ impl ClipTrainer {
         if !loss_value.is_finite() {
             return Err(Error::BadInput(format!(
                 "loss became {loss_value} at step {}; lower the learning rate and resume",
-                self.step + 1
+                self.step() + 1
             )));
         }
         let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, &self.vars, 1.0)?;
+        clip_grad_norm(&mut grads, self.run.vars(0), 1.0)?;
         // Cosine decay to zero, as CLIP was trained.
         let lr = warmup_cosine(
-            self.step,
-            self.config.warmup,
-            self.config.steps,
-            self.config.lr,
+            self.step(),
+            self.config().warmup,
+            self.config().steps,
+            self.config().lr,
             0.0,
         );
-        self.optimizer.step(&grads, lr)?;
+        self.run.update(0, &grads, lr)?;
         self.clamp_logit_scale()?;
         let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let correct = predicted
@@ -352,10 +318,10 @@ impl ClipTrainer {
             .enumerate()
             .filter(|(i, p)| **p as usize == *i)
             .count();
-        self.step += 1;
+        self.run.advance();
         let scale = self.encoder.model().logit_scale().to_scalar::<f32>()? as f64;
         Ok(StepReport {
-            step: self.step,
+            step: self.step(),
             loss: loss_value,
             temperature: (-scale).exp(),
             accuracy: correct as f64 / b_sz as f64,
@@ -364,12 +330,7 @@ impl ClipTrainer {
 
     /// CLIP caps the logit scale at ln(100) so the softmax never becomes too sharp.
     fn clamp_logit_scale(&self) -> Result<()> {
-        let data = self
-            .vars
-            .data()
-            .lock()
-            .map_err(|_| racm3_train::Error::Poisoned)?;
-        if let Some(var) = data.get("logit_scale") {
+        if let Some(var) = self.run.var(0, "logit_scale")? {
             let capped = var.as_tensor().clamp(0f32, 100f32.ln())?;
             var.set(&capped)?;
         }
@@ -384,7 +345,7 @@ impl ClipTrainer {
         on_step: impl FnMut(&StepReport),
         on_checkpoint: impl FnMut(&Self) -> Result<()>,
     ) -> Result<()> {
-        self.train_until(self.config.steps, on_step, on_checkpoint)
+        self.train_until(self.config().steps, on_step, on_checkpoint)
     }
 
     /// [`ClipTrainer::train`], stopping after step `stop` with a checkpoint there (the
@@ -395,15 +356,16 @@ impl ClipTrainer {
         mut on_step: impl FnMut(&StepReport),
         mut on_checkpoint: impl FnMut(&Self) -> Result<()>,
     ) -> Result<()> {
-        let stop = stop.min(self.config.steps);
-        while self.step < stop {
+        let stop = stop.min(self.config().steps);
+        while self.step() < stop {
             let report = self.train_step()?;
-            self.log.push(
-                report.step,
-                &[report.loss, report.temperature, report.accuracy],
-            )?;
+            self.run
+                .log(&[report.loss, report.temperature, report.accuracy])?;
             on_step(&report);
-            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == stop {
+            if self
+                .run
+                .checkpoint_due(self.config().checkpoint_every, stop)
+            {
                 self.save()?;
                 on_checkpoint(self)?;
             }
@@ -413,18 +375,6 @@ impl ClipTrainer {
 
     /// Writes a checkpoint and refreshes the ready-to-use model and loss curve in `out`.
     pub fn save(&self) -> Result<()> {
-        let state = TrainState {
-            step: self.step,
-            config: self.config.clone(),
-        };
-        Checkpoints::new(&self.out).save(self.step, &state, |dir| {
-            save_training_state(dir, &self.vars, &self.optimizer)
-        })?;
-        save_vars(&self.vars, &self.out.join("model.safetensors"))?;
-        let config_json = serde_json::to_vec_pretty(self.encoder.model().config())
-            .expect("plain data serializes");
-        racm3_data::write_atomic(&self.out.join("config.json"), &config_json)?;
-        self.log.plot(&self.out.join("loss.png"))?;
-        Ok(())
+        Ok(self.run.save(self.encoder.model().config())?)
     }
 }

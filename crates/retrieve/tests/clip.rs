@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use racm3_kernels::max_abs_diff;
 use racm3_retrieve::clip::{ClipModel, Config};
 use racm3_retrieve::train::Pair;
 use racm3_retrieve::{ClipEncoder, ClipTrainConfig, ClipTrainer, Query, pixel_values, recall_at_k};
-use racm3_train::max_abs_diff;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip/hf-tiny")

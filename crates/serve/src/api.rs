@@ -19,9 +19,8 @@ use crate::Settings;
 use crate::error::ApiError;
 use crate::lanes::Lane;
 use crate::metrics::Metrics;
-use crate::service::{
-    AddRequest, CaptionRequest, GenerateRequest, KnnRequest, RetrieveRequest, Service,
-};
+use crate::service::Service;
+use crate::wire::{AddRequest, CaptionRequest, GenerateRequest, KnnRequest, RetrieveRequest};
 
 struct App {
     service: Arc<Service>,

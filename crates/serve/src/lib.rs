@@ -25,6 +25,7 @@ mod error;
 mod lanes;
 mod metrics;
 mod service;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,31 @@ impl Default for Settings {
             timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// Binds `settings.address` and serves `service` on a runtime of its own until Ctrl-C;
+/// `on_ready` learns the bound address (port 0 picks a free one) before the first request.
+pub fn serve_blocking(
+    service: Service,
+    settings: &Settings,
+    on_ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.address)
+            .await
+            .map_err(|err| {
+                std::io::Error::new(
+                    err.kind(),
+                    format!(
+                        "binding {}: {err}; is another server on that port? pass --port 0 for a free one",
+                        settings.address
+                    ),
+                )
+            })?;
+        on_ready(listener.local_addr()?);
+        serve(listener, Arc::new(service), settings).await
+    })
 }
 
 /// Serves `service` on `listener` until Ctrl-C, finishing requests in flight.

@@ -6,18 +6,20 @@
 use std::io::Cursor;
 use std::sync::{PoisonError, RwLock};
 
+use crate::Limits;
+use crate::error::ApiError;
+use crate::wire::{
+    AddRequest, AddResponse, CaptionRequest, CaptionView, DocumentView, GenerateRequest, Generated,
+    ImageView, KnnRequest, KnnResult, RemoveResponse, RetrieveRequest, RetrieveResponse, Sampling,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use image::RgbImage;
 use racm3::data::{Document, Source, Split};
-use racm3::generate::sampler::SamplingConfig;
+use racm3::generate::sampler::{SamplingConfig, validate_cfg};
 use racm3::memory::Memory;
-use racm3::retrieve::{ClipEncoder, Query, RetrievalPolicy, retrieve};
+use racm3::retrieve::{ClipEncoder, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve};
 use racm3::tasks::{Evidence, Generator, Retriever, SampleSettings};
-use serde::{Deserialize, Serialize};
-
-use crate::Limits;
-use crate::error::ApiError;
 
 /// The models a server shares between requests: CLIP and the memory it keyed, and
 /// optionally a generator (without one, `/generate` and `/caption` answer 503).
@@ -26,242 +28,6 @@ pub struct Service {
     memory: RwLock<Memory>,
     generator: Option<Generator>,
     limits: Limits,
-}
-
-/// A document as a client sees it.
-#[derive(Debug, Serialize)]
-pub struct DocumentView {
-    /// 1 for the best.
-    pub rank: usize,
-    /// The memory's id.
-    pub id: String,
-    /// The caption.
-    pub caption: String,
-    /// Inner product of its key with the query's.
-    pub score: f32,
-    /// Where it came from.
-    pub dataset: String,
-    /// What it depicts.
-    pub entity: String,
-    /// Its first image as base64 PNG.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-}
-
-/// `POST /retrieve`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrieveRequest {
-    /// A text query.
-    pub text: Option<String>,
-    /// An image query as base64 (a `data:` URL prefix is allowed).
-    pub image: Option<String>,
-    /// Documents to return.
-    #[serde(default = "default_search_k")]
-    pub k: usize,
-    /// Skip documents scoring above this with the query (near copies); RA-CM3's 0.9.
-    pub query_threshold: Option<f32>,
-    /// Skip documents scoring above this with one already chosen; RA-CM3's 0.9.
-    pub pairwise_threshold: Option<f32>,
-    /// Exact search even when the memory has an approximate index.
-    #[serde(default)]
-    pub exact: bool,
-    /// Include each document's image (default true).
-    #[serde(default = "yes")]
-    pub images: bool,
-}
-
-/// The answer to `/retrieve`.
-#[derive(Debug, Serialize)]
-pub struct RetrieveResponse {
-    /// Best first.
-    pub documents: Vec<DocumentView>,
-    /// Candidates skipped as near copies of the query.
-    pub near_copies: usize,
-    /// Candidates skipped as near copies of a chosen document.
-    pub redundant: usize,
-    /// Documents in the memory.
-    pub memory_size: usize,
-}
-
-/// Sampling settings shared by `/generate` and `/caption`.
-#[derive(Debug, Deserialize)]
-pub struct Sampling {
-    /// Documents retrieved into the prompt; 0 generates without retrieval.
-    #[serde(default = "default_prompt_k")]
-    pub k: usize,
-    /// Samples to draw; re-ranked by CLIP, best first.
-    #[serde(default = "one")]
-    pub samples: usize,
-    /// Softmax temperature; 0 is greedy.
-    #[serde(default = "one_f64")]
-    pub temperature: f64,
-    /// Nucleus sampling.
-    #[serde(default = "default_top_p")]
-    pub top_p: Option<f64>,
-    /// Keep the k most likely tokens.
-    pub top_k: Option<usize>,
-    /// Sample i uses seed + i.
-    #[serde(default = "one_u64")]
-    pub seed: u64,
-    /// The retrieval policy's near-copy threshold.
-    pub query_threshold: Option<f32>,
-}
-
-/// `POST /generate`: caption to image.
-#[derive(Debug, Deserialize)]
-pub struct GenerateRequest {
-    /// The caption.
-    pub text: String,
-    /// Classifier-free guidance scale; 1 is none.
-    #[serde(default = "default_cfg")]
-    pub cfg: f32,
-    /// Everything else.
-    #[serde(flatten)]
-    pub sampling: Sampling,
-}
-
-/// `POST /caption`: image to caption.
-#[derive(Debug, Deserialize)]
-pub struct CaptionRequest {
-    /// The image as base64.
-    pub image: String,
-    /// Everything else.
-    #[serde(flatten)]
-    pub sampling: Sampling,
-}
-
-/// A generated image.
-#[derive(Debug, Serialize)]
-pub struct ImageView {
-    /// Base64 PNG.
-    pub png: String,
-    /// Cosine with the caption under CLIP.
-    pub clip_similarity: Option<f32>,
-    /// The seed that drew it.
-    pub seed: u64,
-}
-
-/// A generated caption.
-#[derive(Debug, Serialize)]
-pub struct CaptionView {
-    /// The text.
-    pub text: String,
-    /// Cosine with the image under CLIP.
-    pub clip_similarity: Option<f32>,
-    /// The seed that drew it.
-    pub seed: u64,
-}
-
-/// The answer to `/generate` or `/caption`: outputs and what informed them.
-#[derive(Debug, Serialize)]
-pub struct Generated<T> {
-    /// Best first.
-    pub outputs: Vec<T>,
-    /// The documents in front of the prompt.
-    pub retrieved: Vec<DocumentView>,
-    /// Policies that changed the request (truncation, an empty memory).
-    pub notes: Vec<String>,
-}
-
-/// `POST /knn-service`, as clip-retrieval's `ClipClient` sends it. racm3's keys mix text
-/// and image, so `modality` and the index name are accepted and not used; the safety
-/// and aesthetic fields have no model here and are ignored.
-#[derive(Debug, Deserialize)]
-pub struct KnnRequest {
-    /// A text query.
-    pub text: Option<String>,
-    /// An image query, base64.
-    pub image: Option<String>,
-    /// clip-retrieval fetches this URL; racm3 refuses to fetch URLs.
-    pub image_url: Option<String>,
-    /// A query key of the memory's dimension.
-    pub embedding_input: Option<Vec<f32>>,
-    /// Results to return.
-    pub num_images: usize,
-    /// Skip results that are near copies of a better one.
-    #[serde(default)]
-    pub deduplicate: bool,
-}
-
-/// One k-NN result in clip-retrieval's shape.
-#[derive(Debug, Serialize)]
-pub struct KnnResult {
-    /// The row in the memory.
-    pub id: u64,
-    /// The memory's id of the document.
-    pub document_id: String,
-    /// The score.
-    pub similarity: f32,
-    /// The caption.
-    pub caption: String,
-    /// clip-retrieval's URL field; racm3 serves images inline.
-    pub url: Option<String>,
-    /// The first image as base64 PNG.
-    pub image: Option<String>,
-}
-
-/// `POST /documents`: documents to add to the memory.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddRequest {
-    /// The documents.
-    pub documents: Vec<NewDocument>,
-}
-
-/// One document to add.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewDocument {
-    /// Its id; new to the memory. Default: `api/<caption>/<nanoseconds>`.
-    pub id: Option<String>,
-    /// The caption.
-    pub caption: String,
-    /// The image as base64; without one, a text-only document.
-    pub image: Option<String>,
-}
-
-/// The answer to `/documents`: sent only after the documents are on disk.
-#[derive(Debug, Serialize)]
-pub struct AddResponse {
-    /// The ids added.
-    pub added: Vec<String>,
-    /// Documents in the memory now.
-    pub memory_size: usize,
-}
-
-/// The answer to `DELETE /documents/{id}`: sent only after the removal is on disk.
-#[derive(Debug, Serialize)]
-pub struct RemoveResponse {
-    /// The id removed.
-    pub removed: String,
-    /// Documents in the memory now.
-    pub memory_size: usize,
-}
-
-fn default_search_k() -> usize {
-    4
-}
-fn default_prompt_k() -> usize {
-    2
-}
-fn default_cfg() -> f32 {
-    3.0
-}
-fn default_top_p() -> Option<f64> {
-    Some(0.9)
-}
-fn one() -> usize {
-    1
-}
-fn one_f64() -> f64 {
-    1.0
-}
-fn one_u64() -> u64 {
-    1
-}
-fn yes() -> bool {
-    true
 }
 
 impl Service {
@@ -319,13 +85,10 @@ impl Service {
         self.check_limit("k", request.k, self.limits.max_k)?;
         let key = self.query_key(request.text.as_deref(), request.image.as_deref())?;
         let memory = self.memory.read().unwrap_or_else(PoisonError::into_inner);
-        let defaults = RetrievalPolicy::default();
         let policy = RetrievalPolicy {
-            k: request.k.min(memory.len()),
-            query_threshold: request.query_threshold.unwrap_or(defaults.query_threshold),
-            pairwise_threshold: request
-                .pairwise_threshold
-                .unwrap_or(defaults.pairwise_threshold),
+            k: request.k,
+            query_threshold: request.query_threshold.unwrap_or(DEFAULT_THRESHOLD),
+            pairwise_threshold: request.pairwise_threshold.unwrap_or(DEFAULT_THRESHOLD),
             exact: request.exact,
             ef_search: None,
         };
@@ -356,12 +119,7 @@ impl Service {
     pub fn generate(&self, request: GenerateRequest) -> Result<Generated<ImageView>, ApiError> {
         let generator = self.generator()?;
         let text = self.text(&request.text)?;
-        if !request.cfg.is_finite() || request.cfg < 0.0 {
-            return Err(ApiError::Invalid(format!(
-                "cfg is {}; it must be a finite number, 1 for no guidance",
-                request.cfg
-            )));
-        }
+        validate_cfg(request.cfg).map_err(|invalid| ApiError::Invalid(invalid.to_string()))?;
         let streams = if request.cfg == 1.0 { 1 } else { 2 };
         let steps = request.sampling.samples * generator.vqgan().tokens_per_image() * streams;
         let settings = self.sample_settings(&request.sampling, steps)?;
@@ -435,21 +193,19 @@ impl Service {
             None => self.query_key(request.text.as_deref(), request.image.as_deref())?,
         };
         let memory = self.memory.read().unwrap_or_else(PoisonError::into_inner);
-        let k = request.num_images.min(memory.len());
-        if k == 0 {
+        let k = request.num_images;
+        if k == 0 || memory.is_empty() {
             return Ok(Vec::new());
         }
         // A search service returns exact matches; deduplication is the pairwise rule.
+        let plain = RetrievalPolicy::top(k).without_skips();
         let policy = RetrievalPolicy {
-            k,
-            query_threshold: f32::INFINITY,
             pairwise_threshold: if request.deduplicate {
-                RetrievalPolicy::default().pairwise_threshold
+                DEFAULT_THRESHOLD
             } else {
-                f32::INFINITY
+                plain.pairwise_threshold
             },
-            exact: false,
-            ef_search: None,
+            ..plain
         };
         let found = retrieve(&memory, &key, &policy, None)?;
         found
@@ -510,18 +266,8 @@ impl Service {
         }
         let keys = self.encoder.document_keys(&documents)?;
         let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
-        memory
-            .add(&documents, &keys)
-            .map_err(|e| ApiError::from(&e))?;
-        if let Err(error) = memory.commit() {
-            // Not acknowledged, so not kept: searches stop seeing them at once.
-            for document in &documents {
-                let _ = memory.remove(document.id());
-            }
-            return Err(ApiError::Internal(format!(
-                "could not write the memory: {error}"
-            )));
-        }
+        // Not acknowledged unless on disk: a failed commit takes the documents back out.
+        racm3::memory::add_keyed(&mut memory, &documents, &keys)?;
         Ok(AddResponse {
             added: documents.iter().map(|d| d.id().to_owned()).collect(),
             memory_size: memory.len(),
@@ -549,11 +295,8 @@ impl Service {
             encoder: &self.encoder,
             memory,
             policy: RetrievalPolicy {
-                k: sampling.k,
-                query_threshold: sampling
-                    .query_threshold
-                    .unwrap_or(RetrievalPolicy::default().query_threshold),
-                ..RetrievalPolicy::default()
+                query_threshold: sampling.query_threshold.unwrap_or(DEFAULT_THRESHOLD),
+                ..RetrievalPolicy::top(sampling.k)
             },
         })
     }
@@ -566,23 +309,7 @@ impl Service {
         self.check_limit("k", sampling.k, self.limits.max_prompt_k)?;
         self.check_limit("samples", sampling.samples, self.limits.max_samples)?;
         self.check_limit("steps", steps, self.limits.max_steps)?;
-        if sampling.samples == 0 {
-            return Err(ApiError::Invalid("samples must be at least 1".into()));
-        }
-        if !sampling.temperature.is_finite() || sampling.temperature < 0.0 {
-            return Err(ApiError::Invalid(format!(
-                "temperature is {}; it must be 0 (greedy) or positive",
-                sampling.temperature
-            )));
-        }
-        if let Some(p) = sampling.top_p
-            && !(p > 0.0 && p <= 1.0)
-        {
-            return Err(ApiError::Invalid(format!(
-                "top_p is {p}; it must be in (0, 1]"
-            )));
-        }
-        Ok(SampleSettings {
+        let settings = SampleSettings {
             samples: sampling.samples,
             sampling: SamplingConfig {
                 temperature: sampling.temperature,
@@ -590,7 +317,11 @@ impl Service {
                 top_p: sampling.top_p,
             },
             seed: sampling.seed,
-        })
+        };
+        settings
+            .validate()
+            .map_err(|err| ApiError::Invalid(err.to_string()))?;
+        Ok(settings)
     }
 
     fn check_limit(&self, name: &'static str, got: usize, limit: usize) -> Result<(), ApiError> {
@@ -720,9 +451,7 @@ fn first_image(document: &Document) -> Result<Option<String>, ApiError> {
 }
 
 fn png_base64(image: &RgbImage) -> Result<String, ApiError> {
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|err| ApiError::Internal(format!("encoding a PNG: {err}")))?;
+    let bytes = racm3::data::encode_png(image, "a generated image")
+        .map_err(|err| ApiError::Internal(err.to_string()))?;
     Ok(BASE64.encode(bytes))
 }

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use racm3_kernels::max_abs_diff;
 use racm3_tokenize::vqgan::{
     CODE_PARTS, ImageTokenizer, ReconstructionLoss, VqTrainConfig, VqTrainer, Vqgan, VqganConfig,
     codes_fingerprint, images_to_tensor,
 };
-use racm3_train::max_abs_diff;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vqgan/taming-tiny")

@@ -104,19 +104,6 @@ fn temp_path(path: &Path) -> PathBuf {
 /// The optimizer moments' file in a checkpoint folder.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-/// Writes a model's weights and its optimizer's state into checkpoint folder `dir`: what
-/// a single-model trainer passes to [`Checkpoints::save`].
-pub fn save_training_state(dir: &Path, vars: &VarMap, optimizer: &crate::AdamW) -> Result<()> {
-    save_vars(vars, &dir.join(WEIGHTS_FILE))?;
-    optimizer.save(&dir.join(OPTIMIZER_FILE))
-}
-
-/// Restores what [`save_training_state`] wrote.
-pub fn load_training_state(dir: &Path, vars: &VarMap, optimizer: &mut crate::AdamW) -> Result<()> {
-    load_vars(vars, &dir.join(WEIGHTS_FILE))?;
-    optimizer.load(&dir.join(OPTIMIZER_FILE))
-}
-
 /// The checkpoints of one training run.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {

@@ -72,7 +72,7 @@ impl Codes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dot::{dot, dot4_codes};
+    use racm3_kernels::dot::{dot, dot4_codes};
 
     // Scores through the codes are within the quantization error of the exact ones, also
     // after a later row widens a dimension's range (which re-encodes every row).

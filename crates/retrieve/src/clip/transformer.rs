@@ -2,7 +2,8 @@
 //! an MLP. Names are Hugging Face's (`layers.N.self_attn.q_proj`, `layer_norm1`, ...).
 //!
 //! LayerNorm and softmax are written from tensor ops because candle 0.11's fused
-//! `LayerNorm` and `softmax_last_dim` pass back no gradient (../shared/FINDINGS.md), and
+//! `LayerNorm` and `softmax_last_dim` pass back no gradient to their inputs (a model
+//! trained through them silently learns nothing in those layers), and
 //! the same modules train and load.
 
 use candle_core::{D, Module, Result, Tensor};

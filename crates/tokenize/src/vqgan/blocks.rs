@@ -6,8 +6,8 @@ use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::config::VqganConfig;
-use super::conv::{Conv, Resample};
-use super::norm::Norm;
+use racm3_kernels::conv::{Conv, Resample};
+use racm3_kernels::norm::Norm;
 
 /// A "same"-padded stride-1 convolution.
 fn conv(in_ch: usize, out_ch: usize, kernel: usize, vb: VarBuilder) -> Result<Conv> {

@@ -7,9 +7,7 @@
 
 mod blocks;
 mod config;
-mod conv;
 mod discriminator;
-mod norm;
 mod quantize;
 mod train;
 
@@ -26,8 +24,8 @@ pub use train::{Evaluation, ReconstructionLoss, StepReport, VqTrainConfig, VqTra
 
 use crate::error::{Error, Result};
 use blocks::{Decoder, Encoder};
-use conv::Conv;
 use quantize::Quantizer;
+use racm3_kernels::conv::Conv;
 
 /// The file names of a saved VQGAN.
 pub const CONFIG_FILE: &str = "config.json";

@@ -13,10 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::discriminator::{Discriminator, DiscriminatorConfig};
 use super::{CONFIG_FILE, Vqgan, VqganConfig, WEIGHTS_FILE, images_to_tensor};
 use crate::error::{Error, Result};
-use racm3_train::{
-    AdamW, AdamWConfig, Checkpoints, LossLog, load_vars, load_vars_where, save_vars,
-    seeded_var_builder, warmup_cosine,
-};
+use racm3_train::{AdamWConfig, MODEL, Run, load_vars_where, seeded_var_builder, warmup_cosine};
 
 /// Every setting of a VQGAN run; stored in each checkpoint so a resumed run is the same run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,12 +107,6 @@ impl VqTrainConfig {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct TrainState {
-    step: usize,
-    config: VqTrainConfig,
-}
-
 /// What a logged step reports.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
@@ -195,19 +186,15 @@ fn codebook_stats(counts: &[u64], images: usize, psnr_sum: f64) -> Evaluation {
 /// latest weights, ready to use), `loss.csv`, `loss.png`, and resumable checkpoints in
 /// `train/`.
 pub struct VqTrainer {
-    config: VqTrainConfig,
-    out: PathBuf,
+    run: Run<VqTrainConfig>,
     device: Device,
-    generator_vars: VarMap,
-    discriminator_vars: VarMap,
     model: Vqgan,
     discriminator: Discriminator,
-    generator_optimizer: AdamW,
-    discriminator_optimizer: AdamW,
-    step: usize,
-    log: LossLog,
     code_counts: Vec<u64>,
 }
+
+/// The run's second set of variables, with its own optimizer.
+const DISCRIMINATOR: &str = "discriminator";
 
 const LOG_COLUMNS: [&str; 4] = ["l1", "psnr", "vq", "disc"];
 
@@ -215,15 +202,11 @@ impl VqTrainer {
     /// Starts a run in `out`, or resumes the one there. A resumed run keeps its stored
     /// settings except the total step count, which may be raised to train longer.
     pub fn open(config: VqTrainConfig, out: &Path, device: &Device) -> Result<Self> {
-        let checkpoints = Checkpoints::new(out);
-        let latest: Option<(PathBuf, TrainState)> = checkpoints.resume_point()?;
-        let config = match &latest {
-            Some((_, state)) => VqTrainConfig {
-                steps: config.steps,
-                ..state.config.clone()
-            },
-            None => config,
-        };
+        let mut run = Run::open(out, config, &LOG_COLUMNS, |stored, asked| VqTrainConfig {
+            steps: asked.steps,
+            ..stored
+        })?;
+        let config = run.settings().clone();
         config.model.validate().map_err(|message| Error::Config {
             path: out.join(CONFIG_FILE),
             message,
@@ -251,67 +234,47 @@ impl VqTrainer {
             eps: 1e-8,
             weight_decay: 0.0,
         };
-        let mut generator_optimizer = AdamW::new(&generator_vars, adam)?;
-        let mut discriminator_optimizer = AdamW::new(&discriminator_vars, adam)?;
-        let step = match &latest {
-            Some((dir, state)) => {
-                load_vars(&generator_vars, &dir.join(WEIGHTS_FILE))?;
-                load_vars(&discriminator_vars, &dir.join("discriminator.safetensors"))?;
-                generator_optimizer.load(&dir.join("optimizer.safetensors"))?;
-                discriminator_optimizer.load(&dir.join("discriminator_optimizer.safetensors"))?;
-                state.step
+        run.train_vars(MODEL, &generator_vars, adam)?;
+        run.train_vars(DISCRIMINATOR, &discriminator_vars, adam)?;
+        // A fresh run may start from a trained model; a resumed one has its checkpoint.
+        if let Some(init) = config.init.as_ref().filter(|_| !run.is_resumed()) {
+            let shape = super::read_config(init)?;
+            let beside_decoder = |model: &VqganConfig| VqganConfig {
+                decoder_ch: None,
+                ..model.clone()
+            };
+            if beside_decoder(&shape) != beside_decoder(&config.model) {
+                return Err(Error::Config {
+                    path: init.join(CONFIG_FILE),
+                    message: format!(
+                        "the model to start from has another shape than the run: {shape:?} against {:?}",
+                        config.model
+                    ),
+                });
             }
-            None => {
-                if let Some(init) = &config.init {
-                    let shape = super::read_config(init)?;
-                    let beside_decoder = |model: &VqganConfig| VqganConfig {
-                        decoder_ch: None,
-                        ..model.clone()
-                    };
-                    if beside_decoder(&shape) != beside_decoder(&config.model) {
-                        return Err(Error::Config {
-                            path: init.join(CONFIG_FILE),
-                            message: format!(
-                                "the model to start from has another shape than the run: {shape:?} against {:?}",
-                                config.model
-                            ),
-                        });
-                    }
-                    // A decoder of another width starts afresh on the trained encoder.
-                    let keep_decoder = shape.decoder_base() == config.model.decoder_base();
-                    load_vars_where(&generator_vars, &init.join(WEIGHTS_FILE), |name| {
-                        keep_decoder || !name.starts_with("decoder.")
-                    })?;
-                }
-                0
-            }
-        };
-        let log = LossLog::open(&out.join("loss.csv"), &LOG_COLUMNS, step)?;
-        let code_counts = vec![0; config.model.n_embed];
+            // A decoder of another width starts afresh on the trained encoder.
+            let keep_decoder = shape.decoder_base() == config.model.decoder_base();
+            load_vars_where(&generator_vars, &init.join(WEIGHTS_FILE), |name| {
+                keep_decoder || !name.starts_with("decoder.")
+            })?;
+        }
         Ok(Self {
-            config,
-            out: out.to_owned(),
+            code_counts: vec![0; config.model.n_embed],
+            run,
             device: device.clone(),
-            generator_vars,
-            discriminator_vars,
             model,
             discriminator,
-            generator_optimizer,
-            discriminator_optimizer,
-            step,
-            log,
-            code_counts,
         })
     }
 
     /// Steps done so far (more than 0 for a resumed run).
     pub fn step(&self) -> usize {
-        self.step
+        self.run.step()
     }
 
     /// The run's settings.
     pub fn config(&self) -> &VqTrainConfig {
-        &self.config
+        self.run.settings()
     }
 
     /// The model being trained.
@@ -323,7 +286,7 @@ impl VqTrainer {
     /// come every `checkpoint_every` steps and at the end. A NaN loss stops the run with
     /// an error naming the step; the last checkpoint stays as it was.
     pub fn train(&mut self, images: &Tensor, on_log: impl FnMut(&StepReport)) -> Result<()> {
-        self.train_until(images, self.config.steps, on_log)
+        self.train_until(images, self.config().steps, on_log)
     }
 
     /// Trains until step `until` (at most `config.steps`), as [`VqTrainer::train`]; the
@@ -335,34 +298,38 @@ impl VqTrainer {
         until: usize,
         mut on_log: impl FnMut(&StepReport),
     ) -> Result<()> {
-        let until = until.min(self.config.steps);
+        let until = until.min(self.config().steps);
         let n_images = images.dim(0)?;
         if n_images == 0 {
             return Err(Error::Config {
-                path: self.out.clone(),
+                path: self.run.dir().to_owned(),
                 message: "no training images".into(),
             });
         }
-        while self.step < until {
+        while self.step() < until {
             // A generator per step makes batches independent of where a run resumed.
             let mut rng = rand::rngs::StdRng::seed_from_u64(
-                self.config.seed ^ (self.step as u64).wrapping_mul(0x9e37_79b9),
+                self.config().seed ^ (self.step() as u64).wrapping_mul(0x9e37_79b9),
             );
-            let picks: Vec<u32> = (0..self.config.batch_size)
+            let picks: Vec<u32> = (0..self.config().batch_size)
                 .map(|_| rng.random_range(0..n_images as u32))
                 .collect();
             let batch = images.index_select(&Tensor::new(picks.as_slice(), &self.device)?, 0)?;
             let report = self.train_step(&batch)?;
-            self.step += 1;
-            if !self.config.decoder_only && self.step.is_multiple_of(self.config.restart_every) {
+            self.run.advance();
+            let step = self.step();
+            if !self.config().decoder_only && step.is_multiple_of(self.config().restart_every) {
                 self.restart_dead_codes(&batch, &mut rng)?;
             }
-            if self.step.is_multiple_of(self.config.log_every) || self.step == self.config.steps {
-                self.log
-                    .push(self.step, &[report.l1, report.psnr, report.vq, report.disc])?;
+            if step.is_multiple_of(self.config().log_every) || step == self.config().steps {
+                self.run
+                    .log(&[report.l1, report.psnr, report.vq, report.disc])?;
                 on_log(&report);
             }
-            if self.step.is_multiple_of(self.config.checkpoint_every) || self.step == until {
+            if self
+                .run
+                .checkpoint_due(self.config().checkpoint_every, until)
+            {
                 self.save()?;
             }
         }
@@ -370,15 +337,15 @@ impl VqTrainer {
     }
 
     fn train_step(&mut self, xs: &Tensor) -> Result<StepReport> {
-        let step = self.step;
+        let step = self.step();
         let lr = warmup_cosine(
             step,
-            self.config.warmup,
-            self.config.steps,
-            self.config.lr,
+            self.config().warmup,
+            self.config().steps,
+            self.config().lr,
             0.1,
         );
-        let (reconstruction, quantized) = if self.config.decoder_only {
+        let (reconstruction, quantized) = if self.config().decoder_only {
             let quantized = self.model.encode(xs)?;
             (self.model.decode(&quantized.z_q.detach())?, quantized)
         } else {
@@ -387,32 +354,32 @@ impl VqTrainer {
         let error = (xs - &reconstruction)?;
         let l1 = error.abs()?.mean_all()?;
         let squared = error.sqr()?.mean_all()?;
-        let pixel_loss = match self.config.reconstruction {
+        let pixel_loss = match self.config().reconstruction {
             ReconstructionLoss::L1 => &l1,
             ReconstructionLoss::L2 => &squared,
         };
-        let vq = (&quantized.codebook_loss + (&quantized.commitment_loss * self.config.beta)?)?;
-        let adversarial = step >= self.config.disc_start;
+        let vq = (&quantized.codebook_loss + (&quantized.commitment_loss * self.config().beta)?)?;
+        let adversarial = step >= self.config().disc_start;
         // With the encoder and codebook frozen the VQ losses are reported, not trained.
-        let mut loss = if self.config.decoder_only {
+        let mut loss = if self.config().decoder_only {
             pixel_loss.clone()
         } else {
             (pixel_loss + &vq)?
         };
         if adversarial {
             let fake_score = self.discriminator.forward(&reconstruction)?.mean_all()?;
-            loss = (loss - (fake_score * self.config.disc_weight)?)?;
+            loss = (loss - (fake_score * self.config().disc_weight)?)?;
         }
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
             return Err(Error::Config {
-                path: self.out.clone(),
+                path: self.run.dir().to_owned(),
                 message: format!(
                     "loss became {loss_value} at step {step}; training stopped and the last checkpoint is kept"
                 ),
             });
         }
-        self.generator_optimizer.step(&loss.backward()?, lr)?;
+        self.run.update(0, &loss.backward()?, lr)?;
 
         let mut disc_value = 0.0;
         if adversarial {
@@ -424,8 +391,7 @@ impl VqTrainer {
                 + (1.0 + fake_score)?.relu()?.mean_all()?)?
                 * 0.5)?;
             disc_value = f64::from(disc_loss.to_scalar::<f32>()?);
-            self.discriminator_optimizer
-                .step(&disc_loss.backward()?, lr)?;
+            self.run.update(1, &disc_loss.backward()?, lr)?;
         }
         for code in quantized.indices.flatten_all()?.to_vec1::<u32>()? {
             self.code_counts[code as usize] += 1;
@@ -470,44 +436,16 @@ impl VqTrainer {
     }
 
     fn codebook_var(&self) -> Result<Var> {
-        let data = self
-            .generator_vars
-            .data()
-            .lock()
-            .map_err(|_| racm3_train::Error::Poisoned)?;
-        data.get("quantize.embedding.weight")
-            .cloned()
+        self.run
+            .var(0, "quantize.embedding.weight")?
             .ok_or_else(|| Error::Config {
-                path: self.out.clone(),
+                path: self.run.dir().to_owned(),
                 message: "the model has no quantize.embedding.weight".into(),
             })
     }
 
     /// Writes a checkpoint and refreshes the ready-to-use model and loss curve in `out`.
     pub fn save(&self) -> Result<()> {
-        let state = TrainState {
-            step: self.step,
-            config: self.config.clone(),
-        };
-        Checkpoints::new(&self.out).save(self.step, &state, |dir| {
-            save_vars(&self.generator_vars, &dir.join(WEIGHTS_FILE))?;
-            save_vars(
-                &self.discriminator_vars,
-                &dir.join("discriminator.safetensors"),
-            )?;
-            self.generator_optimizer
-                .save(&dir.join("optimizer.safetensors"))?;
-            self.discriminator_optimizer
-                .save(&dir.join("discriminator_optimizer.safetensors"))
-        })?;
-        save_vars(&self.generator_vars, &self.out.join(WEIGHTS_FILE))?;
-        let config_json =
-            serde_json::to_vec_pretty(&self.config.model).map_err(|err| Error::Config {
-                path: self.out.join(CONFIG_FILE),
-                message: err.to_string(),
-            })?;
-        racm3_data::write_atomic(&self.out.join(CONFIG_FILE), &config_json)?;
-        self.log.plot(&self.out.join("loss.png"))?;
-        Ok(())
+        Ok(self.run.save(&self.config().model)?)
     }
 }

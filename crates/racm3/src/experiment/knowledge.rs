@@ -8,31 +8,46 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
-use racm3::data::Document;
-use racm3::memory::Memory;
-use racm3::retrieve::{ClipEncoder, RetrievalPolicy};
-use racm3::tasks::{Generator, Retriever};
+use racm3_data::Document;
+use racm3_memory::Memory;
+use racm3_retrieve::{ClipEncoder, RetrievalPolicy};
 use serde_json::{Value, json};
 
-use super::ImageScoring;
+use super::images::{Drawing, ImageScoring};
+use crate::Error;
+use crate::error::WithContext;
+use crate::progress::Observer;
+use crate::tasks::{Generator, Retriever};
 
 /// Copies the memory folder `from` into `to` (replaced if present).
-fn copy_memory(from: &Path, to: &Path) -> Result<()> {
+fn copy_memory(from: &Path, to: &Path) -> Result<(), Error> {
+    let io = |err: std::io::Error| Error::BadInput(err.to_string());
     if to.exists() {
-        std::fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+        std::fs::remove_dir_all(to)
+            .map_err(io)
+            .context(|| format!("removing {}", to.display()))?;
     }
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))
-                .with_context(|| format!("copying {}", entry.path().display()))?;
+    let copy = || -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    copy().map_err(io).context(|| {
+        format!(
+            "copying the memory in {} to {}",
+            from.display(),
+            to.display()
+        )
+    })
 }
 
+/// The RA generator's caption-to-image scores on `held_out` before and after their
+/// entities' documents join a copy of the memory in `out/knowledge-memory`.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ra: &Generator,
@@ -41,10 +56,10 @@ pub fn run(
     memory_dir: &Path,
     held_out: &[Document],
     policy: RetrievalPolicy,
-    seeds: u64,
-    cfg: f32,
+    draw: &Drawing,
     out: &Path,
-) -> Result<Value> {
+    observer: &dyn Observer,
+) -> Result<Value, Error> {
     let copy = out.join("knowledge-memory");
     copy_memory(memory_dir, &copy)?;
     let mut memory = Memory::open(&copy)?;
@@ -59,15 +74,19 @@ pub fn run(
     for row in rows {
         let document = memory.document(row)?;
         if entities.contains(document.source.entity.as_str()) {
-            keys.extend_from_slice(memory.key(row).context("a live row has a key")?);
+            let key = memory.key(row).ok_or_else(|| {
+                Error::BadInput(format!("row {row} of {} has no key", copy.display()))
+            })?;
+            keys.extend_from_slice(key);
             removed.push(document);
         }
     }
-    anyhow::ensure!(
-        !removed.is_empty(),
-        "the memory in {} holds no document of a held-out entity: nothing to add back",
-        memory_dir.display()
-    );
+    if removed.is_empty() {
+        return Err(Error::BadInput(format!(
+            "the memory in {} holds no document of a held-out entity: nothing to add back",
+            memory_dir.display()
+        )));
+    }
     for document in &removed {
         memory.remove(document.id())?;
     }
@@ -88,7 +107,7 @@ pub fn run(
         };
         let label = format!("knowledge update, {phase}");
         let (mut summary, first) =
-            scoring.over_seeds(ra, held_out, Some(&retriever), seeds, cfg, &label)?;
+            scoring.over_seeds(ra, held_out, Some(&retriever), draw, &label, observer)?;
         let same_entity = first.map_or(0, |drawn| drawn.same_entity);
         summary["memory_documents"] = json!(memory.len());
         summary["retrieved_same_entity_share"] = json!(same_entity as f64 / held_out.len() as f64);

@@ -17,7 +17,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `query · rows[i]` for four rows at once: interleaving four streams keeps more loads in
 /// flight, which is what a graph search waits on (faiss's `distances_batch_4`).
 #[inline]
-pub(crate) fn dot4(query: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+pub fn dot4(query: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
@@ -36,7 +36,7 @@ pub(crate) fn dot4(query: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
 /// that a read of it soon after waits less on memory. A no-op where there is no such
 /// instruction.
 #[inline]
-pub(crate) fn prefetch<T>(row: &[T]) {
+pub fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -53,7 +53,7 @@ pub(crate) fn prefetch<T>(row: &[T]) {
 /// `query · rows[i]` for four rows of 8-bit codes (see `index::codes`), the query already
 /// scaled per dimension. A code row is a quarter of the bytes of an f32 row.
 #[inline]
-pub(crate) fn dot4_codes(query: &[f32], rows: [&[i8]; 4]) -> [f32; 4] {
+pub fn dot4_codes(query: &[f32], rows: [&[i8]; 4]) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {

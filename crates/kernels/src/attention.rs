@@ -13,8 +13,9 @@ use rayon::prelude::*;
 
 /// `softmax(q · kᵀ · scale) · v` for q (b, heads, 1, head_dim) and k, v
 /// (b, heads, seen, head_dim), all f32 with a contiguous last dimension.
-pub(crate) struct SingleQueryAttention {
-    pub(crate) scale: f32,
+pub struct SingleQueryAttention {
+    /// Multiplies the scores before the softmax: 1 / √head_dim.
+    pub scale: f32,
 }
 
 /// One (b, heads, t, head_dim) operand: its data and where each head's rows start.

@@ -11,12 +11,12 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use racm3_train::contiguous_f32;
+use crate::contiguous_f32;
 
-use crate::vector_math::{avx2_dispatch, exp};
+use crate::simd::{avx2_dispatch, exp};
 
 /// GELU(x) = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), with its gradient.
-pub(crate) fn gelu(xs: &Tensor) -> Result<Tensor> {
+pub fn gelu(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
         xs.contiguous()?.apply_op1(Gelu)
     } else {
@@ -147,8 +147,8 @@ fn erf(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::max_abs_diff;
     use candle_core::{Device, Var};
-    use racm3_train::max_abs_diff;
 
     // The forward pass and the gradient match candle's exact `gelu_erf` (libm's erf and
     // exp) from -10 to 10.

@@ -11,19 +11,19 @@
 
 use std::path::Path;
 
-use anyhow::Result;
 use image::RgbImage;
-use racm3::data::{Document, Split};
-use racm3::memory::Memory;
-use racm3::retrieve::ClipEncoder;
-use racm3::tasks::{Demonstration, Generator, Retriever};
-use racm3::train::LossLog;
+use racm3_data::{Document, Split};
+use racm3_memory::Memory;
+use racm3_retrieve::ClipEncoder;
+use racm3_train::LossLog;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::progress::Bar;
+use crate::Error;
+use crate::progress::Observer;
+use crate::tasks::{Demonstration, Generator, Retriever};
 
 /// Nonsense words that name no class; an episode draws two.
 const WORDS: [&str; 10] = [
@@ -51,7 +51,7 @@ fn episodes(
     test: &[&Document],
     queries: usize,
     seed: u64,
-) -> Result<Vec<Episode>> {
+) -> Result<Vec<Episode>, Error> {
     let mut rng = StdRng::seed_from_u64(seed);
     let by_class = |documents: &[&Document]| {
         let mut classes = vec![Vec::new(); 10];
@@ -72,11 +72,12 @@ fn episodes(
     let usable: Vec<usize> = (0..10)
         .filter(|&class| !train_classes[class].is_empty() && !test_classes[class].is_empty())
         .collect();
-    anyhow::ensure!(
-        usable.len() >= 2,
-        "few-shot needs two classes with training and test images; Fashion-MNIST here has {}",
-        usable.len()
-    );
+    if usable.len() < 2 {
+        return Err(Error::BadInput(format!(
+            "few-shot needs two classes with training and test images; Fashion-MNIST here has {}",
+            usable.len()
+        )));
+    }
     let episodes = (0..queries)
         .map(|query| {
             let mut classes = usable.clone();
@@ -114,9 +115,10 @@ fn episodes(
 }
 
 /// A memory of the first training documents, keyed by `clip`, in `dir` (rebuilt).
-fn fashion_memory(dir: &Path, train: &[&Document], clip: &ClipEncoder) -> Result<Memory> {
+fn fashion_memory(dir: &Path, train: &[&Document], clip: &ClipEncoder) -> Result<Memory, Error> {
     if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
+        std::fs::remove_dir_all(dir)
+            .map_err(|err| Error::BadInput(format!("removing {}: {err}", dir.display())))?;
     }
     let mut memory = Memory::create(dir, clip.dim(), "flat", clip.describe())?;
     let documents: Vec<Document> = train
@@ -131,7 +133,8 @@ fn fashion_memory(dir: &Path, train: &[&Document], clip: &ClipEncoder) -> Result
     Ok(memory)
 }
 
-/// Accuracy of each setting at each number of shots over `queries` episodes.
+/// Accuracy of each setting at each number of shots over `queries` episodes; the curve of
+/// accuracy against shots goes to `out/few-shot.csv` and `.png`.
 pub fn run(
     ra: &Generator,
     baseline: &Generator,
@@ -139,8 +142,9 @@ pub fn run(
     k: usize,
     queries: usize,
     out: &Path,
-) -> Result<Value> {
-    let loaded = crate::data::load_dataset("fashion-mnist", false)?;
+    observer: &dyn Observer,
+) -> Result<Value, Error> {
+    let loaded = crate::datasets::load("fashion-mnist", false, observer)?;
     let train: Vec<&Document> = loaded
         .documents
         .iter()
@@ -155,10 +159,7 @@ pub fn run(
     let retriever = Retriever {
         encoder: clip,
         memory: &memory,
-        policy: racm3::retrieve::RetrievalPolicy {
-            k,
-            ..Default::default()
-        },
+        policy: racm3_retrieve::RetrievalPolicy::top(k),
     };
     let episodes = episodes(&train, &test, queries, 0)?;
     let image = |document: &Document| -> RgbImage {
@@ -178,8 +179,8 @@ pub fn run(
     for (column, (name, generator, retriever)) in settings.into_iter().enumerate() {
         let mut accuracy = serde_json::Map::new();
         for (shot_index, shots) in SHOTS.iter().enumerate() {
-            let bar = Bar::new(&format!("few-shot {name}, {shots} shots"));
-            racm3::data::Progress::set_total(&bar, episodes.len() as u64);
+            let stage = observer.stage(&format!("few-shot {name}, {shots} shots"));
+            stage.set_total(episodes.len() as u64);
             let mut correct = 0usize;
             for episode in &episodes {
                 let demonstrations: Vec<Demonstration> = episode.demonstrations[shot_index]
@@ -196,9 +197,9 @@ pub fn run(
                     retriever,
                 )?;
                 correct += usize::from(answer.label == episode.words[episode.answer]);
-                racm3::data::Progress::advance(&bar, 1);
+                stage.advance(1);
             }
-            bar.finish();
+            drop(stage);
             let share = correct as f64 / episodes.len() as f64;
             table[shot_index][column] = share;
             // Half-width of a 95% normal interval for a proportion.
@@ -230,7 +231,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use racm3::data::Source;
+    use racm3_data::Source;
     use std::collections::BTreeMap;
 
     fn document(index: usize, class: usize) -> Document {

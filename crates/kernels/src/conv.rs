@@ -13,14 +13,14 @@
 //! gather: the decoder's nearest-neighbour upsampling and the encoder's extra bottom and
 //! right zero row. Other devices and dtypes take candle's ops.
 
+use crate::{contiguous_f32, storage_f32};
 use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
-use racm3_train::{contiguous_f32, storage_f32};
 use rayon::prelude::*;
 
 /// What a convolution does to its input before the kernel slides over it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Resample {
+pub enum Resample {
     /// Nothing: the input as it is, padded as the convolution's config says.
     None,
     /// Nearest-neighbour upsampling by 2 (taming's decoder `Upsample`).
@@ -33,13 +33,14 @@ pub(crate) enum Resample {
 /// A 2-D convolution with taming's parameter names (`weight`, `bias`), and the resampling
 /// its input gets first.
 #[derive(Debug)]
-pub(crate) struct Conv {
+pub struct Conv {
     inner: Conv2d,
     resample: Resample,
 }
 
 impl Conv {
-    pub(crate) fn new(
+    /// A convolution of `in_ch` to `out_ch` channels with a square `kernel`.
+    pub fn new(
         in_ch: usize,
         out_ch: usize,
         kernel: usize,
@@ -53,7 +54,7 @@ impl Conv {
     }
 
     /// The same convolution on a resampled input.
-    pub(crate) fn resampling(self, resample: Resample) -> Self {
+    pub fn resampling(self, resample: Resample) -> Self {
         Self { resample, ..self }
     }
 
@@ -503,9 +504,10 @@ impl CustomOp3 for ConvOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::max_abs_diff;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
-    use racm3_train::max_abs_diff;
+    use racm3_train::seeded_var_builder;
 
     fn ramp(n: usize, step: usize) -> Vec<f32> {
         (0..n)
@@ -555,7 +557,7 @@ mod tests {
         ];
         for (kernel, padding, stride, resample, (height, width)) in cases {
             let vars = VarMap::new();
-            let vb = racm3_train::seeded_var_builder(&vars, 7, DType::F32, &Device::Cpu);
+            let vb = seeded_var_builder(&vars, 7, DType::F32, &Device::Cpu);
             let config = Conv2dConfig {
                 padding,
                 stride,
@@ -599,7 +601,7 @@ mod tests {
     #[test]
     fn a_kernel_larger_than_the_input_is_an_error() {
         let vars = VarMap::new();
-        let vb = racm3_train::seeded_var_builder(&vars, 7, DType::F32, &Device::Cpu);
+        let vb = seeded_var_builder(&vars, 7, DType::F32, &Device::Cpu);
         let conv = Conv::new(2, 2, 5, Default::default(), vb).unwrap();
         let xs = Tensor::zeros((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
         let err = conv.forward(&xs).unwrap_err().to_string();

@@ -10,14 +10,14 @@
 //! backward in candle is five full-size temporaries). Other devices and dtypes use
 //! candle_nn's.
 
+use crate::{contiguous_f32, storage_f32};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{GroupNorm, Init, VarBuilder};
-use racm3_train::{contiguous_f32, storage_f32};
 use rayon::prelude::*;
 
 /// GroupNorm with taming's parameter names (`weight`, `bias`) and candle_nn's initialization.
 #[derive(Debug)]
-pub(crate) struct Norm {
+pub struct Norm {
     reference: GroupNorm,
     weight: Tensor,
     bias: Tensor,
@@ -26,7 +26,8 @@ pub(crate) struct Norm {
 }
 
 impl Norm {
-    pub(crate) fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    /// GroupNorm of `channels` in `groups`, weight 1 and bias 0 unless `vb` holds them.
+    pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
         let reference = GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
@@ -40,7 +41,7 @@ impl Norm {
     }
 
     /// GroupNorm then SiLU (swish), as taming's blocks apply them.
-    pub(crate) fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
         self.apply(xs, true)
     }
 
@@ -257,9 +258,9 @@ impl CustomOp3 for GroupNormOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::max_abs_diff;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
-    use racm3_train::max_abs_diff;
 
     // The fused pass gives candle_nn's GroupNorm's output and the gradients of input,
     // weight and bias, alone and followed by SiLU, on an input with a non-zero mean and

@@ -10,14 +10,14 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use racm3_train::contiguous_f32;
+use crate::contiguous_f32;
 
-use crate::vector_math::{avx2_dispatch, exp};
+use crate::simd::{avx2_dispatch, exp};
 
 /// `logsumexp(logits[i]) − logits[i, targets[i]]` for every row of `logits` (n, vocab)
 /// against `targets` (n,) u32: the negative log-likelihood of each target, differentiable
 /// in the logits. A target outside the vocabulary is an error.
-pub(crate) fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let fused =
         logits.device().is_cpu() && logits.dtype() == DType::F32 && targets.dtype() == DType::U32;
     if fused {
@@ -177,8 +177,8 @@ fn softmax_times_body(row: &[f32], lse: f32, scale: f32, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::max_abs_diff;
     use candle_core::{Device, Var};
-    use racm3_train::max_abs_diff;
 
     fn composed(logits: &Tensor, targets: &Tensor) -> Tensor {
         let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1).unwrap();

@@ -1,13 +1,5 @@
-//! RA-CM3's tasks (Yasunaga et al., 2023, §3.4 and §4): caption to image, image to
-//! caption, infilling, and in-context few-shot classification, each reading the documents
-//! the retriever finds in front of its prompt.
-//!
-//! Every prompt is `[ret_1 <break> … ret_K <break>] task`, the layout the generator trained
-//! on. Captioning and infilling use CM3's causal masking: the hole is a `<mask:0>`
-//! placeholder and the model writes the span after a second `<mask:0>` at the end. Every
-//! output carries its [`Context`]: the retrieved documents with their scores, and notes on
-//! any policy that changed the request (truncation, an empty memory), so a user sees what
-//! informed the output.
+//! The generator's tasks: prompts with the retrieved documents in front, sampling with
+//! the KV cache, re-ranking, scoring labels.
 
 use std::ops::Range;
 use std::path::Path;
@@ -16,124 +8,18 @@ use candle_core::{Device, IndexOp, Tensor};
 use image::RgbImage;
 use racm3_data::Document;
 use racm3_generate::decode::{Guidance, sample_batch};
-use racm3_generate::sampler::{Sampler, SamplingConfig, Structure};
+use racm3_generate::sampler::{Sampler, Structure};
 use racm3_generate::{Cm3Model, KvCache};
-use racm3_memory::Memory;
-use racm3_retrieve::{ClipEncoder, Query, RetrievalPolicy, retrieve_for_query};
+use racm3_retrieve::{ClipEncoder, Query, retrieve_for_query};
 use racm3_tokenize::vqgan::ImageTokenizer;
 use racm3_tokenize::{Cm3Codec, IdSpace, Special, TextTokenizer};
-use serde::Serialize;
 
+use super::{
+    Classification, Context, Demonstration, Evidence, GeneratedImage, GeneratedText, Generator,
+    MAX_CAPTION_TOKENS, Outputs, Retriever, SampleSettings,
+};
 use crate::Error;
-use crate::corpus::tokenize_documents;
-
-/// A trained CM3 generator with the tokenizers that read and write its documents.
-pub struct Generator {
-    model: Cm3Model,
-    codec: Cm3Codec,
-    vqgan: ImageTokenizer,
-}
-
-/// Where retrieval comes from: the encoder that makes query keys, the memory, the policy.
-#[derive(Clone, Copy)]
-pub struct Retriever<'a> {
-    /// CLIP, the one that keyed the memory.
-    pub encoder: &'a ClipEncoder,
-    /// The memory searched.
-    pub memory: &'a Memory,
-    /// k and the near-copy thresholds.
-    pub policy: RetrievalPolicy,
-}
-
-/// A retrieved document as a user sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evidence {
-    /// The document's id in the memory.
-    pub id: String,
-    /// Its caption.
-    pub caption: String,
-    /// Inner product of its key with the query's.
-    pub score: f32,
-}
-
-/// What went in front of a prompt, and what was changed to make the request fit.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Context {
-    /// The retrieved documents in the prompt, best first.
-    pub documents: Vec<Evidence>,
-    /// Policies that applied: truncation, an empty memory, documents left out.
-    pub notes: Vec<String>,
-    #[serde(skip)]
-    tokens: Vec<Vec<u32>>,
-}
-
-/// Settings shared by every sampled task.
-#[derive(Debug, Clone, Copy)]
-pub struct SampleSettings {
-    /// Samples to draw; with a re-ranker, the best comes first.
-    pub samples: usize,
-    /// Temperature, top-k and top-p.
-    pub sampling: SamplingConfig,
-    /// Sample i uses seed + i.
-    pub seed: u64,
-}
-
-/// A generated image.
-#[derive(Debug, Clone, Serialize)]
-pub struct GeneratedImage {
-    /// The pixels.
-    #[serde(skip)]
-    pub image: RgbImage,
-    /// Its codebook indices, row by row.
-    pub codes: Vec<u32>,
-    /// Cosine of its CLIP embedding with the caption's, when re-ranked.
-    pub clip_similarity: Option<f32>,
-    /// The seed that drew it.
-    pub seed: u64,
-}
-
-/// A generated caption or infilled text.
-#[derive(Debug, Clone, Serialize)]
-pub struct GeneratedText {
-    /// The text.
-    pub text: String,
-    /// Cosine of its CLIP embedding with the image's, when re-ranked.
-    pub clip_similarity: Option<f32>,
-    /// The seed that drew it.
-    pub seed: u64,
-}
-
-/// Outputs of a task, best first when re-ranked, with their context.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outputs<T> {
-    /// The samples.
-    pub samples: Vec<T>,
-    /// What informed them.
-    pub context: Context,
-}
-
-/// A labeled example shown in context.
-#[derive(Debug, Clone)]
-pub struct Demonstration {
-    /// The image.
-    pub image: RgbImage,
-    /// Its label.
-    pub label: String,
-}
-
-/// The answer of in-context classification.
-#[derive(Debug, Clone, Serialize)]
-pub struct Classification {
-    /// The most likely label.
-    pub label: String,
-    /// Every candidate label with log p(label | context), best first.
-    pub scores: Vec<(String, f64)>,
-    /// What was in front of the demonstrations.
-    pub context: Context,
-}
-
-/// The longest caption a prompt keeps, in text tokens; longer ones are cut, and say so.
-const MAX_CAPTION_TOKENS: usize = 64;
+use crate::run::corpus::tokenize_documents;
 
 impl Generator {
     /// A model with its tokenizers; the model's vocabulary must be the codec's id space.
@@ -206,10 +92,7 @@ impl Generator {
             ));
             return Ok(context);
         }
-        let policy = RetrievalPolicy {
-            k: retriever.policy.k.min(memory.len()),
-            ..retriever.policy
-        };
+        let policy = retriever.policy;
         let found = retrieve_for_query(retriever.encoder, memory, query, &policy)?;
         if found.near_copies > 0 {
             context.notes.push(format!(

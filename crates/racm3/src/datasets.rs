@@ -1,0 +1,111 @@
+//! Datasets by name, as every command and the experiment read them: a built-in dataset is
+//! fetched on first use (so one command works on a fresh machine), skipped samples are
+//! reported, and the held-out emoji are picked in one place.
+
+use racm3_data::fetch::{self, Fetched};
+use racm3_data::{Dataset, Document, Home, Loaded, OnBadSample, Split, emoji};
+
+use crate::Error;
+use crate::error::WithContext;
+use crate::progress::Observer;
+
+/// What `fetch` names: `emoji` (Twemoji and Noto, from npm), `fashion-mnist` (Debian's
+/// package) or `all`.
+pub const FETCHABLE: [&str; 3] = ["emoji", "fashion-mnist", "all"];
+
+/// Fetches `dataset` (one of [`FETCHABLE`]) into `$RACM3_HOME`, one waiting stage per
+/// package: each package's name and what was done. Present data is kept.
+pub fn fetch(dataset: &str, observer: &dyn Observer) -> Result<Vec<(String, Fetched)>, Error> {
+    if !FETCHABLE.contains(&dataset) {
+        return Err(Error::BadInput(format!(
+            "cannot fetch '{dataset}': expected one of {}",
+            FETCHABLE.join(", ")
+        )));
+    }
+    let home = Home::from_env();
+    let mut done = Vec::new();
+    if matches!(dataset, "emoji" | "all") {
+        for vendor in emoji::Vendor::ALL {
+            let stage = observer.waiting(&format!("fetching {}", vendor.package()));
+            let outcome = fetch::fetch_emoji(&home.emoji_root(), vendor);
+            drop(stage);
+            done.push((vendor.package(), outcome?));
+        }
+    }
+    if matches!(dataset, "fashion-mnist" | "all") {
+        let stage = observer.waiting("fetching dataset-fashion-mnist");
+        let outcome = fetch::fetch_fashion_mnist(home.path());
+        drop(stage);
+        done.push(("dataset-fashion-mnist".to_owned(), outcome?));
+    }
+    Ok(done)
+}
+
+/// One line on what fetching `package` did.
+pub fn describe_fetch(package: &str, fetched: &Fetched) -> String {
+    match fetched {
+        Fetched::AlreadyPresent(path) => {
+            format!("{package}: already present at {}", path.display())
+        }
+        Fetched::Downloaded { path, files } => {
+            format!(
+                "{package}: downloaded, {files} files unpacked to {}",
+                path.display()
+            )
+        }
+    }
+}
+
+/// Reads the dataset `name` (built-in, a folder of pairs, or .tar shards), fetching a
+/// built-in one first if it is missing. With `skip_bad`, unreadable samples are left out
+/// and noted; otherwise the first one is the error.
+pub fn load(name: &str, skip_bad: bool, observer: &dyn Observer) -> Result<Loaded, Error> {
+    let home = Home::from_env();
+    let dataset = match Dataset::resolve(name, &home) {
+        Err(racm3_data::Error::NotFetched { dataset, .. }) => {
+            observer.note(&format!(
+                "{dataset} is not in {} yet; fetching it first",
+                home.path().display()
+            ));
+            for (package, fetched) in fetch(&dataset, observer)? {
+                observer.note(&describe_fetch(&package, &fetched));
+            }
+            Dataset::resolve(name, &home)?
+        }
+        resolved => resolved?,
+    };
+    let policy = if skip_bad {
+        OnBadSample::Skip
+    } else {
+        OnBadSample::Fail
+    };
+    let stage = observer.stage("reading");
+    let loaded = dataset.load(policy, &*stage);
+    drop(stage);
+    let loaded = loaded.context(|| format!("reading dataset {name}"))?;
+    if !loaded.skipped.is_empty() {
+        observer.note(&format!("skipped {} bad samples:", loaded.skipped.len()));
+        for error in loaded.skipped.iter().take(10) {
+            observer.note(&format!("  {error}"));
+        }
+        if loaded.skipped.len() > 10 {
+            observer.note(&format!("  ... and {} more", loaded.skipped.len() - 10));
+        }
+    }
+    Ok(loaded)
+}
+
+/// One Twemoji document per entity of `split` (its base drawing, no skin-tone variants).
+pub fn twemoji_entities(split: Split, observer: &dyn Observer) -> Result<Vec<Document>, Error> {
+    Ok(load("emoji-twitter", false, observer)?
+        .documents
+        .into_iter()
+        .filter(|d| d.source.split == split && !d.source.attributes.contains_key("skin_tone"))
+        .collect())
+}
+
+/// The held-out emoji: one Twemoji document per val entity, entities that no model here
+/// saw in training.
+pub fn held_out_twemoji(observer: &dyn Observer) -> Result<Vec<Document>, Error> {
+    twemoji_entities(Split::Val, observer)
+}

@@ -1,0 +1,193 @@
+//! Caption to image, scored: drawing one image per caption and seed, and the image metrics
+//! over seeds (FID and KID with the standard Inception network when its weights are
+//! present, CLIP-FID and CLIPScore always).
+
+use image::RgbImage;
+use racm3_data::Document;
+use racm3_evaluate::fid::{
+    FEATURES, InceptionFid, frechet_distance_of_samples, kernel_inception_distance,
+};
+use racm3_generate::sampler::SamplingConfig;
+use racm3_retrieve::ClipEncoder;
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::progress::Observer;
+use crate::scores::{clip_fid, clip_score};
+use crate::tasks::{Generator, Retriever, SampleSettings};
+
+/// What scores generated images: racm3's CLIP, and the Inception network when present,
+/// against the real images of the same captions.
+#[derive(Clone, Copy)]
+pub struct ImageScoring<'a> {
+    /// CLIP, for CLIP-FID and CLIPScore.
+    pub clip: &'a ClipEncoder,
+    /// The FID network, when its weights are present.
+    pub inception: Option<&'a InceptionFid>,
+    /// The real images, one per caption.
+    pub real: &'a [RgbImage],
+    /// Their Inception features (empty without the network).
+    pub real_features: &'a [f32],
+}
+
+/// One seed's image metrics; FID and KID only with the Inception network.
+pub struct ImageScores {
+    fid: Option<f64>,
+    kid: Option<f64>,
+    clip_fid: f64,
+    clip_score: f64,
+}
+
+impl ImageScoring<'_> {
+    /// The metrics of `generated`, drawn for `captions`, against the real images.
+    pub fn score(&self, generated: &[RgbImage], captions: &[String]) -> Result<ImageScores, Error> {
+        let prompts: Vec<&str> = captions.iter().map(String::as_str).collect();
+        let clip_scores = clip_score(self.clip, generated, &prompts)?;
+        let mut scores = ImageScores {
+            fid: None,
+            kid: None,
+            clip_fid: clip_fid(self.clip, self.real, generated)?,
+            clip_score: clip_scores.iter().sum::<f64>() / clip_scores.len() as f64,
+        };
+        if let Some(net) = self.inception {
+            let features = net.features(generated, 16)?;
+            let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+            scores.fid = Some(frechet_distance_of_samples(
+                &widen(self.real_features),
+                &widen(&features),
+                FEATURES,
+            )?);
+            scores.kid = Some(kernel_inception_distance(
+                self.real_features,
+                &features,
+                FEATURES,
+            )?);
+        }
+        Ok(scores)
+    }
+
+    /// Caption to image for `documents` (whose images are `self.real`) at seeds
+    /// 0..`seeds`: the summary over seeds, and what seed 0 drew.
+    pub fn over_seeds(
+        &self,
+        generator: &Generator,
+        documents: &[Document],
+        retriever: Option<&Retriever>,
+        draw: &Drawing,
+        label: &str,
+        observer: &dyn Observer,
+    ) -> Result<(Value, Option<Drawn>), Error> {
+        let captions: Vec<String> = documents.iter().map(Document::caption).collect();
+        let mut scores = SeedScores::default();
+        let mut first = None;
+        for seed in 0..draw.seeds {
+            let label = format!("{label}, seed {seed}");
+            let drawn = draw_images(
+                generator, documents, retriever, seed, draw.cfg, &label, observer,
+            )?;
+            scores.push(self.score(&drawn.images, &captions)?);
+            first.get_or_insert(drawn);
+        }
+        Ok((scores.summary(documents.len()), first))
+    }
+}
+
+/// How images are drawn for scoring: seeds 0..`seeds`, guidance `cfg`.
+#[derive(Debug, Clone, Copy)]
+pub struct Drawing {
+    /// Seeds per caption; the spread over them is reported.
+    pub seeds: u64,
+    /// Classifier-free guidance scale.
+    pub cfg: f32,
+}
+
+/// Image metrics over seeds.
+#[derive(Default)]
+pub struct SeedScores {
+    seeds: Vec<ImageScores>,
+}
+
+impl SeedScores {
+    /// Adds one seed's metrics.
+    pub fn push(&mut self, scores: ImageScores) {
+        self.seeds.push(scores);
+    }
+
+    /// Mean, spread and per-seed values of each metric, with the sample size.
+    pub fn summary(&self, samples: usize) -> Value {
+        let of = |get: fn(&ImageScores) -> Option<f64>| {
+            let values: Vec<f64> = self.seeds.iter().filter_map(get).collect();
+            (!values.is_empty()).then(|| mean_and_spread(&values))
+        };
+        let mut summary = json!({
+            "samples": samples,
+            "seeds": self.seeds.len(),
+            "clip_fid": of(|s| Some(s.clip_fid)),
+            "clip_score": of(|s| Some(s.clip_score)),
+        });
+        if let Some(fid) = of(|s| s.fid) {
+            summary["fid"] = fid;
+            summary["kid"] = of(|s| s.kid).unwrap_or(Value::Null);
+        }
+        summary
+    }
+}
+
+/// Mean, population spread and the values themselves.
+pub(crate) fn mean_and_spread(values: &[f64]) -> Value {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let spread = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    json!({"mean": mean, "std": spread, "per_seed": values})
+}
+
+/// Images drawn for documents' captions, and how many prompts held a retrieved document
+/// of the caption's own entity.
+pub struct Drawn {
+    /// One image per document, in order.
+    pub images: Vec<RgbImage>,
+    /// Prompts whose retrieved documents include the caption's entity.
+    pub same_entity: usize,
+}
+
+/// One image per document's caption at `seed` (temperature 1, top-p 0.9).
+pub fn draw_images(
+    generator: &Generator,
+    documents: &[Document],
+    retriever: Option<&Retriever>,
+    seed: u64,
+    cfg: f32,
+    label: &str,
+    observer: &dyn Observer,
+) -> Result<Drawn, Error> {
+    let stage = observer.stage(label);
+    stage.set_total(documents.len() as u64);
+    let settings = SampleSettings {
+        samples: 1,
+        sampling: SamplingConfig {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.9),
+        },
+        seed,
+    };
+    let mut drawn = Drawn {
+        images: Vec::with_capacity(documents.len()),
+        same_entity: 0,
+    };
+    for document in documents {
+        let out = generator.text_to_image(&document.caption(), retriever, &settings, cfg, None)?;
+        if let Some(retriever) = retriever {
+            let memory = retriever.memory;
+            drawn.same_entity += usize::from(out.context.documents.iter().any(|e| {
+                memory
+                    .row_of(&e.id)
+                    .and_then(|row| memory.document(row).ok())
+                    .is_some_and(|d| d.source.entity == document.source.entity)
+            }));
+        }
+        drawn.images.push(out.samples[0].image.clone());
+        stage.advance(1);
+    }
+    Ok(drawn)
+}

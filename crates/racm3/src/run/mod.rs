@@ -1,0 +1,386 @@
+//! A generator training run, as `racm3 train` makes one: one settings struct
+//! ([`RunSettings`], kept in the run folder as `train.json`), the corpus built from a
+//! dataset, a memory and the tokenizers with its caches in the folder ([`corpus`]), and the
+//! trainer, which resumes a run found there.
+//!
+//! The lower-level settings of the stages, the trainer's [`Cm3TrainConfig`] and the
+//! corpus's [`CorpusConfig`], are derived from [`RunSettings`] here and nowhere else.
+
+pub mod corpus;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use racm3_data::{Document, Split};
+use racm3_generate::{Cm3TrainConfig, Cm3Trainer, Config, RETRIEVED_LOSS_WEIGHT, Sequence};
+use racm3_retrieve::{QUERY_DROPOUT, RetrievalPolicy};
+use racm3_tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
+use racm3_tokenize::{Cm3Codec, IdSpace, TextTokenizer, TrainOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::error::WithContext;
+use crate::progress::{Observer, stage_from};
+use corpus::{CorpusConfig, Tokens, cached, retrieve_all, sequences, tokenize_documents};
+
+/// Everything a generator run is trained with, kept in its folder as `train.json`, for
+/// reports that compare runs (`racm3 eval --variant`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// The dataset whose train split is the main documents (val: validation loss).
+    pub dataset: String,
+    /// The model shape: tiny, small or ra-cm3-2.7b.
+    pub preset: String,
+    /// Retrieved documents per sequence; 0 for the baseline.
+    pub k: usize,
+    /// No retrieval at all: the same tokens, K = 0 for every sequence.
+    pub baseline: bool,
+    /// Weight of the retrieved documents' loss against the main document's (α).
+    pub alpha: f64,
+    /// Share of a text query's tokens dropped when retrieving for a training document; 0
+    /// for the baseline, which retrieves nothing.
+    pub query_dropout: f64,
+    /// Optimizer steps in all.
+    pub steps: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Seeds weights, masking and batches.
+    pub seed: u64,
+}
+
+impl Default for RunSettings {
+    /// The recipe of the committed RA-CM3 (but its step count): `small`, K = 2, α = 0.1,
+    /// query dropout 0.2.
+    fn default() -> Self {
+        Self {
+            dataset: "emoji".into(),
+            preset: "small".into(),
+            k: RetrievalPolicy::default().k,
+            baseline: false,
+            // Through its decimal text, so 0.1 reads 0.1 and not 0.10000000149011612.
+            alpha: decimal(RETRIEVED_LOSS_WEIGHT),
+            query_dropout: QUERY_DROPOUT,
+            steps: 2000,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: 1e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// An f32 as the f64 its decimal text reads as (0.1f32 as 0.1, not 0.10000000149011612).
+pub fn decimal(value: f32) -> f64 {
+    value.to_string().parse().unwrap_or(f64::NAN)
+}
+
+impl RunSettings {
+    const FILE: &str = "train.json";
+
+    /// The settings in the run folder `run`.
+    pub fn read(run: &Path) -> Result<Self, Error> {
+        let path = run.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|err| Error::BadInput(err.to_string()))
+            .context(|| {
+                format!(
+                    "reading {}, which racm3 train writes into a run folder",
+                    path.display()
+                )
+            })?;
+        serde_json::from_str(&text)
+            .map_err(|err| Error::BadInput(err.to_string()))
+            .context(|| format!("{} is malformed", path.display()))
+    }
+
+    fn write(&self, run: &Path) -> Result<(), Error> {
+        let json = serde_json::to_string_pretty(self).map_err(|err| Error::Cache {
+            path: run.join(Self::FILE),
+            problem: err.to_string(),
+        })?;
+        Ok(racm3_data::write_atomic(
+            &run.join(Self::FILE),
+            json.as_bytes(),
+        )?)
+    }
+
+    /// These settings as a baseline records them (K = 0, no query dropout) or as given.
+    pub fn as_trained(&self) -> Self {
+        if !self.baseline {
+            return self.clone();
+        }
+        Self {
+            k: 0,
+            query_dropout: 0.0,
+            ..self.clone()
+        }
+    }
+
+    /// Refuses settings no run can train with, naming the flag.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::BadInput(format!(
+                "--alpha must be a finite weight >= 0, not {}",
+                self.alpha
+            )));
+        }
+        if !(0.0..1.0).contains(&self.query_dropout) {
+            return Err(Error::BadInput(format!(
+                "--query-dropout must be in [0, 1), not {}",
+                self.query_dropout
+            )));
+        }
+        Ok(())
+    }
+
+    /// A row label for a report: what the run was trained with.
+    pub fn label(&self) -> String {
+        if self.baseline {
+            return format!(
+                "baseline, trained without retrieval; {} steps of {}",
+                self.steps, self.batch_size
+            );
+        }
+        // α is an f32 in training; as one it prints as given (0.1), whichever way it was stored.
+        format!(
+            "trained with K = {}, α = {}, query dropout {}; {} steps of {}",
+            self.k, self.alpha as f32, self.query_dropout, self.steps, self.batch_size
+        )
+    }
+
+    fn corpus_config(&self, max_len: usize) -> CorpusConfig {
+        CorpusConfig {
+            policy: RetrievalPolicy::top(self.k),
+            // The paper's share of sequences with no retrieved document (10%).
+            no_retrieval_share: 0.1,
+            baseline: self.baseline,
+            max_len,
+            query_dropout: self.query_dropout,
+            seed: self.seed,
+        }
+    }
+
+    fn train_config(&self, model: Config) -> Cm3TrainConfig {
+        Cm3TrainConfig {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            alpha: self.alpha as f32,
+            seed: self.seed,
+            ..Cm3TrainConfig::new(model)
+        }
+    }
+}
+
+/// Where a run reads from and writes to.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The run folder: model, tokenizer, corpus caches, checkpoints, loss curves.
+    pub out: PathBuf,
+    /// The memory to retrieve from (not needed for a baseline, nor once the caches exist).
+    pub memory: Option<PathBuf>,
+    /// The CLIP folder; by default the one that built the memory.
+    pub clip: Option<PathBuf>,
+    /// The VQGAN folder that turns images into codes.
+    pub vqgan: PathBuf,
+}
+
+/// A run's sequences, ready to train on.
+pub struct Corpus {
+    /// Training sequences.
+    pub train: Vec<Sequence>,
+    /// Validation sequences (every one with its retrieved documents).
+    pub val: Vec<Sequence>,
+    /// Training documents left out: no tokens, or too long for the model.
+    pub skipped: usize,
+    /// The id space of the tokens.
+    pub ids: IdSpace,
+    /// The model shape the sequences were cut for.
+    pub model: Config,
+    /// The folder of the corpus caches.
+    pub cache: PathBuf,
+}
+
+/// Builds (or reads from the run folder's caches) the corpus of a run: the text tokenizer,
+/// every document's tokens, and the retrieval for every training and val document.
+pub fn prepare(
+    settings: &RunSettings,
+    paths: &RunPaths,
+    device: &Device,
+    observer: &dyn Observer,
+) -> Result<Corpus, Error> {
+    if !settings.baseline && paths.memory.is_none() {
+        return Err(Error::BadInput(
+            "give --memory to retrieve from, or --baseline to train without retrieval".into(),
+        ));
+    }
+    settings.validate()?;
+    let documents = crate::datasets::load(&settings.dataset, false, observer)?.documents;
+    let of_split = |split: Split| -> Vec<Document> {
+        documents
+            .iter()
+            .filter(|doc| doc.source.split == split)
+            .cloned()
+            .collect()
+    };
+    let (train_docs, val_docs) = (of_split(Split::Train), of_split(Split::Val));
+    if train_docs.is_empty() {
+        return Err(Error::BadInput(format!(
+            "{} has no training documents",
+            settings.dataset
+        )));
+    }
+    let out = &paths.out;
+    // Before the caches are made: a folder holding a trained model is not a new run's.
+    racm3_train::Checkpoints::new(out).resume_point::<serde::de::IgnoredAny>()?;
+    std::fs::create_dir_all(out)
+        .map_err(|err| Error::BadInput(err.to_string()))
+        .context(|| format!("creating {}", out.display()))?;
+    // Deterministic on the same captions, so a baseline run gets the same tokenizer.
+    let tokenizer_path = out.join("tokenizer.json");
+    let text = if tokenizer_path.exists() {
+        TextTokenizer::from_file(&tokenizer_path)?
+    } else {
+        let captions: Vec<String> = train_docs.iter().map(Document::caption).collect();
+        let text = TextTokenizer::train(&captions, &TrainOptions::default())?;
+        text.save(&tokenizer_path)?;
+        text
+    };
+    let vqgan = ImageTokenizer::load(&paths.vqgan, device)
+        .context(|| format!("loading the VQGAN in {}", paths.vqgan.display()))?;
+    let codec = Cm3Codec::new(text, vqgan.codebook_size());
+    let ids = *codec.ids();
+    let Some(model) = Config::preset(&settings.preset, ids.len() as usize) else {
+        return Err(Error::BadInput(format!(
+            "unknown preset '{}': expected one of {}",
+            settings.preset,
+            Config::PRESETS.join(", ")
+        )));
+    };
+    let corpus = settings.corpus_config(model.max_seq_len);
+
+    // The memory is read only to make the caches, so a run folder that has them trains
+    // (and resumes) without it.
+    let open_memory = || -> Result<Option<racm3_memory::Memory>, Error> {
+        Ok(paths
+            .memory
+            .as_deref()
+            .map(racm3_memory::Memory::open)
+            .transpose()?)
+    };
+    let cache = out.join("corpus");
+    // Named by the codes' fingerprint, so another VQGAN never reads this one's codes.
+    let codes = codes_fingerprint(&paths.vqgan)
+        .context(|| format!("reading the VQGAN in {}", paths.vqgan.display()))?;
+    let tokens_cache = cache.join(format!("tokens-codes-{codes:08x}.json"));
+    let tokens: Tokens = cached(&tokens_cache, || {
+        let mut everything: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
+        if let Some(memory) = open_memory()? {
+            for id in memory.ids() {
+                if let Some(row) = memory.row_of(id) {
+                    everything.push(memory.document(row)?);
+                }
+            }
+        }
+        let stage = observer.stage("tokenizing");
+        stage.set_total(everything.len() as u64);
+        tokenize_documents(&everything, &codec, &vqgan, |n| stage.advance(n as u64))
+    })?;
+    let retrieved = if settings.baseline {
+        Default::default()
+    } else {
+        let name = format!(
+            "retrieved-k{}-dropout{}.json",
+            settings.k, settings.query_dropout
+        );
+        cached(&cache.join(name), || {
+            let Some(memory) = open_memory()? else {
+                return Err(Error::BadInput("give --memory to retrieve from".into()));
+            };
+            let encoder = crate::memory::encoder_for(&memory, paths.clip.as_deref())?;
+            let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
+            let stage = observer.stage("retrieving");
+            stage.set_total(queries.len() as u64);
+            retrieve_all(&queries, &encoder, &memory, &corpus, |n| {
+                stage.advance(n as u64)
+            })
+        })?
+    };
+    let (train, skipped) = sequences(&train_docs, &tokens, &retrieved, &codec, &corpus)?;
+    let val_corpus = CorpusConfig {
+        no_retrieval_share: 0.0,
+        ..corpus
+    };
+    let (val, _) = sequences(&val_docs, &tokens, &retrieved, &codec, &val_corpus)?;
+    Ok(Corpus {
+        train,
+        val,
+        skipped,
+        ids,
+        model,
+        cache,
+    })
+}
+
+/// What a stretch of training did.
+#[derive(Debug, Clone, Copy)]
+pub struct Trained {
+    /// The step it started from (more than 0 for a resumed run).
+    pub first_step: usize,
+    /// The step it ended at.
+    pub steps: usize,
+    /// Wall time.
+    pub seconds: f64,
+    /// Target tokens seen.
+    pub tokens: usize,
+    /// Mean main-document loss on the val sequences at the end.
+    pub val_loss: f64,
+}
+
+/// Trains the run in `out` on `corpus` to `settings.steps`, resuming a run found there,
+/// and writes `train.json`. A "training" stage counts steps and shows the losses.
+pub fn train(
+    settings: &RunSettings,
+    out: &Path,
+    corpus: &Corpus,
+    device: &Device,
+    observer: &dyn Observer,
+) -> Result<Trained, Error> {
+    let config = settings.train_config(corpus.model.clone());
+    settings.as_trained().write(out)?;
+    let mut trainer = Cm3Trainer::open(config, corpus.ids, out, device)?;
+    let first_step = trainer.step();
+    let stage = stage_from(
+        observer,
+        "training",
+        settings.steps as u64,
+        first_step as u64,
+    );
+    let started = Instant::now();
+    let mut tokens = 0usize;
+    trainer.train_until(settings.steps, &corpus.train, &corpus.val, |report| {
+        tokens += report.tokens;
+        stage.advance(1);
+        stage.message(&format!(
+            "main {:.3} retr {:.3} {:.0} tok/s",
+            report.main,
+            report.retrieved,
+            tokens as f64 / started.elapsed().as_secs_f64()
+        ));
+    })?;
+    drop(stage);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Trained {
+        first_step,
+        steps: settings.steps,
+        seconds,
+        tokens,
+        val_loss: trainer.validation_loss(&corpus.val)?,
+    })
+}

@@ -1,0 +1,219 @@
+//! RA-CM3's tasks (Yasunaga et al., 2023, §3.4 and §4): caption to image, image to
+//! caption, infilling, and in-context few-shot classification, each reading the documents
+//! the retriever finds in front of its prompt.
+//!
+//! Every prompt is `[ret_1 <break> … ret_K <break>] task`, the layout the generator trained
+//! on. Captioning and infilling use CM3's causal masking: the hole is a `<mask:0>`
+//! placeholder and the model writes the span after a second `<mask:0>` at the end. Every
+//! output carries its [`Context`]: the retrieved documents with their scores, and notes on
+//! any policy that changed the request (truncation, an empty memory), so a user sees what
+//! informed the output.
+
+mod generator;
+
+use std::path::Path;
+
+use candle_core::Device;
+use image::RgbImage;
+use racm3_generate::Cm3Model;
+use racm3_generate::sampler::SamplingConfig;
+use racm3_memory::Memory;
+use racm3_retrieve::{ClipEncoder, MAX_PROMPT_K, RetrievalPolicy};
+use racm3_tokenize::Cm3Codec;
+use racm3_tokenize::vqgan::ImageTokenizer;
+use serde::Serialize;
+
+use crate::Error;
+
+/// A trained CM3 generator with the tokenizers that read and write its documents.
+pub struct Generator {
+    model: Cm3Model,
+    codec: Cm3Codec,
+    vqgan: ImageTokenizer,
+}
+
+/// Where retrieval comes from: the encoder that makes query keys, the memory, the policy.
+#[derive(Clone, Copy)]
+pub struct Retriever<'a> {
+    /// CLIP, the one that keyed the memory.
+    pub encoder: &'a ClipEncoder,
+    /// The memory searched.
+    pub memory: &'a Memory,
+    /// k and the near-copy thresholds.
+    pub policy: RetrievalPolicy,
+}
+
+/// A retrieved document as a user sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    /// The document's id in the memory.
+    pub id: String,
+    /// Its caption.
+    pub caption: String,
+    /// Inner product of its key with the query's.
+    pub score: f32,
+}
+
+/// What went in front of a prompt, and what was changed to make the request fit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Context {
+    /// The retrieved documents in the prompt, best first.
+    pub documents: Vec<Evidence>,
+    /// Policies that applied: truncation, an empty memory, documents left out.
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    tokens: Vec<Vec<u32>>,
+}
+
+/// Settings shared by every sampled task.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleSettings {
+    /// Samples to draw; with a re-ranker, the best comes first.
+    pub samples: usize,
+    /// Temperature, top-k and top-p.
+    pub sampling: SamplingConfig,
+    /// Sample i uses seed + i.
+    pub seed: u64,
+}
+
+/// The most samples one request may draw.
+pub const MAX_SAMPLES: usize = 64;
+
+impl SampleSettings {
+    /// Refuses settings no task can sample with: no samples, more than [`MAX_SAMPLES`], or
+    /// sampling values outside their ranges ([`SamplingConfig::validate`]).
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(1..=MAX_SAMPLES).contains(&self.samples) {
+            return Err(Error::BadInput(format!(
+                "samples is {}; it must be 1 to {MAX_SAMPLES}",
+                self.samples
+            )));
+        }
+        self.sampling
+            .validate()
+            .map_err(|invalid| Error::BadInput(invalid.to_string()))
+    }
+}
+
+/// A generated image.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratedImage {
+    /// The pixels.
+    #[serde(skip)]
+    pub image: RgbImage,
+    /// Its codebook indices, row by row.
+    pub codes: Vec<u32>,
+    /// Cosine of its CLIP embedding with the caption's, when re-ranked.
+    pub clip_similarity: Option<f32>,
+    /// The seed that drew it.
+    pub seed: u64,
+}
+
+/// A generated caption or infilled text.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratedText {
+    /// The text.
+    pub text: String,
+    /// Cosine of its CLIP embedding with the image's, when re-ranked.
+    pub clip_similarity: Option<f32>,
+    /// The seed that drew it.
+    pub seed: u64,
+}
+
+/// Outputs of a task, best first when re-ranked, with their context.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outputs<T> {
+    /// The samples.
+    pub samples: Vec<T>,
+    /// What informed them.
+    pub context: Context,
+}
+
+/// A labeled example shown in context.
+#[derive(Debug, Clone)]
+pub struct Demonstration {
+    /// The image.
+    pub image: RgbImage,
+    /// Its label.
+    pub label: String,
+}
+
+/// The answer of in-context classification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Classification {
+    /// The most likely label.
+    pub label: String,
+    /// Every candidate label with log p(label | context), best first.
+    pub scores: Vec<(String, f64)>,
+    /// What was in front of the demonstrations.
+    pub context: Context,
+}
+
+/// The longest caption a prompt keeps, in text tokens; longer ones are cut, and say so.
+const MAX_CAPTION_TOKENS: usize = 64;
+
+/// A generator with what retrieval needs beside it: the memory, its CLIP, the policy.
+pub struct Loaded {
+    /// The generator.
+    pub generator: Generator,
+    /// The memory retrieved from; none when retrieval is off.
+    pub memory: Option<Memory>,
+    /// The CLIP that keyed the memory (or the one given, for re-ranking without one).
+    pub clip: Option<ClipEncoder>,
+    /// K and the near-copy thresholds.
+    pub policy: RetrievalPolicy,
+}
+
+impl Loaded {
+    /// Loads the generator in `model` (trained with the VQGAN in `vqgan`) on `device`; with
+    /// a `memory` and K > 0, the memory and its CLIP (`clip`, else the one it records);
+    /// without, the CLIP in `clip` if given, for re-ranking.
+    pub fn open(
+        model: &Path,
+        vqgan: &Path,
+        memory: Option<&Path>,
+        clip: Option<&Path>,
+        policy: RetrievalPolicy,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        use crate::error::WithContext;
+        if policy.k > MAX_PROMPT_K {
+            return Err(Error::BadInput(format!(
+                "k must be at most {MAX_PROMPT_K}, got {}: more documents do not fit a prompt",
+                policy.k
+            )));
+        }
+        policy.validate()?;
+        let generator = Generator::load(model, vqgan, device).context(|| {
+            format!(
+                "loading the generator in {} with the VQGAN in {}",
+                model.display(),
+                vqgan.display()
+            )
+        })?;
+        let memory = match memory {
+            Some(dir) if policy.k > 0 => Some(crate::memory::open(dir)?),
+            _ => None,
+        };
+        let clip = match (&memory, clip) {
+            (Some(memory), clip) => Some(crate::memory::encoder_for(memory, clip)?),
+            (None, Some(dir)) => Some(crate::memory::load_clip(dir)?),
+            (None, None) => None,
+        };
+        Ok(Self {
+            generator,
+            memory,
+            clip,
+            policy,
+        })
+    }
+
+    /// Where retrieval comes from, when there is a memory.
+    pub fn retriever(&self) -> Option<Retriever<'_>> {
+        Some(Retriever {
+            encoder: self.clip.as_ref()?,
+            memory: self.memory.as_ref()?,
+            policy: self.policy,
+        })
+    }
+}
