@@ -8,6 +8,9 @@ Run once, by hand, after `racm3 data fetch emoji` and `racm3 data fetch fashion-
 
 It writes:
 - emoji/: three entries of each vendor's emoji.json (one with skin tones) and their PNGs;
+  the same entities from the SVG packages (OpenMoji files, Fluent and Noto v1 icon sets,
+  a few tones left out so unmatched variations are exercised), then their drawn
+  renditions, made by racm3 itself (`racm3 data fetch emoji` with RACM3_HOME on a copy);
 - fashion-mnist/: the first 20 training and 10 test images and labels, as gzipped IDX;
 - pairs/: an img2dataset-style folder (PNG, JPEG, a shard subfolder, a .json, a README);
 - bad-pairs/: a truncated PNG, a file that is not a JPEG, a non-UTF-8 caption, an image
@@ -41,6 +44,44 @@ def emoji(home: Path):
         images += [v["image"] for e in entries for v in (e.get("skin_variations") or {}).values()]
         for image in images:
             shutil.copy(src / "img" / vendor / "64" / image, dst / "img" / vendor / "64" / image)
+
+
+def svg_packages(home: Path):
+    root = home / "emoji"
+    om_src, om_dst = root / "openmoji-17.0.0", OUT / "emoji" / "openmoji-17.0.0"
+    (om_dst / "color" / "svg").mkdir(parents=True, exist_ok=True)
+    shutil.copy(om_src / "LICENSE.txt", om_dst / "LICENSE.txt")
+    for sequence in ["1F34E", "1F600", "1F44B", "1F44B-1F3FB", "1F44B-1F3FC", "1F44B-1F3FD"]:
+        shutil.copy(om_src / "color" / "svg" / f"{sequence}.svg", om_dst / "color" / "svg")
+    fluent = "iconify-json-fluent-emoji-flat-1.2.6"
+    chars = json.loads((root / fluent / "chars.json").read_text())
+    keys = ["1f34e", "1f600", "1f44b", "1f44b-1f3fb", "1f44b-1f3fc", "1f44b-1f3fd", "1f44b-1f3fe"]
+    icon_subset(root, fluent, [chars[k] for k in keys], keys)
+    noto = "iconify-json-noto-v1-1.2.5"
+    icons = json.loads((root / noto / "icons.json").read_text())
+    names = [n for n in [*icons["icons"], *icons.get("aliases", {})]
+             if n.startswith("waving-hand") or n in ("red-apple", "grinning-face")]
+    icon_subset(root, noto, names, [])
+
+
+def icon_subset(root: Path, package: str, names, chars_keys):
+    src, dst = root / package, OUT / "emoji" / package
+    dst.mkdir(parents=True, exist_ok=True)
+    icons = json.loads((src / "icons.json").read_text())
+    out = {k: icons[k] for k in ("prefix", "width", "height", "lastModified") if k in icons}
+    out["icons"], out["aliases"] = {}, {}
+    for name in names:
+        if name in icons["icons"]:
+            out["icons"][name] = icons["icons"][name]
+        else:
+            alias = icons["aliases"][name]
+            out["aliases"][name] = alias
+            out["icons"][alias["parent"]] = icons["icons"][alias["parent"]]
+    (dst / "icons.json").write_text(json.dumps(out, indent=1))
+    if (src / "chars.json").exists():
+        chars = json.loads((src / "chars.json").read_text())
+        (dst / "chars.json").write_text(json.dumps({k: v for k, v in chars.items() if k in chars_keys}, indent=1))
+    shutil.copy(src / "info.json", dst / "info.json")
 
 
 def idx(path: Path, data: bytes, dims):
@@ -115,6 +156,7 @@ def pairs(home: Path):
 def main():
     home, fashion_dir = Path(sys.argv[1]), Path(sys.argv[2])
     emoji(home)
+    svg_packages(home)
     fashion(fashion_dir)
     pairs(home)
 

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use racm3::Device;
 use racm3::data::Split;
 use racm3::memory::load_clip;
-use racm3::retrieve::{ClipTrainConfig, Recall, recall_at_k};
-use racm3::training::pairs_of;
+use racm3::retrieve::ClipTrainConfig;
+use racm3::training::{ClipRecall, clip_recall, pairs_of};
 
 use crate::data::load_dataset;
 use crate::progress::Terminal;
@@ -35,15 +35,25 @@ pub enum ClipCommand {
         /// Optimizer steps in all.
         #[arg(long)]
         steps: Option<usize>,
-        /// Pairs per batch (distinct captions).
+        /// Pairs per batch (distinct captions, or whole entities with
+        /// --renditions-per-entity).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Pairs of one entity (its renditions) in a batch together, all positives of each
+        /// other (multi-positive InfoNCE); 1 is CLIP's batch of distinct captions.
+        #[arg(long, default_value_t = 1)]
+        renditions_per_entity: usize,
+        /// Weight of the image-to-image loss in which renditions of an entity must find each
+        /// other (with --renditions-per-entity above 1).
+        #[arg(long, default_value_t = 0.0)]
+        image_image_weight: f64,
         /// Peak learning rate.
         #[arg(long)]
         lr: Option<f64>,
-        /// At most this many training pairs from each dataset (a seeded sample).
-        #[arg(long)]
-        limit: Option<usize>,
+        /// At most this many training pairs from each dataset, evenly spaced: one value for
+        /// all, or one per dataset in order, comma-separated (0: all of that one).
+        #[arg(long, value_delimiter = ',')]
+        limit: Vec<usize>,
         /// Seed for initialization and batches.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -58,8 +68,9 @@ pub enum ClipCommand {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// Text-to-image and image-to-text recall@1/5/10 of a CLIP on a split. An image and a
-    /// caption match when the caption is the image's own.
+    /// Text-to-image and image-to-text recall@1/5/10 of a CLIP on a split (an image and a
+    /// caption match when the caption is the image's own), and same-entity recall@1/2/10:
+    /// a caption against every image, an image against the other renditions' images.
     ///
     /// Example: racm3 clip recall emoji --clip checkpoints/clip-emoji-small --split val
     Recall {
@@ -85,6 +96,8 @@ pub fn run(command: ClipCommand) -> Result<()> {
             preset,
             steps,
             batch_size,
+            renditions_per_entity,
+            image_image_weight,
             lr,
             limit,
             seed,
@@ -100,6 +113,8 @@ pub fn run(command: ClipCommand) -> Result<()> {
                 batch_size: batch_size.unwrap_or(defaults.batch_size),
                 lr: lr.unwrap_or(defaults.lr),
                 seed,
+                renditions_per_entity: renditions_per_entity.max(1),
+                image_image_weight,
                 ..defaults
             };
             train(&datasets, config, limit, skip_bad, &out, &device)
@@ -115,7 +130,7 @@ pub fn run(command: ClipCommand) -> Result<()> {
             if pairs.is_empty() {
                 bail!("{dataset} has no image-caption pairs in its {split} split");
             }
-            let recall = recall_at_k(&encoder, &pairs)?;
+            let recall = clip_recall(&encoder, &pairs)?;
             print_recall(&dataset, split, &recall, json)
         }
     }
@@ -124,13 +139,13 @@ pub fn run(command: ClipCommand) -> Result<()> {
 fn train(
     datasets: &[String],
     config: ClipTrainConfig,
-    limit: Option<usize>,
+    limit: Vec<usize>,
     skip_bad: bool,
     out: &Path,
     device: &Device,
 ) -> Result<()> {
     let trained =
-        racm3::training::train_clip(datasets, config, limit, skip_bad, out, device, &Terminal)?;
+        racm3::training::train_clip(datasets, config, &limit, skip_bad, out, device, &Terminal)?;
     println!(
         "trained steps {}..{} in {:.0} s ({:.2} s/step); model in {}",
         trained.first_step,
@@ -145,16 +160,23 @@ fn train(
     Ok(())
 }
 
-fn print_recall(dataset: &str, split: Split, recall: &Recall, json: bool) -> Result<()> {
+fn print_recall(dataset: &str, split: Split, recall: &ClipRecall, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(recall)?);
         return Ok(());
     }
-    let [t1, t5, t10] = recall.text_to_image;
-    let [i1, i5, i10] = recall.image_to_text;
+    let [t1, t5, t10] = recall.pairs.text_to_image;
+    let [i1, i5, i10] = recall.pairs.image_to_text;
     println!(
         "{dataset} {split} ({} pairs): text->image R@1 {:.3} R@5 {:.3} R@10 {:.3}; image->text R@1 {:.3} R@5 {:.3} R@10 {:.3}",
-        recall.pairs, t1, t5, t10, i1, i5, i10
+        recall.pairs.pairs, t1, t5, t10, i1, i5, i10
+    );
+    let entity = &recall.entity;
+    let [e1, e2, e10] = entity.text_to_entity;
+    let [o1, o2, o10] = entity.image_to_other_rendition;
+    println!(
+        "  same entity: text->image ({} captions) R@1 {e1:.3} R@2 {e2:.3} R@10 {e10:.3}; image->other rendition ({} images) R@1 {o1:.3} R@2 {o2:.3} R@10 {o10:.3}",
+        entity.texts, entity.images
     );
     Ok(())
 }

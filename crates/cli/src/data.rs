@@ -16,9 +16,15 @@ pub enum DataCommand {
     ///
     /// Example: racm3 data fetch emoji
     Fetch {
-        /// emoji (Twemoji and Noto, via npm), fashion-mnist (Debian package), or all.
+        /// emoji (five renditions via npm: Twemoji and Noto PNGs; OpenMoji, Fluent Emoji
+        /// Flat and Noto v1 SVGs, drawn into PNGs once), fashion-mnist (Debian package), or
+        /// all.
         #[arg(value_parser = ["emoji", "fashion-mnist", "all"])]
         dataset: String,
+        /// Leave out SVG drawings that fail the checks (listed in the rendition's coverage)
+        /// instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
         /// Print what was done as JSON.
         #[arg(long)]
         json: bool,
@@ -58,7 +64,8 @@ pub enum DataCommand {
 /// Which dataset to read, and what to do with bad samples.
 #[derive(Debug, Clone, Args)]
 pub struct DatasetArgs {
-    /// A built-in dataset (emoji, emoji-twitter, emoji-google, fashion-mnist), a folder of
+    /// A built-in dataset (emoji: every rendition; emoji-twitter, emoji-google, emoji-openmoji,
+    /// emoji-fluent, emoji-noto-v1: one; fashion-mnist), a folder of
     /// image-caption pairs (00001.jpg beside 00001.txt), or WebDataset .tar shards.
     #[arg(default_value = "emoji")]
     pub dataset: String,
@@ -82,7 +89,11 @@ pub fn load_dataset(name: &str, skip_bad: bool) -> Result<Loaded> {
 
 pub fn run(command: DataCommand) -> Result<()> {
     match command {
-        DataCommand::Fetch { dataset, json } => fetch_command(&dataset, json),
+        DataCommand::Fetch {
+            dataset,
+            skip_bad,
+            json,
+        } => fetch_command(&dataset, skip_bad, json),
         DataCommand::Stats { input, json } => stats_command(&input, json),
         DataCommand::Show {
             id,
@@ -94,8 +105,8 @@ pub fn run(command: DataCommand) -> Result<()> {
     }
 }
 
-fn fetch_command(dataset: &str, json: bool) -> Result<()> {
-    let done = racm3::datasets::fetch(dataset, &Terminal)?;
+fn fetch_command(dataset: &str, skip_bad: bool, json: bool) -> Result<()> {
+    let done = racm3::datasets::fetch(dataset, skip_bad, &Terminal)?;
     if json {
         let report: Vec<_> = done
             .iter()
@@ -105,6 +116,9 @@ fn fetch_command(dataset: &str, json: bool) -> Result<()> {
                 }
                 fetch::Fetched::Downloaded { path, files } => {
                     json!({"package": package, "action": "downloaded", "path": path, "files": files})
+                }
+                fetch::Fetched::Drawn { path, coverage } => {
+                    json!({"package": package, "action": "drawn", "path": path, "coverage": coverage})
                 }
             })
             .collect();
@@ -120,10 +134,14 @@ fn fetch_command(dataset: &str, json: bool) -> Result<()> {
 fn stats_command(input: &DatasetArgs, json: bool) -> Result<()> {
     let loaded = input.load()?;
     let stats = Stats::of(&loaded.documents);
+    let coverage = racm3::datasets::emoji_coverage(&input.dataset)?;
     if json {
         let mut value = serde_json::to_value(&stats)?;
         value["dataset"] = json!(input.dataset);
         value["skipped"] = json!(loaded.skipped.len());
+        if let Some(coverage) = &coverage {
+            value["renditions"] = json!(coverage);
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -138,6 +156,18 @@ fn stats_command(input: &DatasetArgs, json: bool) -> Result<()> {
             .map(|(vendor, count)| format!("{vendor} {count}"))
             .collect();
         println!("vendors: {} ({})", stats.vendors.len(), vendors.join(", "));
+    }
+    for rendition in coverage.iter().flatten() {
+        println!(
+            "  {:<9} {:>4} of {} entities, {} images ({}; {} unmatched, {} skipped: --json lists them)",
+            rendition.vendor,
+            rendition.entities_matched,
+            rendition.entities,
+            rendition.images,
+            rendition.package,
+            rendition.unmatched.len(),
+            rendition.skipped.len()
+        );
     }
     println!("{:<6} {:>10} {:>10}", "split", "documents", "entities");
     for (split, counts) in &stats.splits {

@@ -237,7 +237,8 @@ fn help_texts_have_examples() {
 }
 
 // The README's main job on the real packages (fetched on first use into $RACM3_HOME):
-// both vendors, every entity in exactly one split, none shared between train and test.
+// five renditions, every entity in exactly one split, none shared between train and test,
+// and each rendition's coverage of the catalog with its unmatched entities listed.
 #[test]
 fn main_job_counts_the_real_emoji() {
     if !racm3_testing::external("main_job_counts_the_real_emoji") {
@@ -249,9 +250,26 @@ fn main_job_counts_the_real_emoji() {
         .unwrap();
     let stats = json(&output);
     assert_eq!(stats["dataset"], "emoji");
-    assert_eq!(stats["documents"], 7572);
+    assert_eq!(stats["documents"], 16579);
     assert_eq!(stats["entities"], 1911);
-    assert_eq!(stats["vendors"]["twitter"], 3786);
-    assert_eq!(stats["vendors"]["google"], 3786);
+    for (vendor, images) in [
+        ("twitter", 3786),
+        ("google", 3786),
+        ("openmoji", 3786),
+        ("fluent", 3139),
+        ("noto-v1", 2082),
+    ] {
+        assert_eq!(stats["vendors"][vendor], images, "{vendor}");
+    }
     assert_eq!(stats["entities_shared_train_test"], 0);
+    assert_eq!(stats["entities_shared_train_val"], 0);
+    let renditions = stats["renditions"].as_array().unwrap();
+    assert_eq!(renditions.len(), 5);
+    for rendition in renditions {
+        let (matched, unmatched) = (
+            rendition["entities_matched"].as_u64().unwrap(),
+            rendition["unmatched"].as_array().unwrap().len() as u64,
+        );
+        assert_eq!(matched + unmatched, 1911, "{}", rendition["vendor"]);
+    }
 }

@@ -54,7 +54,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     );
     assert!(built.status.success(), "{}", stderr(&built));
     assert!(
-        stdout(&built).contains("added 16 documents") && stdout(&built).contains("documents/s"),
+        stdout(&built).contains("added 37 documents") && stdout(&built).contains("documents/s"),
         "{}",
         stdout(&built)
     );
@@ -109,19 +109,19 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     let again = racm3(&home, &["memory", "add", "emoji", "--memory", mem_arg]);
     assert!(
         stdout(&again).contains("added 0 documents")
-            && stdout(&again).contains("skipped 16 already stored"),
+            && stdout(&again).contains("skipped 37 already stored"),
         "{}",
         stdout(&again)
     );
     let victim = rows[0]["id"].as_str().unwrap().to_owned();
     let removed = racm3(&home, &["memory", "remove", &victim, "--memory", mem_arg]);
     assert!(
-        stdout(&removed).contains("15 remain"),
+        stdout(&removed).contains("36 remain"),
         "{}",
         stdout(&removed)
     );
     let info = json(&racm3(&home, &["memory", "info", mem_arg, "--json"]));
-    assert_eq!(info["documents"], 15);
+    assert_eq!(info["documents"], 36);
     assert_eq!(info["index"], "flat");
     let all = json(&racm3(
         &home,
@@ -132,7 +132,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
             "--text",
             "grinning face",
             "-k",
-            "15",
+            "36",
             "--query-threshold",
             "2",
             "--pairwise-threshold",
@@ -140,7 +140,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
             "--json",
         ],
     ));
-    assert_eq!(all.as_array().unwrap().len(), 15);
+    assert_eq!(all.as_array().unwrap().len(), 36);
     assert!(
         all.as_array()
             .unwrap()
@@ -148,8 +148,8 @@ fn clip_memory_and_retrieve_from_the_command_line() {
             .all(|row| row["id"] != victim.as_str())
     );
 
-    // k past the memory's 15 documents returns all 15 (clamped in retrieval, for every
-    // caller), and says how many passed.
+    // k past the memory's 36 documents returns all 36 (clamped in retrieval, for every
+    // caller).
     let too_many = racm3(
         &home,
         &[
@@ -159,7 +159,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
             "--text",
             "face",
             "-k",
-            "16",
+            "37",
             "--query-threshold",
             "2",
             "--pairwise-threshold",
@@ -167,7 +167,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
             "--json",
         ],
     );
-    assert_eq!(json(&too_many).as_array().unwrap().len(), 15);
+    assert_eq!(json(&too_many).as_array().unwrap().len(), 36);
     let nowhere = racm3(&home, &["retrieve", "--memory", clip_arg, "--text", "face"]);
     assert!(
         stderr(&nowhere).contains("not a racm3 memory"),

@@ -49,7 +49,7 @@ impl Home {
 /// A dataset to read: a built-in one or a user's files.
 #[derive(Debug, Clone)]
 pub enum Dataset {
-    /// Emoji of one or both vendors.
+    /// Emoji of one or more renditions.
     Emoji(EmojiDataset),
     /// Fashion-MNIST.
     FashionMnist(FashionMnist),
@@ -61,7 +61,15 @@ pub enum Dataset {
 
 impl Dataset {
     /// The built-in names, for help texts.
-    pub const BUILT_IN: [&str; 4] = ["emoji", "emoji-twitter", "emoji-google", "fashion-mnist"];
+    pub const BUILT_IN: [&str; 7] = [
+        "emoji",
+        "emoji-twitter",
+        "emoji-google",
+        "emoji-openmoji",
+        "emoji-fluent",
+        "emoji-noto-v1",
+        "fashion-mnist",
+    ];
 
     /// Resolves `name`: a built-in name (looked up under `home`), a `.tar` file, a folder of
     /// `.tar` shards, or a folder of image-caption pairs.
@@ -69,11 +77,11 @@ impl Dataset {
         let emoji = |vendors: &[Vendor]| {
             EmojiDataset::from_fetched(&home.emoji_root(), vendors).map(Dataset::Emoji)
         };
-        match name {
-            "emoji" => return emoji(&Vendor::ALL),
-            "emoji-twitter" => return emoji(&[Vendor::Twitter]),
-            "emoji-google" => return emoji(&[Vendor::Google]),
-            "fashion-mnist" => {
+        let vendor = name.strip_prefix("emoji-").and_then(Vendor::from_name);
+        match (name, vendor) {
+            ("emoji", _) => return emoji(&Vendor::ALL),
+            (_, Some(vendor)) => return emoji(&[vendor]),
+            ("fashion-mnist", _) => {
                 return FashionMnist::find(&home.fashion_mnist_candidates())
                     .map(Dataset::FashionMnist);
             }

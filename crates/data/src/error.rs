@@ -21,6 +21,15 @@ pub enum Error {
         /// What the decoder said.
         source: image::ImageError,
     },
+    /// An SVG that cannot be drawn, or holds what an emoji should not (a script, a
+    /// reference outside the file, a huge canvas).
+    #[error("{what}: {problem}")]
+    Svg {
+        /// The file and icon.
+        what: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// Pixels that do not encode as PNG.
     #[error("{what}: could not encode as PNG: {source}")]
     Encode {

@@ -1,5 +1,6 @@
 //! Fetching the built-in datasets into racm3's cache folder with the ordinary package
-//! clients: `npm pack` for the emoji packages, `apt-get download` for Fashion-MNIST.
+//! clients: `npm pack` for the emoji packages, `apt-get download` for Fashion-MNIST. The
+//! SVG emoji packages are drawn into PNGs once, right after their download.
 //!
 //! Every fetch unpacks into a temporary folder beside its destination and renames it into
 //! place last, so an interrupted fetch leaves nothing half-written, and a second fetch
@@ -11,9 +12,10 @@ use std::process::Command;
 
 use flate2::read::GzDecoder;
 
-use crate::emoji::{PACKAGE_VERSION, Vendor, package_dir};
+use crate::emoji::{Vendor, package_dir, renditions};
 use crate::error::{Error, Result};
 use crate::fashion_mnist::DEBIAN_DIR;
+use crate::load::{OnBadSample, Progress};
 
 /// What a fetch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +29,77 @@ pub enum Fetched {
         /// How many files were unpacked.
         files: usize,
     },
+    /// An SVG package was downloaded and its drawings of the catalog made here.
+    Drawn {
+        /// The rendition's folder.
+        path: PathBuf,
+        /// What it covers.
+        coverage: Box<renditions::Coverage>,
+    },
 }
 
 /// Fetches a vendor's emoji package into `emoji_root` (see [`package_dir`]), keeping only
-/// `emoji.json` and the 64x64 images.
-pub fn fetch_emoji(emoji_root: &Path, vendor: Vendor) -> Result<Fetched> {
+/// what is read: `emoji.json` and the 64x64 PNGs of the `emoji-datasource` packages,
+/// OpenMoji's colour SVGs, an Iconify set's JSON. An SVG vendor is then drawn into PNGs
+/// ([`renditions::build`], counted on `progress`), which needs the Twemoji catalog: it is
+/// fetched first if missing. Present data is kept.
+pub fn fetch_emoji(
+    emoji_root: &Path,
+    vendor: Vendor,
+    policy: OnBadSample,
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    if !vendor.is_svg() {
+        return fetch_package(emoji_root, vendor);
+    }
+    let drawn = renditions::dir(emoji_root, vendor);
+    if drawn.join(renditions::COVERAGE_FILE).is_file() {
+        return Ok(Fetched::AlreadyPresent(drawn));
+    }
+    fetch_package(emoji_root, Vendor::Twitter)?;
+    if vendor == Vendor::NotoV1 {
+        // Its names are matched with the help of Fluent's code point table.
+        fetch_package(emoji_root, Vendor::Fluent)?;
+    }
+    fetch_package(emoji_root, vendor)?;
+    let coverage = renditions::build(emoji_root, vendor, policy, progress)?;
+    Ok(Fetched::Drawn {
+        path: drawn,
+        coverage: Box::new(coverage),
+    })
+}
+
+/// The package's members that racm3 reads, by their path in the tarball.
+fn wanted_member(vendor: Vendor, name: &str) -> bool {
+    match vendor {
+        Vendor::Twitter | Vendor::Google => {
+            name == "package/emoji.json"
+                || name.starts_with(&format!("package/img/{}/64/", vendor.name()))
+        }
+        Vendor::OpenMoji => {
+            name == "package/LICENSE.txt"
+                || (name.starts_with("package/color/svg/") && name.ends_with(".svg"))
+        }
+        Vendor::Fluent | Vendor::NotoV1 => matches!(
+            name,
+            "package/icons.json" | "package/chars.json" | "package/info.json"
+        ),
+    }
+}
+
+/// The file that shows a vendor's package is unpacked.
+fn landmark(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::Twitter | Vendor::Google => "emoji.json",
+        Vendor::OpenMoji => "color/svg",
+        Vendor::Fluent | Vendor::NotoV1 => "icons.json",
+    }
+}
+
+/// Downloads and unpacks a vendor's npm package, unless it is there.
+fn fetch_package(emoji_root: &Path, vendor: Vendor) -> Result<Fetched> {
     let dest = package_dir(emoji_root, vendor);
-    if dest.join("emoji.json").is_file() {
+    if dest.join(landmark(vendor)).exists() {
         return Ok(Fetched::AlreadyPresent(dest));
     }
     let failed = |problem: String| Error::Fetch {
@@ -45,7 +111,7 @@ pub fn fetch_emoji(emoji_root: &Path, vendor: Vendor) -> Result<Fetched> {
         .prefix(".fetch-")
         .tempdir_in(emoji_root)
         .map_err(Error::io(emoji_root))?;
-    let spec = format!("{}@{PACKAGE_VERSION}", vendor.package());
+    let spec = format!("{}@{}", vendor.package(), vendor.version());
     let output = Command::new("npm")
         .args(["pack", "--silent", "--pack-destination"])
         .arg(work.path())
@@ -63,18 +129,19 @@ pub fn fetch_emoji(emoji_root: &Path, vendor: Vendor) -> Result<Fetched> {
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    let tarball = work
-        .path()
-        .join(format!("{}-{PACKAGE_VERSION}.tgz", vendor.package()));
+    // npm names the tarball after the package, scope folded in (@a/b 1.0 is a-b-1.0.tgz).
+    let tarball = std::fs::read_dir(work.path())
+        .map_err(Error::io(work.path()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "tgz"))
+        .ok_or_else(|| failed(format!("npm pack {spec} left no .tgz")))?;
     let unpacked = work.path().join("package");
-    let image_prefix = format!("package/img/{}/64/", vendor.name());
-    let files = unpack_selected(&tarball, &unpacked, |name| {
-        name == "package/emoji.json" || name.starts_with(&image_prefix)
-    })?;
-    if !unpacked.join("emoji.json").is_file() {
+    let files = unpack_selected(&tarball, &unpacked, |name| wanted_member(vendor, name))?;
+    if !unpacked.join(landmark(vendor)).exists() {
         return Err(failed(format!(
-            "{} has no package/emoji.json",
-            tarball.display()
+            "{} has no package/{}",
+            tarball.display(),
+            landmark(vendor)
         )));
     }
     publish(&unpacked, &dest)?;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use racm3_data::emoji::{EmojiDataset, Vendor};
+use racm3_data::emoji::renditions::{self, Coverage};
+use racm3_data::emoji::{EmojiDataset, Vendor, svg};
 use racm3_data::fashion_mnist::FashionMnist;
 use racm3_data::{Dataset, Error, Home, OnBadSample, Silent, Split};
 
@@ -16,14 +17,15 @@ fn messages(errors: &[Error]) -> Vec<String> {
     errors.iter().map(|e| e.to_string()).collect()
 }
 
-// Both vendors' documents load with CLDR skin-tone captions, and every variant of an
-// entity (tones, vendors) lands in the same split.
+// Every rendition's documents load with CLDR skin-tone captions, and every variant of an
+// entity (tones, renditions) lands in the same split.
 #[test]
-fn emoji_reads_both_vendors_and_splits_by_entity() {
+fn emoji_reads_every_rendition_and_splits_by_entity() {
     let dataset = EmojiDataset::from_fetched(&fixtures().join("emoji"), &Vendor::ALL).unwrap();
     let loaded = dataset.load(OnBadSample::Fail, &Silent).unwrap();
-    // Per vendor: red apple, waving hand and its 5 tones, grinning face.
-    assert_eq!(loaded.documents.len(), 16);
+    // Red apple, waving hand and its 5 tones, grinning face: all 8 from Twemoji, Noto and
+    // Noto v1; the fixture OpenMoji package lacks two tones and Fluent one.
+    assert_eq!(loaded.documents.len(), 8 + 8 + 6 + 7 + 8);
     let by_id: BTreeMap<&str, _> = loaded.documents.iter().map(|d| (d.id(), d)).collect();
     let apple = by_id["emoji/twitter/1f34e"];
     assert_eq!(apple.caption(), "red apple");
@@ -271,4 +273,136 @@ fn dataset_names_resolve_or_explain() {
         err.to_string().contains("no image-caption pairs found"),
         "{err}"
     );
+}
+
+/// The fixture emoji root copied into a temp folder without its drawn renditions.
+fn fixture_packages() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in walkdir::WalkDir::new(fixtures().join("emoji")) {
+        let entry = entry.unwrap();
+        let relative = entry.path().strip_prefix(fixtures().join("emoji")).unwrap();
+        if relative.starts_with("renditions") {
+            continue;
+        }
+        let target = dir.path().join(relative);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+    dir
+}
+
+// Drawing the fixture SVG packages gives the committed renditions pixel for pixel: 64x64,
+// the red apple mostly red in every rendition, the skin tones found by code point
+// (OpenMoji files, Fluent's table) and by name (Noto v1, through Fluent's CLDR names:
+// "WAVING HAND SIGN" is `waving-hand` there), and coverage counted.
+#[test]
+fn svg_renditions_are_drawn_and_mapped_onto_the_catalog() {
+    let root = fixture_packages();
+    for vendor in [Vendor::OpenMoji, Vendor::Fluent, Vendor::NotoV1] {
+        let coverage = renditions::build(root.path(), vendor, OnBadSample::Fail, &Silent).unwrap();
+        assert_eq!(
+            (coverage.entities, coverage.entities_matched),
+            (3, 3),
+            "{coverage:?}"
+        );
+        let (drawn, committed) = (
+            renditions::dir(root.path(), vendor),
+            renditions::dir(&fixtures().join("emoji"), vendor),
+        );
+        assert_eq!(
+            Coverage::read(&drawn).unwrap(),
+            Coverage::read(&committed).unwrap()
+        );
+        for entry in std::fs::read_dir(&committed).unwrap() {
+            let name = entry.unwrap().file_name();
+            if !name.to_string_lossy().ends_with(".png") {
+                continue;
+            }
+            let read = |dir: &Path| racm3_data::read_image(&dir.join(&name)).unwrap();
+            let (ours, theirs) = (read(&drawn), read(&committed));
+            assert_eq!(ours.dimensions(), (64, 64));
+            assert!(
+                ours == theirs,
+                "{vendor:?} {name:?} differs from the fixture"
+            );
+        }
+        let apple = racm3_data::read_image(&drawn.join("1f34e.png")).unwrap();
+        let colour = svg::dominant_colour(&apple).unwrap();
+        assert!(
+            colour[0] > 150 && colour[1] < 100 && colour[2] < 100,
+            "{vendor:?} {colour:?}"
+        );
+    }
+    let openmoji = Coverage::read(&renditions::dir(root.path(), Vendor::OpenMoji)).unwrap();
+    // Base drawings plus the tones the fixture package has (light, medium-light, medium).
+    assert_eq!(openmoji.images, 3 + 3);
+    let noto = Coverage::read(&renditions::dir(root.path(), Vendor::NotoV1)).unwrap();
+    assert_eq!(noto.images, 3 + 5);
+}
+
+// A malformed SVG stops the drawing with the package, code point and reason named; with
+// Skip it is left out and listed, and the rest are drawn.
+#[test]
+fn a_malformed_svg_is_named_or_skipped() {
+    let root = fixture_packages();
+    let svgs = root.path().join("openmoji-17.0.0/color/svg");
+    std::fs::write(
+        svgs.join("1F600.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><path d=",
+    )
+    .unwrap();
+    std::fs::write(
+        svgs.join("1F34E.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>fetch('x')</script></svg>",
+    )
+    .unwrap();
+    let err = renditions::build(root.path(), Vendor::OpenMoji, OnBadSample::Fail, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("openmoji@17.0.0 1F"), "{err}");
+    assert!(
+        err.contains("malformed XML") || err.contains("<script>"),
+        "{err}"
+    );
+    assert!(!renditions::dir(root.path(), Vendor::OpenMoji).exists());
+    let coverage =
+        renditions::build(root.path(), Vendor::OpenMoji, OnBadSample::Skip, &Silent).unwrap();
+    assert_eq!(coverage.images, 6 - 2);
+    assert_eq!(coverage.skipped.len(), 2, "{coverage:?}");
+    assert!(
+        coverage
+            .skipped
+            .iter()
+            .any(|s| s.contains("1F600 (grinning-face): malformed XML"))
+    );
+    assert!(
+        coverage
+            .skipped
+            .iter()
+            .any(|s| s.contains("1F34E (red-apple)") && s.contains("<script>"))
+    );
+}
+
+// An Iconify set whose JSON is malformed, or whose icon has no body, is named.
+#[test]
+fn a_broken_icon_set_is_named() {
+    let root = fixture_packages();
+    let icons = root
+        .path()
+        .join("iconify-json-fluent-emoji-flat-1.2.6/icons.json");
+    std::fs::write(&icons, "{\"icons\": {\"red-apple\": ").unwrap();
+    let err =
+        renditions::build(root.path(), Vendor::Fluent, OnBadSample::Fail, &Silent).unwrap_err();
+    assert!(
+        err.to_string().contains("icons.json: malformed JSON"),
+        "{err}"
+    );
+    std::fs::write(&icons, "{\"icons\": {\"red-apple\": {}}}").unwrap();
+    let err = renditions::build(root.path(), Vendor::Fluent, OnBadSample::Fail, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1F34E") && err.contains("no body"), "{err}");
 }

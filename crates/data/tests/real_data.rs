@@ -4,7 +4,8 @@
 use racm3_data::emoji::Vendor;
 use racm3_data::{Dataset, Home, OnBadSample, Silent, Split, Stats, fetch};
 
-// Both emoji packages: 1,911 entities drawn by two vendors, split by entity with no leak.
+// The emoji packages: 1,911 entities in five renditions (the three SVG ones drawn once),
+// split by entity with no leak.
 #[test]
 fn real_emoji_packages() {
     if !racm3_testing::external("real_emoji_packages") {
@@ -12,25 +13,30 @@ fn real_emoji_packages() {
     }
     let home = Home::from_env();
     for vendor in Vendor::ALL {
-        fetch::fetch_emoji(&home.emoji_root(), vendor).expect("fetching the emoji packages");
+        fetch::fetch_emoji(&home.emoji_root(), vendor, OnBadSample::Fail, &Silent)
+            .expect("fetching the emoji packages");
     }
-    // A second fetch finds everything in place and downloads nothing.
-    let again = fetch::fetch_emoji(&home.emoji_root(), Vendor::Twitter).unwrap();
-    assert!(
-        matches!(again, fetch::Fetched::AlreadyPresent(_)),
-        "{again:?}"
-    );
+    // A second fetch finds everything in place and downloads or draws nothing.
+    for vendor in [Vendor::Twitter, Vendor::OpenMoji] {
+        let again =
+            fetch::fetch_emoji(&home.emoji_root(), vendor, OnBadSample::Fail, &Silent).unwrap();
+        assert!(
+            matches!(again, fetch::Fetched::AlreadyPresent(_)),
+            "{again:?}"
+        );
+    }
 
     let loaded = Dataset::resolve("emoji", &home)
         .unwrap()
         .load(OnBadSample::Fail, &Silent)
         .unwrap();
     let stats = Stats::of(&loaded.documents);
-    assert_eq!(stats.documents, 7572);
+    assert_eq!(stats.documents, 16579);
     assert_eq!(stats.entities, 1911);
+    // Vendors by name: fluent, google, noto-v1, openmoji, twitter.
     assert_eq!(
         stats.vendors.values().copied().collect::<Vec<_>>(),
-        vec![3786, 3786]
+        vec![3139, 3786, 2082, 3786, 3786]
     );
     assert_eq!(stats.entities_shared_train_test, 0);
     assert_eq!(stats.entities_shared_train_val, 0);

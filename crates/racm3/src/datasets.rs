@@ -13,9 +13,15 @@ use crate::progress::Observer;
 /// package) or `all`.
 pub const FETCHABLE: [&str; 3] = ["emoji", "fashion-mnist", "all"];
 
-/// Fetches `dataset` (one of [`FETCHABLE`]) into `$RACM3_HOME`, one waiting stage per
-/// package: each package's name and what was done. Present data is kept.
-pub fn fetch(dataset: &str, observer: &dyn Observer) -> Result<Vec<(String, Fetched)>, Error> {
+/// Fetches `dataset` (one of [`FETCHABLE`]) into `$RACM3_HOME`, one stage per package
+/// (the SVG emoji packages count their drawings): each package's name and what was done.
+/// Present data is kept. With `skip_bad`, a drawing that fails the SVG checks is left out
+/// and listed in its rendition's coverage instead of stopping the fetch.
+pub fn fetch(
+    dataset: &str,
+    skip_bad: bool,
+    observer: &dyn Observer,
+) -> Result<Vec<(String, Fetched)>, Error> {
     if !FETCHABLE.contains(&dataset) {
         return Err(Error::BadInput(format!(
             "cannot fetch '{dataset}': expected one of {}",
@@ -25,9 +31,19 @@ pub fn fetch(dataset: &str, observer: &dyn Observer) -> Result<Vec<(String, Fetc
     let home = Home::from_env();
     let mut done = Vec::new();
     if matches!(dataset, "emoji" | "all") {
+        let policy = if skip_bad {
+            OnBadSample::Skip
+        } else {
+            OnBadSample::Fail
+        };
         for vendor in emoji::Vendor::ALL {
-            let stage = observer.waiting(&format!("fetching {}", vendor.package()));
-            let outcome = fetch::fetch_emoji(&home.emoji_root(), vendor);
+            let label = format!("fetching {}", vendor.package());
+            let stage = if vendor.is_svg() {
+                observer.stage(&label)
+            } else {
+                observer.waiting(&label)
+            };
+            let outcome = fetch::fetch_emoji(&home.emoji_root(), vendor, policy, &*stage);
             drop(stage);
             done.push((vendor.package(), outcome?));
         }
@@ -53,6 +69,13 @@ pub fn describe_fetch(package: &str, fetched: &Fetched) -> String {
                 path.display()
             )
         }
+        Fetched::Drawn { path, coverage } => format!(
+            "{package}: downloaded and drawn, {} images of {} of the {} entities in {}",
+            coverage.images,
+            coverage.entities_matched,
+            coverage.entities,
+            path.display()
+        ),
     }
 }
 
@@ -67,7 +90,7 @@ pub fn load(name: &str, skip_bad: bool, observer: &dyn Observer) -> Result<Loade
                 "{dataset} is not in {} yet; fetching it first",
                 home.path().display()
             ));
-            for (package, fetched) in fetch(&dataset, observer)? {
+            for (package, fetched) in fetch(&dataset, skip_bad, observer)? {
                 observer.note(&describe_fetch(&package, &fetched));
             }
             Dataset::resolve(name, &home)?
@@ -93,6 +116,27 @@ pub fn load(name: &str, skip_bad: bool, observer: &dyn Observer) -> Result<Loade
         }
     }
     Ok(loaded)
+}
+
+/// What each emoji rendition of the dataset `name` covers of the catalog (`emoji`: all
+/// five; `emoji-<vendor>`: one); `None` for other datasets.
+pub fn emoji_coverage(name: &str) -> Result<Option<Vec<emoji::renditions::Coverage>>, Error> {
+    let vendors: Vec<emoji::Vendor> = match name {
+        "emoji" => emoji::Vendor::ALL.to_vec(),
+        other => match other
+            .strip_prefix("emoji-")
+            .and_then(emoji::Vendor::from_name)
+        {
+            Some(vendor) => vec![vendor],
+            None => return Ok(None),
+        },
+    };
+    let root = Home::from_env().emoji_root();
+    let coverage = vendors
+        .into_iter()
+        .map(|vendor| emoji::coverage(&root, vendor))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(coverage))
 }
 
 /// One Twemoji document per entity of `split` (its base drawing, no skin-tone variants).

@@ -10,10 +10,14 @@ use candle_core::Device;
 use image::RgbImage;
 use racm3_data::{Document, Split};
 use racm3_retrieve::train::Pair;
-use racm3_retrieve::{ClipTrainConfig, ClipTrainer, Recall, document_text, recall_at_k};
+use racm3_retrieve::{
+    ClipEncoder, ClipTrainConfig, ClipTrainer, EntityRecall, Recall, document_text, entity_recall,
+    recall_at_k,
+};
 use racm3_tokenize::vqgan::{
     Evaluation, VqTrainConfig, VqTrainer, Vqgan, evaluate, images_to_tensor,
 };
+use serde::Serialize;
 
 use crate::Error;
 use crate::error::WithContext;
@@ -112,6 +116,14 @@ pub fn pairs_of(documents: &[Document], split: Split, limit: Option<usize>) -> V
             Some(Pair {
                 text,
                 image: image.pixels.clone(),
+                entity: doc.source.entity.clone(),
+                // Emoji name their vendor; other datasets have one rendition each.
+                rendition: doc
+                    .source
+                    .attributes
+                    .get("vendor")
+                    .unwrap_or(&doc.source.dataset)
+                    .clone(),
             })
         })
         .collect();
@@ -126,6 +138,25 @@ pub fn pairs_of(documents: &[Document], split: Split, limit: Option<usize>) -> V
     }
 }
 
+/// How a CLIP retrieves on a set of pairs: image-caption recall, and entity recall across
+/// renditions.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ClipRecall {
+    /// Image-caption recall@1/5/10, both ways.
+    #[serde(flatten)]
+    pub pairs: Recall,
+    /// The same entity from a caption, and from a drawing among the other renditions.
+    pub entity: EntityRecall,
+}
+
+/// [`ClipRecall`] of `encoder` on `pairs`.
+pub fn clip_recall(encoder: &ClipEncoder, pairs: &[Pair]) -> Result<ClipRecall, Error> {
+    Ok(ClipRecall {
+        pairs: recall_at_k(encoder, pairs)?,
+        entity: entity_recall(encoder, pairs)?,
+    })
+}
+
 /// What a CLIP run did.
 #[derive(Debug, Clone)]
 pub struct ClipTrained {
@@ -135,25 +166,38 @@ pub struct ClipTrained {
     pub first_step: usize,
     /// Wall time of the training.
     pub seconds: f64,
-    /// Recall@k of the saved model on each dataset's val split that has pairs.
-    pub recall: Vec<(String, Recall)>,
+    /// Recall of the saved model on each dataset's val split that has pairs.
+    pub recall: Vec<(String, ClipRecall)>,
 }
 
-/// Trains a CLIP on the train splits of `datasets` together (at most `limit` pairs of
-/// each) into the run folder `out`, resuming a run there; then measures recall on each
-/// dataset's val split and writes it to `out/recall.json`.
+/// Trains a CLIP on the train splits of `datasets` together into the run folder `out`,
+/// resuming a run there; then measures recall on each dataset's val split and writes it to
+/// `out/recall.json`. `limits` caps the pairs taken of each dataset: one value for all, or
+/// one per dataset in order (`None` or 0: no cap).
 pub fn train_clip(
     datasets: &[String],
     config: ClipTrainConfig,
-    limit: Option<usize>,
+    limits: &[usize],
     skip_bad: bool,
     out: &Path,
     device: &Device,
     observer: &dyn Observer,
 ) -> Result<ClipTrained, Error> {
+    if limits.len() > 1 && limits.len() != datasets.len() {
+        return Err(Error::BadInput(format!(
+            "{} limits for {} datasets: give one for all, or one for each",
+            limits.len(),
+            datasets.len()
+        )));
+    }
     let mut train_pairs = Vec::new();
     let mut val_sets = Vec::new();
-    for name in datasets {
+    for (index, name) in datasets.iter().enumerate() {
+        let limit = limits
+            .get(index)
+            .or(limits.first())
+            .copied()
+            .filter(|&limit| limit > 0);
         let documents = crate::datasets::load(name, skip_bad, observer)?.documents;
         let pairs = pairs_of(&documents, Split::Train, limit);
         if pairs.is_empty() {
@@ -196,7 +240,7 @@ pub fn train_clip(
     let mut recall = Vec::new();
     for (name, pairs) in val_sets {
         if !pairs.is_empty() {
-            recall.push((name, recall_at_k(&encoder, &pairs)?));
+            recall.push((name, clip_recall(&encoder, &pairs)?));
         }
     }
     let by_dataset: serde_json::Map<String, serde_json::Value> = recall

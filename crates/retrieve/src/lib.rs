@@ -12,6 +12,7 @@ mod encoder;
 mod error;
 pub mod policy;
 mod preprocess;
+mod recall;
 pub mod train;
 
 pub use encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, Query, START_TOKEN, document_text};
@@ -21,4 +22,5 @@ pub use policy::{
     RetrievalPolicy, Retrieved, retrieve, retrieve_for_query, retrieve_for_training,
 };
 pub use preprocess::{OPENAI_MEAN, OPENAI_STD, pixel_values};
-pub use train::{ClipTrainConfig, ClipTrainer, Recall, recall_at_k};
+pub use recall::{ENTITY_RECALL_AT, EntityRecall, Recall, entity_recall, recall_at_k};
+pub use train::{ClipTrainConfig, ClipTrainer};

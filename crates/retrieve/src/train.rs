@@ -1,7 +1,15 @@
 //! Training a small CLIP from scratch, contrastively: for a batch of image-caption pairs,
 //! each image must pick its caption among the batch's captions and each caption its image
 //! (the symmetric InfoNCE loss of Radford et al., 2021), with a learnable temperature.
-//! Also [`recall_at_k`], the retrieval metric it is judged by.
+//!
+//! Where an entity is drawn in several renditions, a batch can hold several of them
+//! (`renditions_per_entity`), and then every pair of one entity, or of one caption, is a
+//! positive of every other: the loss is multi-positive InfoNCE (the log of the softmax
+//! mass on all positives; Khosla et al., 2020, "Supervised Contrastive Learning", the
+//! L_out form), caption to image and image to caption, plus an image-to-image term
+//! (`image_image_weight`) in which each drawing must find the entity's other renditions
+//! among the batch's drawings. That is the invariance a memory queried with a drawing of
+//! an unseen entity needs: its other renditions should be its nearest neighbours.
 
 use std::path::Path;
 
@@ -19,13 +27,18 @@ use crate::encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, START_TOKEN};
 use crate::error::{Error, Result};
 use crate::preprocess::pixel_values;
 
-/// An image with its caption.
+/// An image with its caption, and what it shows.
 #[derive(Debug, Clone)]
 pub struct Pair {
     /// The caption.
     pub text: String,
     /// The image, any size.
     pub image: RgbImage,
+    /// The entity the image shows; renditions of one entity share it. Training treats
+    /// pairs of one entity as positives of each other.
+    pub entity: String,
+    /// Which rendition (vendor, style) drew the image.
+    pub rendition: String,
 }
 
 /// Every setting of a CLIP training run, stored with its checkpoints.
@@ -49,6 +62,17 @@ pub struct ClipTrainConfig {
     pub seed: u64,
     /// Steps between checkpoints (and validation).
     pub checkpoint_every: usize,
+    /// Pairs of one entity drawn into a batch together; 1 is CLIP's batch of distinct
+    /// captions with one positive each.
+    #[serde(default = "one")]
+    pub renditions_per_entity: usize,
+    /// Weight of the image-to-image loss between renditions (used above 1 rendition).
+    #[serde(default)]
+    pub image_image_weight: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for ClipTrainConfig {
@@ -65,6 +89,8 @@ impl Default for ClipTrainConfig {
             weight_decay: 0.2,
             seed: 0,
             checkpoint_every: 250,
+            renditions_per_entity: 1,
+            image_image_weight: 0.0,
         }
     }
 }
@@ -82,55 +108,39 @@ pub struct StepReport {
     pub accuracy: f64,
 }
 
-/// Recall@1/5/10 in both directions. A retrieved item counts as correct when its caption
-/// equals the query's: the same emoji drawn by two vendors shares one caption.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Recall {
-    /// Pairs evaluated.
-    pub pairs: usize,
-    /// Text query, image results: recall at 1, 5, 10.
-    pub text_to_image: [f64; 3],
-    /// Image query, text results: recall at 1, 5, 10.
-    pub image_to_text: [f64; 3],
+/// The indices of `pairs` grouped by entity, entities in order of first appearance.
+fn group_by_entity(pairs: &[Pair]) -> Vec<Vec<usize>> {
+    let mut slot = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (index, pair) in pairs.iter().enumerate() {
+        let group = *slot.entry(pair.entity.as_str()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(index);
+    }
+    groups
 }
 
-/// Recall@1/5/10 of `encoder` on `pairs`, by exact search over their embeddings.
-pub fn recall_at_k(encoder: &ClipEncoder, pairs: &[Pair]) -> Result<Recall> {
-    let dim = encoder.dim();
-    let texts: Vec<&str> = pairs.iter().map(|pair| pair.text.as_str()).collect();
-    let images: Vec<RgbImage> = pairs.iter().map(|pair| pair.image.clone()).collect();
-    let text_keys = encoder.embed_texts(&texts)?;
-    let image_keys = encoder.embed_images(&images)?;
-    let direction = |queries: &[f32], keys: &[f32]| -> [f64; 3] {
-        let mut found = [0usize; 3];
-        for (query_index, query) in queries.chunks_exact(dim).enumerate() {
-            let own = racm3_memory::dot(query, &keys[query_index * dim..(query_index + 1) * dim]);
-            // The rank of the best correct item: items scoring above it that are wrong.
-            let best_correct = keys
-                .chunks_exact(dim)
-                .enumerate()
-                .filter(|(index, _)| texts[*index] == texts[query_index])
-                .map(|(_, key)| racm3_memory::dot(query, key))
-                .fold(own, f32::max);
-            let rank = keys
-                .chunks_exact(dim)
-                .enumerate()
-                .filter(|(index, key)| {
-                    texts[*index] != texts[query_index]
-                        && racm3_memory::dot(query, key) > best_correct
-                })
-                .count();
-            for (slot, k) in [1, 5, 10].into_iter().enumerate() {
-                found[slot] += usize::from(rank < k);
-            }
-        }
-        found.map(|count| count as f64 / pairs.len().max(1) as f64)
-    };
-    Ok(Recall {
-        pairs: pairs.len(),
-        text_to_image: direction(&text_keys, &image_keys),
-        image_to_text: direction(&image_keys, &text_keys),
-    })
+/// The mean over rows that have a positive of −log(softmax mass on the row's positives):
+/// InfoNCE when each row has one positive, its multi-positive form otherwise.
+fn multi_positive_nll(logits: &Tensor, positives: &Tensor) -> candle_core::Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    // Non-positives pushed far down, so the log-sum-exp below runs over positives only.
+    let masked = (log_probs + ((positives - 1.0)? * 1e4)?)?;
+    let top = masked.max_keepdim(D::Minus1)?.detach();
+    let mass = masked
+        .broadcast_sub(&top)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        .broadcast_add(&top)?
+        .squeeze(D::Minus1)?;
+    // Rows with no positive (a drawing whose entity has no other rendition in the batch)
+    // contribute nothing.
+    let has_positive = positives.max_keepdim(D::Minus1)?.squeeze(D::Minus1)?;
+    let rows = has_positive.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    (mass * has_positive)?.sum_all()?.neg()? / f64::from(rows)
 }
 
 /// A CLIP training run in a folder: `config.json`, `model.safetensors` and
@@ -145,6 +155,10 @@ pub struct ClipTrainer {
     /// Every training image, preprocessed: (n, 3, size, size).
     pixels: Tensor,
     captions: Vec<String>,
+    /// The entity of every training pair.
+    entities: Vec<String>,
+    /// The pairs of each entity, entities in order of first appearance.
+    by_entity: Vec<Vec<usize>>,
 }
 
 const LOG_COLUMNS: [&str; 3] = ["loss", "temperature", "accuracy"];
@@ -232,6 +246,8 @@ impl ClipTrainer {
             token_rows,
             pixels,
             captions: pairs.iter().map(|pair| pair.text.clone()).collect(),
+            entities: pairs.iter().map(|pair| pair.entity.clone()).collect(),
+            by_entity: group_by_entity(pairs),
         })
     }
 
@@ -250,21 +266,62 @@ impl ClipTrainer {
         &self.encoder
     }
 
-    /// The batch of step `step`: distinct captions only, since two pairs that share a
-    /// caption (one emoji, two vendors) would be each other's false negatives. Drawn from
-    /// the step number, so a resumed run sees the batches it would have seen.
+    /// The batch of step `step`, drawn from the step number so a resumed run sees the
+    /// batches it would have seen. With one rendition per entity: distinct captions only,
+    /// since two pairs that share a caption would be each other's false negatives. With
+    /// more: whole entities, up to `renditions_per_entity` pairs each.
     fn batch_indices(&self, step: usize) -> Vec<usize> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(
             self.config().seed ^ (step as u64).wrapping_mul(0x9e37_79b9),
         );
-        let mut order: Vec<usize> = (0..self.captions.len()).collect();
-        order.shuffle(&mut rng);
-        let mut seen = std::collections::HashSet::new();
-        order
-            .into_iter()
-            .filter(|&index| seen.insert(self.captions[index].as_str()))
-            .take(self.config().batch_size)
-            .collect()
+        let batch_size = self.config().batch_size;
+        let per_entity = self.config().renditions_per_entity;
+        if per_entity <= 1 {
+            let mut order: Vec<usize> = (0..self.captions.len()).collect();
+            order.shuffle(&mut rng);
+            let mut seen = std::collections::HashSet::new();
+            return order
+                .into_iter()
+                .filter(|&index| seen.insert(self.captions[index].as_str()))
+                .take(batch_size)
+                .collect();
+        }
+        let mut entities: Vec<&Vec<usize>> = self.by_entity.iter().collect();
+        entities.shuffle(&mut rng);
+        let mut batch = Vec::with_capacity(batch_size);
+        for members in entities {
+            let mut members = members.clone();
+            members.shuffle(&mut rng);
+            let room = batch_size - batch.len();
+            batch.extend(members.into_iter().take(per_entity.min(room)));
+            if batch.len() == batch_size {
+                break;
+            }
+        }
+        batch
+    }
+
+    /// (b, b) of 1 where pairs `i` and `j` of the batch are positives: one entity, or one
+    /// caption. Only the diagonal with one rendition per entity, as CLIP has it.
+    fn positives(&self, indices: &[usize]) -> Result<Tensor> {
+        let one_each = self.config().renditions_per_entity <= 1;
+        let mask: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| {
+                indices.iter().map(move |&j| {
+                    let same = i == j
+                        || (!one_each
+                            && (self.entities[i] == self.entities[j]
+                                || self.captions[i] == self.captions[j]));
+                    f32::from(u8::from(same))
+                })
+            })
+            .collect();
+        Ok(Tensor::from_vec(
+            mask,
+            (indices.len(), indices.len()),
+            &self.device,
+        )?)
     }
 
     /// One optimizer step on the batch of the current step.
@@ -285,14 +342,26 @@ impl ClipTrainer {
         let model = self.encoder.model();
         let image_embeds = l2_normalize(&model.image_features(&pixels)?)?;
         let text_embeds = l2_normalize(&model.text_features(&ids)?)?;
+        let scale = model.logit_scale().exp()?;
         // (b, b): image i against caption j.
         let logits = image_embeds
             .matmul(&text_embeds.t()?)?
-            .broadcast_mul(&model.logit_scale().exp()?)?;
-        let targets = Tensor::arange(0u32, b_sz as u32, &self.device)?;
-        let loss = ((candle_nn::loss::cross_entropy(&logits, &targets)?
-            + candle_nn::loss::cross_entropy(&logits.t()?, &targets)?)?
+            .broadcast_mul(&scale)?;
+        let positives = self.positives(&indices)?;
+        let mut loss = ((multi_positive_nll(&logits, &positives)?
+            + multi_positive_nll(&logits.t()?, &positives)?)?
             / 2.0)?;
+        let weight = self.config().image_image_weight;
+        if self.config().renditions_per_entity > 1 && weight > 0.0 {
+            // (b, b): drawing i against drawing j, never itself.
+            let eye = Tensor::eye(b_sz, DType::F32, &self.device)?;
+            let images = image_embeds
+                .matmul(&image_embeds.t()?)?
+                .broadcast_mul(&scale)?
+                .broadcast_sub(&(&eye * 1e4)?)?;
+            let others = (&positives - &eye)?;
+            loss = (loss + (multi_positive_nll(&images, &others)? * weight)?)?;
+        }
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
             return Err(Error::BadInput(format!(
@@ -312,11 +381,13 @@ impl ClipTrainer {
         );
         self.run.update(0, &grads, lr)?;
         self.clamp_logit_scale()?;
+        // An image's best caption is right when it is a positive.
         let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let positive_rows = positives.to_vec2::<f32>()?;
         let correct = predicted
             .iter()
             .enumerate()
-            .filter(|(i, p)| **p as usize == *i)
+            .filter(|(i, p)| positive_rows[*i][**p as usize] > 0.0)
             .count();
         self.run.advance();
         let scale = self.encoder.model().logit_scale().to_scalar::<f32>()? as f64;

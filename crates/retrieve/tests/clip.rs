@@ -182,6 +182,8 @@ fn pairs() -> Vec<Pair> {
             pairs.push(Pair {
                 text: format!("a {name} {shape}"),
                 image,
+                entity: format!("{name} {shape}"),
+                rendition: "drawn".into(),
             });
         }
     }
@@ -202,6 +204,8 @@ fn trains_to_perfect_recall_and_resumes_exactly() {
         weight_decay: 0.0,
         seed: 4,
         checkpoint_every: 60,
+        renditions_per_entity: 1,
+        image_image_weight: 0.0,
     };
     let data = pairs();
     let dir = tempfile::tempdir().unwrap();
@@ -258,4 +262,48 @@ fn trains_to_perfect_recall_and_resumes_exactly() {
             "{name} differs after resuming"
         );
     }
+}
+
+// Two renditions of four entities (a colour drawn as a square and as a stripe, one caption
+// each): trained with both renditions of an entity in a batch as positives, a caption
+// finds its entity first and each drawing finds the other rendition first.
+#[test]
+fn renditions_of_an_entity_become_neighbours() {
+    let config = ClipTrainConfig {
+        preset: "tiny".into(),
+        vocab_size: 300,
+        steps: 150,
+        batch_size: 8,
+        lr: 3e-3,
+        warmup: 10,
+        weight_decay: 0.0,
+        seed: 5,
+        checkpoint_every: 150,
+        renditions_per_entity: 2,
+        image_image_weight: 1.0,
+    };
+    let data: Vec<Pair> = pairs()
+        .into_iter()
+        .map(|pair| {
+            let (colour, shape) = pair.entity.split_once(' ').unwrap();
+            Pair {
+                text: format!("a {colour} thing"),
+                entity: colour.to_owned(),
+                rendition: shape.to_owned(),
+                ..pair
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = ClipTrainer::open(config, &data, dir.path(), &Device::Cpu).unwrap();
+    let mut losses = Vec::new();
+    trainer
+        .train(|report| losses.push(report.loss), |_| Ok(()))
+        .unwrap();
+    assert!(losses[losses.len() - 1] < losses[0] * 0.5, "{losses:?}");
+    let encoder = ClipEncoder::load(dir.path(), &Device::Cpu).unwrap();
+    let recall = racm3_retrieve::entity_recall(&encoder, &data).unwrap();
+    assert_eq!((recall.texts, recall.images), (4, 8));
+    assert_eq!(recall.text_to_entity[0], 1.0, "{recall:?}");
+    assert_eq!(recall.image_to_other_rendition[0], 1.0, "{recall:?}");
 }
