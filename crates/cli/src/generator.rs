@@ -52,6 +52,15 @@ pub struct TrainArgs {
     /// Weight of the retrieved documents' loss against the main document's (α).
     #[arg(long, default_value_t = RETRIEVED_LOSS_WEIGHT)]
     alpha: f32,
+    /// Skip candidates scoring above this with a training document's query (the paper's
+    /// 0.9); 1 keeps every other rendition of its entity (the document itself is always
+    /// left out).
+    #[arg(long, default_value_t = racm3::retrieve::DEFAULT_THRESHOLD)]
+    train_query_threshold: f32,
+    /// Share of training documents whose caption alone is masked, as a captioning prompt;
+    /// the rest get CM3's random spans.
+    #[arg(long, default_value_t = 0.0)]
+    caption_share: f64,
     /// Share of a text query's tokens dropped when retrieving for a training document.
     #[arg(long, default_value_t = QUERY_DROPOUT)]
     query_dropout: f64,
@@ -80,6 +89,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         grad_accum: args.grad_accum,
         lr: args.lr,
         seed: args.seed,
+        train_query_threshold: args.train_query_threshold,
+        caption_share: args.caption_share,
     };
     let paths = RunPaths {
         out: args.out.clone(),
@@ -101,6 +112,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
             format!("K = {}", args.k)
         }
     );
+    if let Some(stats) = &corpus.retrieval {
+        eprintln!(
+            "retrieval for the {} training documents: their own entity among the retrieved for {:.1}%; {} near copies and {} redundant candidates skipped",
+            stats.queries,
+            100.0 * stats.same_entity_share(),
+            stats.near_copies_skipped,
+            stats.redundant_skipped
+        );
+    }
     if args.steps == 0 {
         eprintln!(
             "--steps 0: the corpus caches are in {}; nothing trained",

@@ -158,6 +158,72 @@ fn eval_few_shot_writes_its_report() {
     assert!(markdown.contains("| ra-cm3 with retrieval |"), "{markdown}");
 }
 
+// The diagnostic tasks on the fixture emoji, their train split held out for the test's sake:
+// retrieval alone (each entity's caption finds it: its drawings are in the memory), the
+// rows against the tokenizer floor, the copy probe for both models, and the oracle's
+// context of the entity's own documents.
+#[test]
+fn eval_diagnostics_write_their_rows() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let work = tempfile::tempdir().unwrap();
+    let memory = work.path().join("memory");
+    build_fixture_memory(&memory);
+    let out = work.path().join("report");
+    let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
+        .current_dir(&root)
+        .env("RACM3_HOME", fixtures())
+        .env_remove("RACM3_FID_WEIGHTS")
+        .args(["eval", "--ra", "checkpoints/cm3-emoji-small", "--baseline"])
+        .args(["checkpoints/cm3-emoji-small-baseline", "--split", "train"])
+        .args(["--tasks", "retrieval,diagnostics,oracle", "--seeds", "1"])
+        .args(["--fid-weights", "/nonexistent", "--memory"])
+        .arg(&memory)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            report["split"].as_str(),
+            report["held_out_entities"].as_u64()
+        ),
+        (Some("train"), Some(3))
+    );
+    let text = &report["retrieval"]["queries"]["text"];
+    assert_eq!(text["same_entity_in_k"], 1.0, "{text}");
+    let rows = &report["diagnostics"];
+    for row in [
+        "tokenizer_floor",
+        "retrieval_only_raw",
+        "retrieval_only_vqgan",
+    ] {
+        let clip_fid = rows[row]["clip_fid"]["mean"].as_f64().unwrap();
+        assert!(
+            clip_fid.is_finite() && clip_fid >= 0.0,
+            "{row}: {}",
+            rows[row]
+        );
+    }
+    assert_eq!(rows["retrieval_only_caption"]["samples"], 3);
+    for model in ["ra-cm3", "baseline"] {
+        let probe = &rows["copy_probe"][model];
+        assert_eq!(probe["documents"], 3, "{probe}");
+        for setting in ["same_entity", "random", "none"] {
+            let loss = probe["settings"][setting]["image"].as_f64().unwrap();
+            assert!(loss > 0.0 && loss < 20.0, "{model} {setting}: {probe}");
+        }
+    }
+    assert_eq!(report["oracle"]["entities_with_documents"], 3);
+    assert_eq!(report["oracle"]["image_to_caption"]["samples"], 3);
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for heading in ["tokenizer floor", "Copy probe", "Retrieval alone", "oracle"] {
+        assert!(markdown.contains(heading), "{heading}: {markdown}");
+    }
+}
+
 // `metric clipscore` scores results against images named by image id, RefCLIPScore with
 // references; a missing image is named.
 #[test]

@@ -18,5 +18,5 @@ pub mod vqgan;
 pub use cm3::{Cm3Codec, Segment, canonical, segments_of};
 pub use error::{Error, Result};
 pub use ids::{IdSpace, MASK_COUNT, Special, Token};
-pub use masking::{CausalMasked, causal_mask, causal_mask_seeded, restore};
+pub use masking::{CausalMasked, caption_mask, causal_mask, causal_mask_seeded, restore};
 pub use text::{TextTokenizer, TrainOptions};

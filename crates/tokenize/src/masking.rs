@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Poisson};
 
 use crate::error::{Error, Result};
-use crate::ids::{IdSpace, MASK_COUNT};
+use crate::ids::{IdSpace, MASK_COUNT, Special};
 
 /// A masked sequence ready for training.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +59,35 @@ pub fn causal_mask(
     let mut boundaries = rand::seq::index::sample(rng, len + 1, 2 * span_count).into_vec();
     boundaries.sort_unstable();
     let spans: Vec<Range<usize>> = boundaries.chunks_exact(2).map(|b| b[0]..b[1]).collect();
+    mask_spans(tokens, ids, &spans)
+}
 
-    let mut masked = Vec::with_capacity(len + 2 * span_count);
-    let mut loss_mask = Vec::with_capacity(len + 2 * span_count);
+/// Masks exactly the caption of `tokens`' first image, the text between `<img alt="` and
+/// `" src="`: the body keeps the image with `<mask:0>` for its caption and the caption
+/// follows `<mask:0>` at the end, which is the prompt captioning gives a model. `None`
+/// when there is no image with a caption.
+pub fn caption_mask(tokens: &[u32], ids: &IdSpace) -> Result<Option<CausalMasked>> {
+    let find = |special: Special, from: usize| {
+        tokens[from..]
+            .iter()
+            .position(|&id| id == ids.special(special))
+            .map(|at| from + at)
+    };
+    let Some(alt) = find(Special::ImgAlt, 0) else {
+        return Ok(None);
+    };
+    match find(Special::ImgSrc, alt + 1) {
+        Some(src) if src > alt + 1 => mask_spans(tokens, ids, &[alt + 1..src]).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Moves each of `spans` (ordered, disjoint ranges of `tokens`) to the end behind its
+/// `<mask:i>`, leaving `<mask:i>` in its hole.
+fn mask_spans(tokens: &[u32], ids: &IdSpace, spans: &[Range<usize>]) -> Result<CausalMasked> {
+    let len = tokens.len();
+    let mut masked = Vec::with_capacity(len + 2 * spans.len());
+    let mut loss_mask = Vec::with_capacity(len + 2 * spans.len());
     let mut cursor = 0;
     for (i, span) in spans.iter().enumerate() {
         masked.extend_from_slice(&tokens[cursor..span.start]);
@@ -80,7 +106,7 @@ pub fn causal_mask(
     Ok(CausalMasked {
         tokens: masked,
         loss_mask,
-        spans,
+        spans: spans.to_vec(),
     })
 }
 
@@ -192,5 +218,46 @@ mod tests {
         assert!(causal_mask_seeded(&[1, m0, 2], &ids, 0).is_err());
         assert!(restore(&[1, m0, 2], &ids).is_err());
         assert!(restore(&[m0, 1, ids.mask(1).unwrap(), 2], &ids).is_err());
+    }
+
+    // The caption between <img alt=" and " src=" moves behind <mask:0>, exactly, and the
+    // result restores; a document with no caption, or no image, is left alone.
+    #[test]
+    fn caption_mask_takes_exactly_the_alt_text() {
+        let ids = ids();
+        let special = |s: Special| ids.special(s);
+        let image = |code: u32| ids.image(code).unwrap();
+        let tokens = vec![
+            7,
+            special(Special::ImgAlt),
+            3,
+            4,
+            special(Special::ImgSrc),
+            image(1),
+            image(2),
+            special(Special::ImgEnd),
+        ];
+        let masked = caption_mask(&tokens, &ids).unwrap().unwrap();
+        let mask0 = ids.mask(0).unwrap();
+        assert_eq!(
+            masked.tokens,
+            vec![
+                7,
+                special(Special::ImgAlt),
+                mask0,
+                special(Special::ImgSrc),
+                image(1),
+                image(2),
+                special(Special::ImgEnd),
+                mask0,
+                3,
+                4
+            ]
+        );
+        assert_eq!(masked.spans, vec![2..4]);
+        assert_eq!(restore(&masked.tokens, &ids).unwrap(), tokens);
+        let no_caption = vec![special(Special::ImgAlt), special(Special::ImgSrc), image(1)];
+        assert!(caption_mask(&no_caption, &ids).unwrap().is_none());
+        assert!(caption_mask(&[1, 2, 3], &ids).unwrap().is_none());
     }
 }

@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// Classifier-free guidance scale.
     #[arg(long, default_value_t = DEFAULT_CFG)]
     cfg: f32,
+    /// The split whose entities are held out: val while choosing settings, test once at
+    /// the end.
+    #[arg(long, default_value = "val")]
+    split: racm3::data::Split,
     /// Held-out entities to use; 0 is all.
     #[arg(long, default_value_t = 0)]
     limit: usize,
@@ -62,7 +66,7 @@ pub struct EvalArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "image,image-seen,caption,knowledge,few-shot"
+        default_value = "image,image-seen,caption,knowledge,few-shot,retrieval,diagnostics,oracle"
     )]
     tasks: Vec<Task>,
     /// Episodes of the Fashion-MNIST few-shot task.
@@ -96,6 +100,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             cfg: args.cfg,
         },
         limit: args.limit,
+        split: args.split,
         fid_weights: args.fid_weights.clone().unwrap_or_else(default_fid_weights),
         out: args.out.clone(),
         tasks: args.tasks.clone(),

@@ -8,8 +8,10 @@ pub fn markdown(report: &Value) -> String {
     let cell = |model: &str, task: &str, metric: &str| -> String {
         summary_cell(&report["models"][model][task][metric])
     };
+    // Reports made before the split could be chosen held out the val entities.
+    let split = report["split"].as_str().unwrap_or("val");
     let mut out = format!(
-        "# RA-CM3 against its baseline on {} held-out emoji entities\n\n\
+        "# RA-CM3 against its baseline on {} held-out emoji entities ({split} split)\n\n\
          Memory: {} documents; K = {}, query threshold {}, CFG {}; {}.\n",
         report["held_out_entities"],
         report["memory_documents"],
@@ -106,6 +108,26 @@ pub fn markdown(report: &Value) -> String {
             .map(|row| (row["setting"].as_str().unwrap_or_default().to_owned(), row));
         ablation_table(&mut out, named.collect());
     }
+    out.push_str(&diagnostics(report));
+    if let Some(queries) = report["retrieval"]["queries"].as_object() {
+        out.push_str(&format!(
+            "\n## Retrieval alone\n\nEach held-out entity queried by its caption and by its Twemoji \
+             drawing (never in the memory); K = {}. A query is right when a retrieved document \
+             shows the same entity.\n\n\
+             | query | same entity first | same entity among the K | near copies skipped | \
+             redundant skipped |\n| --- | --- | --- | --- | --- |\n",
+            report["retrieval"]["k"]
+        ));
+        for (name, row) in queries {
+            out.push_str(&format!(
+                "| {name} | {:.3} | {:.3} | {} | {} |\n",
+                row["same_entity_at_1"].as_f64().unwrap_or(f64::NAN),
+                row["same_entity_in_k"].as_f64().unwrap_or(f64::NAN),
+                row["near_copies_skipped"],
+                row["redundant_skipped"]
+            ));
+        }
+    }
     let update = &report["knowledge_update"];
     if update.is_object() {
         out.push_str(&format!(
@@ -162,6 +184,105 @@ pub fn markdown(report: &Value) -> String {
             }
         }
         out.push_str("\n![few-shot accuracy against shots, one panel per setting](few-shot.png)\n");
+    }
+    out
+}
+
+/// The rows the generators are read against, the oracle's, and the copy probe; empty when
+/// neither task ran.
+fn diagnostics(report: &Value) -> String {
+    let rows = &report["diagnostics"];
+    let oracle = &report["oracle"];
+    if !rows.is_object() && !oracle.is_object() {
+        return String::new();
+    }
+    let models = &report["models"];
+    let mut out = String::from(
+        "\n## What the generators are read against\n\nThe same held-out images and metrics; \
+         every image drawn goes through the VQGAN, so its reconstructions of the real \
+         images (the tokenizer floor) are the best a generator can score.\n\n\
+         | row | FID | KID | CLIP-FID | CLIPScore |\n| --- | --- | --- | --- | --- |\n",
+    );
+    let image_rows = [
+        (
+            "tokenizer floor: the real images through the VQGAN",
+            &rows["tokenizer_floor"],
+        ),
+        (
+            "retrieval only: the top retrieved image, raw",
+            &rows["retrieval_only_raw"],
+        ),
+        (
+            "retrieval only: the top retrieved image through the VQGAN",
+            &rows["retrieval_only_vqgan"],
+        ),
+        (
+            "RA-CM3, the entity's own documents in context (oracle)",
+            &oracle["caption_to_image"],
+        ),
+        (
+            "RA-CM3, retrieved documents in context",
+            &models["ra-cm3"]["caption_to_image"],
+        ),
+        (
+            "baseline, no retrieval",
+            &models["baseline"]["caption_to_image"],
+        ),
+    ];
+    for (name, row) in image_rows.into_iter().filter(|(_, row)| row.is_object()) {
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            summary_cell(&row["fid"]),
+            summary_cell(&row["kid"]),
+            summary_cell(&row["clip_fid"]),
+            summary_cell(&row["clip_score"])
+        ));
+    }
+    out.push_str(
+        "\n| captions (greedy) | CIDEr-D | ROUGE-L | non-empty |\n| --- | --- | --- | --- |\n",
+    );
+    let caption_rows = [
+        (
+            "retrieval only: the top retrieved caption",
+            &rows["retrieval_only_caption"],
+        ),
+        ("RA-CM3, oracle context", &oracle["image_to_caption"]),
+        ("RA-CM3, retrieved", &models["ra-cm3"]["image_to_caption"]),
+        ("baseline", &models["baseline"]["image_to_caption"]),
+    ];
+    for (name, row) in caption_rows.into_iter().filter(|(_, row)| row.is_object()) {
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} of {} |\n",
+            summary_cell(&row["cider_d"]),
+            summary_cell(&row["rouge_l"]),
+            row["non_empty"],
+            row["samples"]
+        ));
+    }
+    if let Some(probes) = rows["copy_probe"].as_object() {
+        out.push_str(
+            "\nCopy probe: mean loss per token (nats) on the held-out documents' image codes \
+             and captions with, in front, a document of the same entity in another rendition, \
+             a random document of another entity, or nothing. Random minus same is what the \
+             model takes from a relevant document.\n\n\
+             | model | tokens | same entity | random | none | random − same |\n\
+             | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for (model, probe) in probes {
+            for (tokens, key, gap) in [
+                ("image", "image", "gap_image"),
+                ("caption", "caption", "gap_caption"),
+            ] {
+                let loss = |setting: &str| summary_cell(&probe["settings"][setting][key]);
+                out.push_str(&format!(
+                    "| {model} | {tokens} | {} | {} | {} | {} |\n",
+                    loss("same_entity"),
+                    loss("random"),
+                    loss("none"),
+                    summary_cell(&probe[gap])
+                ));
+            }
+        }
     }
     out
 }

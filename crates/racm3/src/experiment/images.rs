@@ -2,6 +2,8 @@
 //! over seeds (FID and KID with the standard Inception network when its weights are
 //! present, CLIP-FID and CLIPScore always).
 
+use std::collections::HashMap;
+
 use image::RgbImage;
 use racm3_data::Document;
 use racm3_evaluate::fid::{
@@ -15,6 +17,24 @@ use crate::Error;
 use crate::progress::Observer;
 use crate::scores::{clip_fid, clip_score};
 use crate::tasks::{Generator, Retriever, SampleSettings};
+
+/// What goes in front of each prompt.
+#[derive(Clone, Copy)]
+pub enum Prompting<'a> {
+    /// Nothing: K = 0.
+    Alone,
+    /// What the retriever finds for the caption.
+    Retrieved(&'a Retriever<'a>),
+    /// The documents given for each entity (the oracle's: the entity's own documents).
+    Given(&'a HashMap<String, Vec<Document>>),
+}
+
+impl<'a> Prompting<'a> {
+    /// Retrieval when there is a retriever, else nothing.
+    pub fn retrieved_or_alone(retriever: Option<&'a Retriever<'a>>) -> Self {
+        retriever.map_or(Prompting::Alone, Prompting::Retrieved)
+    }
+}
 
 /// What scores generated images: racm3's CLIP, and the Inception network when present,
 /// against the real images of the same captions.
@@ -72,7 +92,7 @@ impl ImageScoring<'_> {
         &self,
         generator: &Generator,
         documents: &[Document],
-        retriever: Option<&Retriever>,
+        prompting: Prompting,
         draw: &Drawing,
         label: &str,
         observer: &dyn Observer,
@@ -83,7 +103,7 @@ impl ImageScoring<'_> {
         for seed in 0..draw.seeds {
             let label = format!("{label}, seed {seed}");
             let drawn = draw_images(
-                generator, documents, retriever, seed, draw.cfg, &label, observer,
+                generator, documents, prompting, seed, draw.cfg, &label, observer,
             )?;
             scores.push(self.score(&drawn.images, &captions)?);
             first.get_or_insert(drawn);
@@ -154,7 +174,7 @@ pub struct Drawn {
 pub fn draw_images(
     generator: &Generator,
     documents: &[Document],
-    retriever: Option<&Retriever>,
+    prompting: Prompting,
     seed: u64,
     cfg: f32,
     label: &str,
@@ -176,8 +196,22 @@ pub fn draw_images(
         same_entity: 0,
     };
     for document in documents {
-        let out = generator.text_to_image(&document.caption(), retriever, &settings, cfg, None)?;
-        if let Some(retriever) = retriever {
+        let caption = document.caption();
+        let out = match prompting {
+            Prompting::Alone => generator.text_to_image(&caption, None, &settings, cfg, None)?,
+            Prompting::Retrieved(retriever) => {
+                generator.text_to_image(&caption, Some(retriever), &settings, cfg, None)?
+            }
+            Prompting::Given(by_entity) => {
+                let given = by_entity
+                    .get(&document.source.entity)
+                    .map_or(&[][..], Vec::as_slice);
+                drawn.same_entity += usize::from(!given.is_empty());
+                let context = generator.context_of(given)?;
+                generator.text_to_image_in(context, &caption, &settings, cfg, None)?
+            }
+        };
+        if let Prompting::Retrieved(retriever) = prompting {
             let memory = retriever.memory;
             drawn.same_entity += usize::from(out.context.documents.iter().any(|e| {
                 memory

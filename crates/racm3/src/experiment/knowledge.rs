@@ -13,7 +13,7 @@ use racm3_memory::Memory;
 use racm3_retrieve::{ClipEncoder, RetrievalPolicy};
 use serde_json::{Value, json};
 
-use super::images::{Drawing, ImageScoring};
+use super::images::{Drawing, ImageScoring, Prompting};
 use crate::Error;
 use crate::error::WithContext;
 use crate::progress::Observer;
@@ -106,8 +106,14 @@ pub fn run(
             policy,
         };
         let label = format!("knowledge update, {phase}");
-        let (mut summary, first) =
-            scoring.over_seeds(ra, held_out, Some(&retriever), draw, &label, observer)?;
+        let (mut summary, first) = scoring.over_seeds(
+            ra,
+            held_out,
+            Prompting::Retrieved(&retriever),
+            draw,
+            &label,
+            observer,
+        )?;
         let same_entity = first.map_or(0, |drawn| drawn.same_entity);
         summary["memory_documents"] = json!(memory.len());
         summary["retrieved_same_entity_share"] = json!(same_entity as f64 / held_out.len() as f64);

@@ -17,6 +17,7 @@
 //! The report holds every number, with sample sizes and per-seed values; sample grids,
 //! the few-shot curve and the work memories go into the settings' `out` folder.
 
+mod diagnostics;
 mod few_shot;
 mod images;
 mod knowledge;
@@ -35,7 +36,7 @@ use serde_json::{Value, json};
 
 pub use crate::scores::default_fid_weights;
 pub use few_shot::SHOTS;
-pub use images::{Drawing, Drawn, ImageScores, ImageScoring, SeedScores, draw_images};
+pub use images::{Drawing, Drawn, ImageScores, ImageScoring, Prompting, SeedScores, draw_images};
 
 use crate::Error;
 use crate::error::WithContext;
@@ -64,6 +65,16 @@ pub enum Task {
     /// Caption to image with each `--variant` run (trained with other K, alpha or query
     /// dropout), each with the K it was trained with.
     TrainingAblation,
+    /// Retrieval alone, no generator: for each held-out entity, whether the K documents
+    /// retrieved for its caption, and for its Twemoji drawing, include the same entity.
+    Retrieval,
+    /// The rows the generators are read against (the tokenizer floor; the top retrieved
+    /// image, raw and through the VQGAN; the top retrieved caption) and the copy probe
+    /// (loss with a same-entity document in front, a random one, none).
+    Diagnostics,
+    /// RA-CM3 with the entity's own documents of other renditions in front of the prompt
+    /// instead of the retrieved ones: caption to image and image to caption.
+    Oracle,
 }
 
 /// What the experiment compares and how.
@@ -85,6 +96,9 @@ pub struct Experiment {
     pub drawing: Drawing,
     /// Held-out entities to use; 0 is all.
     pub limit: usize,
+    /// The split whose entities are held out: val while choosing, test once at the end
+    /// (train only for tests on data with no other split).
+    pub split: Split,
     /// The FID Inception weights; FID and KID are skipped, and say so, when absent.
     pub fid_weights: PathBuf,
     /// The folder for sample grids, the few-shot curve and the work memories.
@@ -130,12 +144,16 @@ fn images_of(documents: &[Document]) -> Vec<RgbImage> {
         .collect()
 }
 
-/// The datasets and splits of the experiment's memory: every Twemoji drawing of the train
-/// entities, and the Noto drawing of every entity. The held-out Twemoji drawings, which the
-/// generators are scored against, are never in it.
-pub const MEMORY_SOURCES: [(&str, Option<Split>); 2] = [
+/// The datasets and splits of the experiment's memory: every rendition of the train
+/// entities, and every rendition but Twemoji of the held-out (val and test) entities. The
+/// held-out Twemoji drawings, which the generators are scored against and which are the
+/// image queries, are never in it.
+pub const MEMORY_SOURCES: [(&str, Option<Split>); 5] = [
     ("emoji-twitter", Some(Split::Train)),
     ("emoji-google", None),
+    ("emoji-openmoji", None),
+    ("emoji-fluent", None),
+    ("emoji-noto-v1", None),
 ];
 
 /// Builds the experiment's memory ([`MEMORY_SOURCES`]) in the new folder `dir`, keyed by
@@ -189,7 +207,13 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
             Ok((run, settings))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let mut held_out = crate::datasets::held_out_twemoji(observer)?;
+    let mut held_out = crate::datasets::twemoji_entities(experiment.split, observer)?;
+    if held_out.is_empty() && experiment.tasks.iter().any(|task| *task != Task::FewShot) {
+        return Err(Error::BadInput(format!(
+            "no Twemoji drawing of an entity in the {} split to hold out",
+            experiment.split
+        )));
+    }
     if experiment.limit > 0 {
         held_out.truncate(experiment.limit);
     }
@@ -272,12 +296,13 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
     let mut results = serde_json::Map::new();
     for model in &models {
         let retriever = model.retrieval.then_some(&retriever);
+        let prompting = Prompting::retrieved_or_alone(retriever);
         let mut entry = json!({});
         if wants(Task::Image) {
             let (summary, first) = images.over_seeds(
                 &model.generator,
                 &held_out,
-                retriever,
+                prompting,
                 draw,
                 model.name,
                 observer,
@@ -296,16 +321,17 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         if wants(Task::ImageSeen) {
             let label = format!("{} seen entities", model.name);
             entry["caption_to_image_seen"] = seen_images
-                .over_seeds(&model.generator, &seen, retriever, draw, &label, observer)?
+                .over_seeds(&model.generator, &seen, prompting, draw, &label, observer)?
                 .0;
         }
         if wants(Task::Caption) {
             entry["image_to_caption"] =
-                caption_task(&model.generator, retriever, &real, &references)?;
+                caption_task(&model.generator, prompting, &held_out, &real, &references)?;
         }
         results.insert(model.name.to_owned(), entry);
     }
     let mut report = json!({
+        "split": experiment.split.name(),
         "held_out_entities": held_out.len(),
         "seen_entities": seen.len(),
         "memory": experiment.memory,
@@ -316,6 +342,36 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         "sampling": "temperature 1, top-p 0.9, one image per caption and seed; captions greedy",
         "models": results,
     });
+    if wants(Task::Retrieval) {
+        report["retrieval"] = same_entity_retrieval(&retriever, &held_out)?;
+    }
+    if wants(Task::Diagnostics) {
+        let ra = &models[0].generator;
+        let mut rows =
+            diagnostics::floor_and_retrieval_only(ra, &retriever, &held_out, &images, &references)?;
+        for model in &models {
+            rows["copy_probe"][model.name] =
+                diagnostics::copy_probe(&model.generator, &memory, &held_out, 0)?;
+        }
+        report["diagnostics"] = rows;
+    }
+    if wants(Task::Oracle) {
+        let given = diagnostics::oracle_documents(&memory, &held_out, experiment.k)?;
+        let ra = &models[0].generator;
+        let (summary, _) = images.over_seeds(
+            ra,
+            &held_out,
+            Prompting::Given(&given),
+            draw,
+            "oracle context",
+            observer,
+        )?;
+        report["oracle"] = json!({
+            "entities_with_documents": given.len(),
+            "caption_to_image": summary,
+            "image_to_caption": caption_task(ra, Prompting::Given(&given), &held_out, &real, &references)?,
+        });
+    }
     if wants(Task::Knowledge) {
         report["knowledge_update"] = knowledge::run(
             &models[0].generator,
@@ -345,7 +401,7 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
             policy,
             ..retriever
         };
-        let with = (policy.k > 0).then_some(&ablated);
+        let with = Prompting::retrieved_or_alone((policy.k > 0).then_some(&ablated));
         let label = format!("ablation {name}");
         images
             .over_seeds(generator, &held_out, with, draw, &label, observer)
@@ -391,10 +447,63 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
     Ok(report)
 }
 
+/// For each held-out document, whether the documents retrieved for its caption and for its
+/// image hold its entity at rank 1 and among the first K: the shares, and the counts of
+/// what the policy skipped.
+fn same_entity_retrieval(retriever: &Retriever, held_out: &[Document]) -> Result<Value, Error> {
+    let memory = retriever.memory;
+    let entity_of = |hit: &racm3_retrieve::Retrieved| {
+        memory
+            .document(hit.row)
+            .map(|document| document.source.entity)
+    };
+    let mut rows = serde_json::Map::new();
+    for (name, by_text) in [("text", true), ("image", false)] {
+        let (mut first, mut any, mut near_copies, mut redundant) = (0usize, 0usize, 0, 0);
+        for document in held_out {
+            let image = document.images().next().map(|part| &part.pixels);
+            let caption = document.caption();
+            let query = racm3_retrieve::Query {
+                text: by_text.then_some(caption.as_str()),
+                image: if by_text { None } else { image },
+            };
+            let found = racm3_retrieve::retrieve_for_query(
+                retriever.encoder,
+                memory,
+                &query,
+                &retriever.policy,
+            )?;
+            near_copies += found.near_copies;
+            redundant += found.redundant;
+            let entities = found
+                .documents
+                .iter()
+                .map(entity_of)
+                .collect::<Result<Vec<_>, _>>()?;
+            let entity = &document.source.entity;
+            first += usize::from(entities.first() == Some(entity));
+            any += usize::from(entities.contains(entity));
+        }
+        let n = held_out.len().max(1) as f64;
+        rows.insert(
+            name.to_owned(),
+            json!({
+                "queries": held_out.len(),
+                "same_entity_at_1": first as f64 / n,
+                "same_entity_in_k": any as f64 / n,
+                "near_copies_skipped": near_copies,
+                "redundant_skipped": redundant,
+            }),
+        );
+    }
+    Ok(json!({"k": retriever.policy.k, "queries": rows}))
+}
+
 /// Image to caption, greedy: CIDEr-D and ROUGE-L against the names, and a few examples.
 fn caption_task(
     generator: &Generator,
-    retriever: Option<&Retriever>,
+    prompting: Prompting,
+    documents: &[Document],
     real: &[RgbImage],
     references: &[Vec<String>],
 ) -> Result<Value, Error> {
@@ -408,8 +517,20 @@ fn caption_task(
         seed: 0,
     };
     let mut written = Vec::with_capacity(real.len());
-    for image in real {
-        let out = generator.image_to_caption(image, retriever, &greedy, None)?;
+    for (image, document) in real.iter().zip(documents) {
+        let out = match prompting {
+            Prompting::Alone => generator.image_to_caption(image, None, &greedy, None)?,
+            Prompting::Retrieved(retriever) => {
+                generator.image_to_caption(image, Some(retriever), &greedy, None)?
+            }
+            Prompting::Given(by_entity) => {
+                let given = by_entity
+                    .get(&document.source.entity)
+                    .map_or(&[][..], Vec::as_slice);
+                let context = generator.context_of(given)?;
+                generator.image_to_caption_in(context, image, &greedy, None)?
+            }
+        };
         written.push(out.samples[0].text.clone());
     }
     let cider = score_captions(&written, references)?;
@@ -421,6 +542,7 @@ fn caption_task(
         .collect();
     Ok(json!({
         "samples": written.len(),
+        "non_empty": written.iter().filter(|c| !c.trim().is_empty()).count(),
         "cider_d": cider.cider_d,
         "rouge_l": cider.rouge_l,
         "bleu_4": cider.bleu[3],

@@ -15,7 +15,7 @@ use racm3_generate::{Sequence, training_sequence};
 use racm3_memory::Memory;
 use racm3_retrieve::{ClipEncoder, RetrievalPolicy, retrieve_for_training};
 use racm3_tokenize::vqgan::ImageTokenizer;
-use racm3_tokenize::{Cm3Codec, causal_mask_seeded, segments_of};
+use racm3_tokenize::{Cm3Codec, caption_mask, causal_mask_seeded, segments_of};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,10 @@ pub struct CorpusConfig {
     pub query_dropout: f64,
     /// Seeds masking, the no-retrieval draw and query dropout.
     pub seed: u64,
+    /// Share of main documents whose caption alone is masked, as captioning prompts (the
+    /// rest get CM3's random spans), so image to caption is a trained path and not a rare
+    /// mask.
+    pub caption_share: f64,
 }
 
 /// Token ids of documents, keyed by id.
@@ -73,18 +77,46 @@ pub fn tokenize_documents(
     Ok(tokens)
 }
 
+/// What retrieval for a set of training documents found: how often the document's own
+/// entity (drawn another way) was among its retrieved documents, and what the policy's
+/// skips took out on the way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalStats {
+    /// Documents retrieved for.
+    pub queries: usize,
+    /// Queries whose retrieved documents include the document's own entity.
+    pub with_same_entity: usize,
+    /// Candidates skipped as near copies of the query.
+    pub near_copies_skipped: usize,
+    /// Candidates skipped as too close to a document already chosen.
+    pub redundant_skipped: usize,
+    /// Documents retrieved in all.
+    pub retrieved: usize,
+}
+
+impl RetrievalStats {
+    /// The share of queries that retrieved their own entity.
+    pub fn same_entity_share(&self) -> f64 {
+        self.with_same_entity as f64 / self.queries.max(1) as f64
+    }
+}
+
 /// The ids of the documents retrieved for each training document (the query is its text
-/// or its image at random, with query dropout; the document itself is excluded).
+/// or its image at random, with query dropout; the document itself is excluded), and for
+/// each document whether its entity was among them, with the skips counted: the retrieval
+/// statistics of the first `stats_over` documents (the training ones).
 pub fn retrieve_all(
     documents: &[Document],
     encoder: &ClipEncoder,
     memory: &Memory,
     config: &CorpusConfig,
+    stats_over: usize,
     mut progress: impl FnMut(usize),
-) -> Result<HashMap<String, Vec<String>>, Error> {
+) -> Result<(HashMap<String, Vec<String>>, RetrievalStats), Error> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5e7);
     let mut found = HashMap::with_capacity(documents.len());
-    for document in documents {
+    let mut stats = RetrievalStats::default();
+    for (index, document) in documents.iter().enumerate() {
         let hits = retrieve_for_training(
             encoder,
             memory,
@@ -93,13 +125,24 @@ pub fn retrieve_all(
             config.query_dropout,
             &mut rng,
         )?;
+        if index < stats_over {
+            stats.queries += 1;
+            stats.near_copies_skipped += hits.near_copies;
+            stats.redundant_skipped += hits.redundant;
+            stats.retrieved += hits.documents.len();
+            let mut same = false;
+            for hit in &hits.documents {
+                same |= memory.document(hit.row)?.source.entity == document.source.entity;
+            }
+            stats.with_same_entity += usize::from(same);
+        }
         found.insert(
             document.id().to_owned(),
             hits.documents.into_iter().map(|hit| hit.id).collect(),
         );
         progress(1);
     }
-    Ok(found)
+    Ok((found, stats))
 }
 
 /// The training sequences of `documents`: `[ret_1 <break> … ret_K <break> main <eos>]`
@@ -113,6 +156,8 @@ pub fn sequences(
     config: &CorpusConfig,
 ) -> Result<(Vec<Sequence>, usize), Error> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    // Its own draws, so a corpus without caption masks is the one it always was.
+    let mut caption_rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0xca97);
     let mut out = Vec::with_capacity(documents.len());
     let mut skipped = 0;
     for (index, document) in documents.iter().enumerate() {
@@ -120,7 +165,17 @@ pub fn sequences(
             skipped += 1;
             continue;
         };
-        let masked = causal_mask_seeded(main, codec.ids(), config.seed.wrapping_add(index as u64))?;
+        let caption_masked = if config.caption_share > 0.0
+            && caption_rng.random_bool(config.caption_share.clamp(0.0, 1.0))
+        {
+            caption_mask(main, codec.ids())?
+        } else {
+            None
+        };
+        let masked = match caption_masked {
+            Some(masked) => masked,
+            None => causal_mask_seeded(main, codec.ids(), config.seed.wrapping_add(index as u64))?,
+        };
         let without = config.baseline || rng.random_bool(config.no_retrieval_share.clamp(0.0, 1.0));
         let neighbours: Vec<Vec<u32>> = if without {
             Vec::new()

@@ -14,7 +14,7 @@ use std::time::Instant;
 use candle_core::Device;
 use racm3_data::{Document, Split};
 use racm3_generate::{Cm3TrainConfig, Cm3Trainer, Config, RETRIEVED_LOSS_WEIGHT, Sequence};
-use racm3_retrieve::{QUERY_DROPOUT, RetrievalPolicy};
+use racm3_retrieve::{DEFAULT_THRESHOLD, QUERY_DROPOUT, RetrievalPolicy};
 use racm3_tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
 use racm3_tokenize::{Cm3Codec, IdSpace, TextTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::error::WithContext;
 use crate::progress::{Observer, stage_from};
-use corpus::{CorpusConfig, Tokens, cached, retrieve_all, sequences, tokenize_documents};
+use corpus::{
+    CorpusConfig, RetrievalStats, Tokens, cached, retrieve_all, sequences, tokenize_documents,
+};
 
 /// Everything a generator run is trained with, kept in its folder as `train.json`, for
 /// reports that compare runs (`racm3 eval --variant`).
@@ -51,6 +53,19 @@ pub struct RunSettings {
     pub lr: f64,
     /// Seeds weights, masking and batches.
     pub seed: u64,
+    /// The near-copy skip when retrieving for training documents: a candidate scoring
+    /// above this with the query is left out (the paper's 0.9). The document itself is
+    /// always left out; at 1 or above, its other renditions never are.
+    #[serde(default = "default_threshold")]
+    pub train_query_threshold: f32,
+    /// Share of training documents whose caption alone is masked (captioning's prompt);
+    /// the rest get CM3's random spans.
+    #[serde(default)]
+    pub caption_share: f64,
+}
+
+fn default_threshold() -> f32 {
+    DEFAULT_THRESHOLD
 }
 
 impl Default for RunSettings {
@@ -70,6 +85,8 @@ impl Default for RunSettings {
             grad_accum: 1,
             lr: 1e-3,
             seed: 0,
+            train_query_threshold: DEFAULT_THRESHOLD,
+            caption_share: 0.0,
         }
     }
 }
@@ -129,6 +146,12 @@ impl RunSettings {
                 self.alpha
             )));
         }
+        if !(0.0..=1.0).contains(&self.caption_share) {
+            return Err(Error::BadInput(format!(
+                "--caption-share must be in [0, 1], not {}",
+                self.caption_share
+            )));
+        }
         if !(0.0..1.0).contains(&self.query_dropout) {
             return Err(Error::BadInput(format!(
                 "--query-dropout must be in [0, 1), not {}",
@@ -146,22 +169,36 @@ impl RunSettings {
                 self.steps, self.batch_size
             );
         }
+        let skip = if self.train_query_threshold == DEFAULT_THRESHOLD {
+            String::new()
+        } else {
+            format!(", near-copy skip {}", self.train_query_threshold)
+        };
+        let skip = if self.caption_share > 0.0 {
+            format!("{skip}, captions masked in {}", self.caption_share)
+        } else {
+            skip
+        };
         // α is an f32 in training; as one it prints as given (0.1), whichever way it was stored.
         format!(
-            "trained with K = {}, α = {}, query dropout {}; {} steps of {}",
+            "trained with K = {}, α = {}, query dropout {}{skip}; {} steps of {}",
             self.k, self.alpha as f32, self.query_dropout, self.steps, self.batch_size
         )
     }
 
     fn corpus_config(&self, max_len: usize) -> CorpusConfig {
         CorpusConfig {
-            policy: RetrievalPolicy::top(self.k),
+            policy: RetrievalPolicy {
+                query_threshold: self.train_query_threshold,
+                ..RetrievalPolicy::top(self.k)
+            },
             // The paper's share of sequences with no retrieved document (10%).
             no_retrieval_share: 0.1,
             baseline: self.baseline,
             max_len,
             query_dropout: self.query_dropout,
             seed: self.seed,
+            caption_share: self.caption_share,
         }
     }
 
@@ -205,6 +242,9 @@ pub struct Corpus {
     pub model: Config,
     /// The folder of the corpus caches.
     pub cache: PathBuf,
+    /// What retrieval found for the training documents, when it was measured (a cache
+    /// made before the statistics were kept has none).
+    pub retrieval: Option<RetrievalStats>,
 }
 
 /// Builds (or reads from the run folder's caches) the corpus of a run: the text tokenizer,
@@ -292,14 +332,22 @@ pub fn prepare(
         stage.set_total(everything.len() as u64);
         tokenize_documents(&everything, &codec, &vqgan, |n| stage.advance(n as u64))
     })?;
+    let mut retrieval_stats = None;
     let retrieved = if settings.baseline {
         Default::default()
     } else {
+        // The paper's skip keeps the names caches had before the skip could be set.
+        let skip = if settings.train_query_threshold == DEFAULT_THRESHOLD {
+            String::new()
+        } else {
+            format!("-skip{}", settings.train_query_threshold)
+        };
         let name = format!(
-            "retrieved-k{}-dropout{}.json",
+            "retrieved-k{}-dropout{}{skip}",
             settings.k, settings.query_dropout
         );
-        cached(&cache.join(name), || {
+        let stats_path = cache.join(format!("{name}-stats.json"));
+        let found = cached(&cache.join(format!("{name}.json")), || {
             let Some(memory) = open_memory()? else {
                 return Err(Error::BadInput("give --memory to retrieve from".into()));
             };
@@ -307,10 +355,21 @@ pub fn prepare(
             let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
             let stage = observer.stage("retrieving");
             stage.set_total(queries.len() as u64);
-            retrieve_all(&queries, &encoder, &memory, &corpus, |n| {
-                stage.advance(n as u64)
-            })
-        })?
+            let (found, stats) = retrieve_all(
+                &queries,
+                &encoder,
+                &memory,
+                &corpus,
+                train_docs.len(),
+                |n| stage.advance(n as u64),
+            )?;
+            cached(&stats_path, || Ok::<_, Error>(stats))?;
+            Ok(found)
+        })?;
+        retrieval_stats = std::fs::read(&stats_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        found
     };
     let (train, skipped) = sequences(&train_docs, &tokens, &retrieved, &codec, &corpus)?;
     let val_corpus = CorpusConfig {
@@ -325,8 +384,35 @@ pub fn prepare(
         ids,
         model,
         cache,
+        retrieval: retrieval_stats,
     })
 }
+
+impl Corpus {
+    /// The corpus in numbers: sequences, their mean length, and what retrieval found.
+    pub fn summary(&self) -> serde_json::Value {
+        let mean_len = self.train.iter().map(|s| s.tokens.len()).sum::<usize>() as f64
+            / self.train.len().max(1) as f64;
+        let with_retrieved = self.train.iter().filter(|s| s.retrieved > 0).count();
+        serde_json::json!({
+            "train_sequences": self.train.len(),
+            "val_sequences": self.val.len(),
+            "skipped": self.skipped,
+            "mean_tokens": mean_len,
+            "train_sequences_with_retrieved": with_retrieved,
+            "retrieval": self.retrieval.as_ref().map(|stats| serde_json::json!({
+                "queries": stats.queries,
+                "same_entity_share": stats.same_entity_share(),
+                "near_copies_skipped": stats.near_copies_skipped,
+                "redundant_skipped": stats.redundant_skipped,
+                "retrieved": stats.retrieved,
+            })),
+        })
+    }
+}
+
+/// The corpus summary a run keeps in its folder, for reports.
+pub const CORPUS_FILE: &str = "corpus.json";
 
 /// What a stretch of training did.
 #[derive(Debug, Clone, Copy)]
@@ -354,6 +440,11 @@ pub fn train(
 ) -> Result<Trained, Error> {
     let config = settings.train_config(corpus.model.clone());
     settings.as_trained().write(out)?;
+    let summary = serde_json::to_vec_pretty(&corpus.summary()).map_err(|err| Error::Cache {
+        path: out.join(CORPUS_FILE),
+        problem: err.to_string(),
+    })?;
+    racm3_data::write_atomic(&out.join(CORPUS_FILE), &summary)?;
     let mut trainer = Cm3Trainer::open(config, corpus.ids, out, device)?;
     let first_step = trainer.step();
     let stage = stage_from(

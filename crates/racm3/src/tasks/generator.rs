@@ -116,6 +116,21 @@ impl Generator {
         Ok(context)
     }
 
+    /// A context of the given `documents` instead of retrieved ones (an oracle's, a probe's),
+    /// each with score 1.
+    pub fn context_of(&self, documents: &[Document]) -> Result<Context, Error> {
+        let mut context = Context::default();
+        for document in documents {
+            context.tokens.push(self.document_tokens(document)?);
+            context.documents.push(Evidence {
+                id: document.id().to_owned(),
+                caption: document.caption(),
+                score: 1.0,
+            });
+        }
+        Ok(context)
+    }
+
     /// A document's CM3 tokens, its images through the VQGAN.
     pub fn document_tokens(&self, document: &Document) -> Result<Vec<u32>, Error> {
         let mut tokens = tokenize_documents(
@@ -220,7 +235,20 @@ impl Generator {
             text: Some(caption),
             image: None,
         };
-        let mut context = self.retrieve(retriever, &query)?;
+        let context = self.retrieve(retriever, &query)?;
+        self.text_to_image_in(context, caption, settings, guidance, reranker)
+    }
+
+    /// [`Generator::text_to_image`] with `context` in front of the prompt, however it was
+    /// found.
+    pub fn text_to_image_in(
+        &self,
+        mut context: Context,
+        caption: &str,
+        settings: &SampleSettings,
+        guidance: f32,
+        reranker: Option<&ClipEncoder>,
+    ) -> Result<Outputs<GeneratedImage>, Error> {
         let caption_ids = self.caption_tokens(caption, &mut context)?;
         let grid = self.vqgan.tokens_per_image();
         let prompt = self.prompt(&mut context, &self.image_opening(&caption_ids), grid + 1)?;
@@ -275,7 +303,19 @@ impl Generator {
             text: None,
             image: Some(image),
         };
-        let mut context = self.retrieve(retriever, &query)?;
+        let context = self.retrieve(retriever, &query)?;
+        self.image_to_caption_in(context, image, settings, reranker)
+    }
+
+    /// [`Generator::image_to_caption`] with `context` in front of the prompt, however it
+    /// was found.
+    pub fn image_to_caption_in(
+        &self,
+        mut context: Context,
+        image: &RgbImage,
+        settings: &SampleSettings,
+        reranker: Option<&ClipEncoder>,
+    ) -> Result<Outputs<GeneratedText>, Error> {
         let codes = self.encode_image(image)?;
         let mut body = self.image_document(&[self.mask0()], &codes)?;
         body.push(self.mask0());
