@@ -77,7 +77,10 @@ pub fn caption_mask(tokens: &[u32], ids: &IdSpace) -> Result<Option<CausalMasked
         return Ok(None);
     };
     match find(Special::ImgSrc, alt + 1) {
-        Some(src) if src > alt + 1 => mask_spans(tokens, ids, &[alt + 1..src]).map(Some),
+        Some(src) if src > alt + 1 => {
+            let caption = alt + 1..src;
+            mask_spans(tokens, ids, std::slice::from_ref(&caption)).map(Some)
+        }
         _ => Ok(None),
     }
 }
