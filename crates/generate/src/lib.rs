@@ -21,4 +21,4 @@ pub use config::Config;
 pub use model::{Cm3Model, KvCache};
 pub use sequence::{Loss, RETRIEVED_LOSS_WEIGHT, Role, Sequence, rag_loss, training_sequence};
 #[cfg(feature = "train")]
-pub use train::{Cm3TrainConfig, Cm3Trainer, StepReport};
+pub use train::{Cm3TrainConfig, Cm3Trainer, CopyProbe, StepReport};

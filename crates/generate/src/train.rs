@@ -80,9 +80,27 @@ pub struct Cm3Trainer {
     ids: IdSpace,
     device: Device,
     model: Cm3Model,
+    probe: Option<CopyProbe>,
 }
 
-const LOG_COLUMNS: [&str; 3] = ["main", "retrieved", "val_main"];
+/// Validation sets that show how much the model reads what is in front of it: the same
+/// main documents (only their image codes counted) after a document of the same entity in
+/// another rendition, and after a random document of another entity.
+#[derive(Debug, Clone, Default)]
+pub struct CopyProbe {
+    /// Main documents after a same-entity document.
+    pub same_entity: Vec<Sequence>,
+    /// The same main documents after a random one.
+    pub random: Vec<Sequence>,
+}
+
+const LOG_COLUMNS: [&str; 5] = [
+    "main",
+    "retrieved",
+    "val_main",
+    "probe_same_image",
+    "probe_random_image",
+];
 
 impl Cm3Trainer {
     /// Starts a run in `out`, or resumes the one there (keeping its settings, except the
@@ -117,7 +135,14 @@ impl Cm3Trainer {
             ids,
             device: device.clone(),
             model,
+            probe: None,
         })
+    }
+
+    /// Measures `probe` at every checkpoint, into the loss log's probe columns (NaN
+    /// without one).
+    pub fn set_probe(&mut self, probe: CopyProbe) {
+        self.probe = Some(probe);
     }
 
     /// Steps done so far.
@@ -263,12 +288,19 @@ impl Cm3Trainer {
             let checkpoint = self
                 .run
                 .checkpoint_due(self.config().checkpoint_every, stop);
-            let val_main = if checkpoint && !val.is_empty() {
-                self.validation_loss(val)?
-            } else {
-                f64::NAN
+            let measure = |data: &[Sequence]| -> racm3_train::Result<f64> {
+                if checkpoint && !data.is_empty() {
+                    self.validation_loss(data)
+                } else {
+                    Ok(f64::NAN)
+                }
             };
-            self.run.log(&[report.main, report.retrieved, val_main])?;
+            let val_main = measure(val)?;
+            let probe = self.probe.as_ref();
+            let same = measure(probe.map_or(&[][..], |p| &p.same_entity))?;
+            let random = measure(probe.map_or(&[][..], |p| &p.random))?;
+            self.run
+                .log(&[report.main, report.retrieved, val_main, same, random])?;
             if checkpoint {
                 self.save()?;
             }

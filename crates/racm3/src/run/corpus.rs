@@ -11,11 +11,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use racm3_data::Document;
-use racm3_generate::{Sequence, training_sequence};
+use racm3_generate::{CopyProbe, Sequence, training_sequence};
 use racm3_memory::Memory;
 use racm3_retrieve::{ClipEncoder, RetrievalPolicy, retrieve_for_training};
 use racm3_tokenize::vqgan::ImageTokenizer;
-use racm3_tokenize::{Cm3Codec, caption_mask, causal_mask_seeded, segments_of};
+use racm3_tokenize::{
+    CausalMasked, Cm3Codec, IdSpace, caption_mask, causal_mask_seeded, segments_of,
+};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -216,4 +218,72 @@ pub fn cached<T: Serialize + for<'de> Deserialize<'de>, E: From<Error>>(
     })?;
     racm3_data::write_atomic(path, &json).map_err(Error::from)?;
     Ok(value)
+}
+
+/// Val documents the copy probe reads, at most.
+const PROBE_DOCUMENTS: usize = 64;
+
+/// The copy probe over training ([`CopyProbe`]): the first [`PROBE_DOCUMENTS`] val
+/// documents with a document of their entity in `memory` (another rendition, never the
+/// document itself), only their image codes counted, after that document and after a
+/// random document of another entity (drawn with `seed`).
+pub fn copy_probe(
+    val: &[Document],
+    memory: &Memory,
+    tokens: &Tokens,
+    ids: &IdSpace,
+    max_len: usize,
+    seed: u64,
+) -> Result<CopyProbe, Error> {
+    let mut by_entity: HashMap<String, Vec<String>> = HashMap::new();
+    let mut all = Vec::new();
+    for id in memory.ids() {
+        if let Some(row) = memory.row_of(id) {
+            let entity = memory.document(row)?.source.entity;
+            by_entity
+                .entry(entity.clone())
+                .or_default()
+                .push(id.to_owned());
+            all.push((id.to_owned(), entity));
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9806e);
+    let mut probe = CopyProbe::default();
+    if all.is_empty() {
+        return Ok(probe);
+    }
+    for document in val {
+        if probe.same_entity.len() == PROBE_DOCUMENTS {
+            break;
+        }
+        let same = by_entity
+            .get(&document.source.entity)
+            .into_iter()
+            .flatten()
+            .find(|id| id.as_str() != document.id());
+        let random = (0..64)
+            .map(|_| &all[rng.random_range(0..all.len())])
+            .find(|(_, entity)| *entity != document.source.entity)
+            .map(|(id, _)| id);
+        let (Some(main), Some(same), Some(random)) = (tokens.get(document.id()), same, random)
+        else {
+            continue;
+        };
+        let image = ids.image_range();
+        let masked = CausalMasked {
+            tokens: main.clone(),
+            loss_mask: main.iter().map(|id| image.contains(id)).collect(),
+            spans: Vec::new(),
+        };
+        let sequence = |context: &str| {
+            let neighbours: Vec<Vec<u32>> = tokens.get(context).cloned().into_iter().collect();
+            training_sequence(&neighbours, &masked, ids, max_len)
+                .filter(|sequence| sequence.retrieved == 1)
+        };
+        if let (Some(same), Some(random)) = (sequence(same), sequence(random)) {
+            probe.same_entity.push(same);
+            probe.random.push(random);
+        }
+    }
+    Ok(probe)
 }

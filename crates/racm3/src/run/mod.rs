@@ -245,6 +245,8 @@ pub struct Corpus {
     /// What retrieval found for the training documents, when it was measured (a cache
     /// made before the statistics were kept has none).
     pub retrieval: Option<RetrievalStats>,
+    /// The copy probe measured at every checkpoint, when the memory was at hand.
+    pub probe: Option<racm3_generate::CopyProbe>,
 }
 
 /// Builds (or reads from the run folder's caches) the corpus of a run: the text tokenizer,
@@ -377,6 +379,17 @@ pub fn prepare(
         ..corpus
     };
     let (val, _) = sequences(&val_docs, &tokens, &retrieved, &codec, &val_corpus)?;
+    let probe = match open_memory()? {
+        Some(memory) => Some(corpus::copy_probe(
+            &val_docs,
+            &memory,
+            &tokens,
+            codec.ids(),
+            model.max_seq_len,
+            settings.seed,
+        )?),
+        None => None,
+    };
     Ok(Corpus {
         train,
         val,
@@ -385,6 +398,7 @@ pub fn prepare(
         model,
         cache,
         retrieval: retrieval_stats,
+        probe,
     })
 }
 
@@ -446,6 +460,9 @@ pub fn train(
     })?;
     racm3_data::write_atomic(&out.join(CORPUS_FILE), &summary)?;
     let mut trainer = Cm3Trainer::open(config, corpus.ids, out, device)?;
+    if let Some(probe) = &corpus.probe {
+        trainer.set_probe(probe.clone());
+    }
     let first_step = trainer.step();
     let stage = stage_from(
         observer,
