@@ -283,8 +283,10 @@ fn train_records_its_settings_and_reuses_its_caches() {
     );
 }
 
-// The committed CLIP (checkpoints/clip-emoji-small) has learned the emoji: on the 698 val
-// pairs, whose entities it never saw, text-to-image recall@10 is 0.46 where chance is 0.03.
+// The committed CLIP (checkpoints/clip-emoji-small) has learned the emoji: on the 1539 val
+// pairs of the five renditions, whose entities it never saw (nor three of the renditions),
+// text-to-image recall@10 is 0.44 where chance is 0.007, and a drawing finds its entity in
+// another rendition among the first 10 for 0.55 of the images.
 #[test]
 fn committed_clip_recalls_held_out_emoji() {
     if !racm3_testing::external("committed_clip_recalls_held_out_emoji") {
@@ -305,11 +307,24 @@ fn committed_clip_recalls_held_out_emoji() {
         .output()
         .unwrap();
     let recall = json(&output);
-    assert_eq!(recall["pairs"], 698);
+    assert_eq!(recall["pairs"], 1539);
     let at_10 = recall["text_to_image"][2].as_f64().unwrap();
     assert!(at_10 > 0.4, "text-to-image recall@10 {at_10}");
     assert!(
-        recall["image_to_text"][2].as_f64().unwrap() > 0.3,
+        recall["image_to_text"][2].as_f64().unwrap() > 0.15,
         "{recall}"
+    );
+    let entity = &recall["entity"];
+    assert_eq!(
+        (entity["texts"].as_u64(), entity["images"].as_u64()),
+        (Some(349), Some(1539))
+    );
+    assert!(
+        entity["text_to_entity"][2].as_f64().unwrap() > 0.4,
+        "{entity}"
+    );
+    assert!(
+        entity["image_to_other_rendition"][2].as_f64().unwrap() > 0.5,
+        "{entity}"
     );
 }
