@@ -4,7 +4,8 @@
 //! The two expensive parts are done once and cached in the run folder, so training is
 //! never bound by them: the VQGAN codes and text ids of every document
 //! (`corpus/tokens-codes-<fingerprint of the VQGAN's codes>.json`), and the retrieval for
-//! every training document (`corpus/retrieved-k<K>-dropout<d>.json`). A baseline run
+//! every training document (`corpus/retrieved-k<K>-dropout<d>.json`), with the copy
+//! probe's cases (`corpus/probe-cases-seed<seed>.json`). A baseline run
 //! reads the same tokens and ignores retrieval.
 
 use std::collections::HashMap;
@@ -223,18 +224,22 @@ pub fn cached<T: Serialize + for<'de> Deserialize<'de>, E: From<Error>>(
 /// Val documents the copy probe reads, at most.
 const PROBE_DOCUMENTS: usize = 64;
 
-/// The copy probe over training ([`CopyProbe`]): the first [`PROBE_DOCUMENTS`] val
-/// documents with a document of their entity in `memory` (another rendition, never the
-/// document itself), only their image codes counted, after that document and after a
-/// random document of another entity (drawn with `seed`).
-pub fn copy_probe(
-    val: &[Document],
-    memory: &Memory,
-    tokens: &Tokens,
-    ids: &IdSpace,
-    max_len: usize,
-    seed: u64,
-) -> Result<CopyProbe, Error> {
+/// One copy-probe case: a val document, a document of its entity in the memory (another
+/// rendition, never the document itself) and a random document of another entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeCase {
+    /// The val document whose image codes are scored.
+    pub document: String,
+    /// A memory document of the same entity.
+    pub same_entity: String,
+    /// A memory document of another entity.
+    pub random: String,
+}
+
+/// The copy probe's cases: for the val documents in order, until [`PROBE_DOCUMENTS`]
+/// have a same-entity document in `memory`; random documents drawn with `seed`. Cached
+/// in the run folder like retrieval, so a run trains and resumes without the memory.
+pub fn probe_cases(val: &[Document], memory: &Memory, seed: u64) -> Result<Vec<ProbeCase>, Error> {
     let mut by_entity: HashMap<String, Vec<String>> = HashMap::new();
     let mut all = Vec::new();
     for id in memory.ids() {
@@ -248,12 +253,12 @@ pub fn copy_probe(
         }
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9806e);
-    let mut probe = CopyProbe::default();
+    let mut cases = Vec::new();
     if all.is_empty() {
-        return Ok(probe);
+        return Ok(cases);
     }
     for document in val {
-        if probe.same_entity.len() == PROBE_DOCUMENTS {
+        if cases.len() == PROBE_DOCUMENTS {
             break;
         }
         let same = by_entity
@@ -265,11 +270,32 @@ pub fn copy_probe(
             .map(|_| &all[rng.random_range(0..all.len())])
             .find(|(_, entity)| *entity != document.source.entity)
             .map(|(id, _)| id);
-        let (Some(main), Some(same), Some(random)) = (tokens.get(document.id()), same, random)
-        else {
+        if let (Some(same), Some(random)) = (same, random) {
+            cases.push(ProbeCase {
+                document: document.id().to_owned(),
+                same_entity: same.clone(),
+                random: random.clone(),
+            });
+        }
+    }
+    Ok(cases)
+}
+
+/// The copy probe over training ([`CopyProbe`]): each case's document, only its image
+/// codes counted, after its same-entity document and after its random one. Cases whose
+/// sequences do not fit `max_len` with the context are left out.
+pub fn copy_probe(
+    cases: &[ProbeCase],
+    tokens: &Tokens,
+    ids: &IdSpace,
+    max_len: usize,
+) -> CopyProbe {
+    let mut probe = CopyProbe::default();
+    let image = ids.image_range();
+    for case in cases {
+        let Some(main) = tokens.get(&case.document) else {
             continue;
         };
-        let image = ids.image_range();
         let masked = CausalMasked {
             tokens: main.clone(),
             loss_mask: main.iter().map(|id| image.contains(id)).collect(),
@@ -280,10 +306,10 @@ pub fn copy_probe(
             training_sequence(&neighbours, &masked, ids, max_len)
                 .filter(|sequence| sequence.retrieved == 1)
         };
-        if let (Some(same), Some(random)) = (sequence(same), sequence(random)) {
+        if let (Some(same), Some(random)) = (sequence(&case.same_entity), sequence(&case.random)) {
             probe.same_entity.push(same);
             probe.random.push(random);
         }
     }
-    Ok(probe)
+    probe
 }

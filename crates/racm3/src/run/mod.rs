@@ -379,16 +379,20 @@ pub fn prepare(
         ..corpus
     };
     let (val, _) = sequences(&val_docs, &tokens, &retrieved, &codec, &val_corpus)?;
-    let probe = match open_memory()? {
-        Some(memory) => Some(corpus::copy_probe(
-            &val_docs,
-            &memory,
+    let probe_path = cache.join(format!("probe-cases-seed{}.json", settings.seed));
+    let probe = if probe_path.exists() || paths.memory.is_some() {
+        let cases = cached(&probe_path, || match open_memory()? {
+            Some(memory) => corpus::probe_cases(&val_docs, &memory, settings.seed),
+            None => Ok(Vec::new()),
+        })?;
+        Some(corpus::copy_probe(
+            &cases,
             &tokens,
             codec.ids(),
             model.max_seq_len,
-            settings.seed,
-        )?),
-        None => None,
+        ))
+    } else {
+        None
     };
     Ok(Corpus {
         train,
