@@ -6,15 +6,13 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use racm3::Device;
 use racm3::data::Split;
+use racm3::experiment::demo::CLIP as DEFAULT_CLIP;
 use racm3::memory::load_clip;
 use racm3::retrieve::ClipTrainConfig;
 use racm3::training::{ClipRecall, clip_recall, pairs_of};
 
 use crate::data::load_dataset;
 use crate::progress::Terminal;
-
-/// The committed emoji CLIP, relative to the repository root.
-pub const DEFAULT_CLIP: &str = "checkpoints/clip-emoji-small";
 /// Where `clip train` writes a run unless told: beside the committed model, never over it.
 const DEFAULT_RUN: &str = "runs/clip-emoji-small";
 
@@ -171,12 +169,13 @@ fn print_recall(dataset: &str, split: Split, recall: &ClipRecall, json: bool) ->
         "{dataset} {split} ({} pairs): text->image R@1 {:.3} R@5 {:.3} R@10 {:.3}; image->text R@1 {:.3} R@5 {:.3} R@10 {:.3}",
         recall.pairs.pairs, t1, t5, t10, i1, i5, i10
     );
-    let entity = &recall.entity;
-    let [e1, e2, e10] = entity.text_to_entity;
-    let [o1, o2, o10] = entity.image_to_other_rendition;
+    let ([e1, e2, e10], [o1, o2, o10]) = (
+        recall.entity.text_to_entity,
+        recall.entity.image_to_other_rendition,
+    );
+    let (texts, images) = (recall.entity.texts, recall.entity.images);
     println!(
-        "  same entity: text->image ({} captions) R@1 {e1:.3} R@2 {e2:.3} R@10 {e10:.3}; image->other rendition ({} images) R@1 {o1:.3} R@2 {o2:.3} R@10 {o10:.3}",
-        entity.texts, entity.images
+        "  same entity: text->image ({texts} captions) R@1 {e1:.3} R@2 {e2:.3} R@10 {e10:.3}; image->other rendition ({images} images) R@1 {o1:.3} R@2 {o2:.3} R@10 {o10:.3}"
     );
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use racm3::data::{Dataset, Document, Loaded, Part, Split, Stats, fetch, save_png};
+use racm3::data::{Dataset, Loaded, Part, Stats, fetch, save_png};
 use racm3::datasets::describe_fetch;
 use serde_json::json;
 
@@ -145,18 +145,7 @@ fn stats_command(input: &DatasetArgs, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!(
-        "{}: {} documents, {} entities",
-        input.dataset, stats.documents, stats.entities
-    );
-    if !stats.vendors.is_empty() {
-        let vendors: Vec<String> = stats
-            .vendors
-            .iter()
-            .map(|(vendor, count)| format!("{vendor} {count}"))
-            .collect();
-        println!("vendors: {} ({})", stats.vendors.len(), vendors.join(", "));
-    }
+    println!("{}: {stats}", input.dataset);
     for rendition in coverage.iter().flatten() {
         println!(
             "  {:<9} {:>4} of {} entities, {} images ({}; {} unmatched, {} skipped: --json lists them)",
@@ -169,25 +158,6 @@ fn stats_command(input: &DatasetArgs, json: bool) -> Result<()> {
             rendition.skipped.len()
         );
     }
-    println!("{:<6} {:>10} {:>10}", "split", "documents", "entities");
-    for (split, counts) in &stats.splits {
-        println!(
-            "{:<6} {:>10} {:>10}",
-            split.name(),
-            counts.documents,
-            counts.entities
-        );
-    }
-    println!(
-        "entities shared: train/test {}, train/val {}",
-        stats.entities_shared_train_test, stats.entities_shared_train_val
-    );
-    let sizes: Vec<String> = stats
-        .image_sizes
-        .iter()
-        .map(|(size, count)| format!("{size} {count}"))
-        .collect();
-    println!("images: {}", sizes.join(", "));
     println!("skipped: {}", loaded.skipped.len());
     Ok(())
 }
@@ -224,7 +194,7 @@ fn show_command(
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&document_json(document))?
+            serde_json::to_string_pretty(&document.summary_json())?
         );
         return Ok(());
     }
@@ -255,34 +225,4 @@ fn show_command(
         println!("saved:    {}", out.display());
     }
     Ok(())
-}
-
-/// A document as JSON, with image sizes in place of pixels.
-pub fn document_json(document: &Document) -> serde_json::Value {
-    let parts: Vec<_> = document
-        .parts()
-        .iter()
-        .map(|part| match part {
-            Part::Text(text) => json!({"text": text}),
-            Part::Image(image) => json!({
-                "image": {"alt": image.alt, "width": image.pixels.width(), "height": image.pixels.height()}
-            }),
-        })
-        .collect();
-    json!({
-        "id": document.id(),
-        "caption": document.caption(),
-        "source": document.source,
-        "parts": parts,
-    })
-}
-
-/// Captions of the documents in `split`, for training text models.
-pub fn captions(loaded: &Loaded, split: Split) -> Vec<String> {
-    loaded
-        .documents
-        .iter()
-        .filter(|doc| doc.source.split == split)
-        .map(Document::caption)
-        .collect()
 }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use racm3::experiment::demo::VQGAN as DEFAULT_VQGAN;
 use racm3::generate::RETRIEVED_LOSS_WEIGHT;
 use racm3::retrieve::{DEFAULT_K, QUERY_DROPOUT};
 use racm3::run::{RunPaths, RunSettings, decimal};
 
 use crate::progress::Terminal;
-use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {

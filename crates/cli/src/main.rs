@@ -177,7 +177,11 @@ fn help_hint() -> String {
     // a dataset), whose help is the one to read.
     let mut command = Cli::command();
     let mut names = vec!["racm3".to_owned()];
-    for arg in std::env::args().skip(1).filter(|arg| !arg.starts_with('-')) {
+    // args_os: a path that is not UTF-8 ends the walk instead of panicking.
+    let args = std::env::args_os()
+        .skip(1)
+        .map_while(|arg| arg.into_string().ok());
+    for arg in args.filter(|arg| !arg.starts_with('-')) {
         let Some(subcommand) = command.find_subcommand(&arg).cloned() else {
             break;
         };

@@ -7,13 +7,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use racm3::data::{Document, Split};
+use racm3::experiment::demo::CLIP as DEFAULT_CLIP;
 use racm3::memory::{Memory, add_new_documents, encoder_for, load_clip, open};
 use racm3::retrieve::{
     ClipEncoder, DEFAULT_SEARCH_K, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve_for_query,
 };
 use serde_json::json;
 
-use crate::clip::DEFAULT_CLIP;
 use crate::data::load_dataset;
 use crate::progress::Bar;
 
@@ -32,12 +32,11 @@ pub enum Splits {
 
 impl Splits {
     fn admits(self, split: Split) -> bool {
-        match self {
-            Splits::Train => split == Split::Train,
-            Splits::Val => split == Split::Val,
-            Splits::Test => split == Split::Test,
-            Splits::All => true,
-        }
+        use Splits::*;
+        matches!(
+            (self, split),
+            (All, _) | (Train, Split::Train) | (Val, Split::Val) | (Test, Split::Test)
+        )
     }
 }
 

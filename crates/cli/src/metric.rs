@@ -43,7 +43,7 @@ pub enum MetricCommand {
         #[arg(long)]
         references: Option<PathBuf>,
         /// The CLIP folder.
-        #[arg(long, default_value = crate::clip::DEFAULT_CLIP)]
+        #[arg(long, default_value = racm3::experiment::demo::CLIP)]
         clip: PathBuf,
         /// Print per-image scores as JSON.
         #[arg(long)]

@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use racm3::experiment::demo::{GENERATOR as DEFAULT_GENERATOR, VQGAN as DEFAULT_VQGAN};
 use racm3::memory::Memory;
 use racm3::tasks::Generator;
 use racm3_serve::{Limits, Service, Settings};
-
-use crate::tasks::DEFAULT_GENERATOR;
-use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -7,19 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Args;
 use image::RgbImage;
-use racm3::data::{image_grid, save_png};
+use racm3::data::{image_grid, read_image, save_png};
+use racm3::experiment::demo::{GENERATOR as DEFAULT_GENERATOR, VQGAN as DEFAULT_VQGAN};
 use racm3::generate::sampler::{DEFAULT_CFG, SamplingConfig, validate_cfg};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD, RetrievalPolicy};
 use racm3::tasks::{
     Context, Demonstration, GeneratedImage, GeneratedText, Loaded, Outputs, SampleSettings,
 };
 use serde_json::json;
-
-use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
-use racm3::data::read_image;
-
-/// The committed generator trained with retrieval on emoji.
-pub const DEFAULT_GENERATOR: &str = "checkpoints/cm3-emoji-small";
 
 /// The generator, where retrieval comes from, and how outputs are shown.
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use racm3::data::Split;
 use racm3::tokenize::{TextTokenizer, TrainOptions};
 use serde_json::json;
 
-use crate::data::{DatasetArgs, captions};
+use crate::data::DatasetArgs;
 use crate::progress::Bar;
 
 #[derive(Debug, Subcommand)]
@@ -59,7 +59,7 @@ pub fn run(command: TokenizerCommand) -> Result<()> {
             json,
         } => {
             let loaded = input.load()?;
-            let texts = captions(&loaded, Split::Train);
+            let texts = loaded.captions(Split::Train);
             let options = TrainOptions {
                 vocab_size,
                 min_frequency,

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use racm3::Device;
 use racm3::data::{Split, image_grid, save_png};
+use racm3::experiment::demo::VQGAN as DEFAULT_MODEL;
 use racm3::tokenize::vqgan::{
     ImageTokenizer, ReconstructionLoss, VqTrainConfig, Vqgan, VqganConfig, evaluate, fit_image,
     read_config,
@@ -14,9 +15,6 @@ use serde_json::json;
 
 use crate::data::DatasetArgs;
 use crate::progress::Terminal;
-
-/// The committed emoji tokenizer, relative to the repository root.
-pub const DEFAULT_MODEL: &str = "checkpoints/vqgan-emoji64-f8";
 /// Where `vq train` writes a run unless told: beside the committed model, never over it.
 const DEFAULT_RUN: &str = "runs/vqgan-emoji64-f8";
 

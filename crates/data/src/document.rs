@@ -52,6 +52,27 @@ pub struct Document {
 }
 
 impl Document {
+    /// The document as JSON for people and scripts: id, caption, source and parts, with
+    /// image sizes in place of pixels.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let parts: Vec<_> = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => serde_json::json!({"text": text}),
+                Part::Image(image) => serde_json::json!({
+                    "image": {"alt": image.alt, "width": image.pixels.width(), "height": image.pixels.height()}
+                }),
+            })
+            .collect();
+        serde_json::json!({
+            "id": self.id,
+            "caption": self.caption(),
+            "source": self.source,
+            "parts": parts,
+        })
+    }
+
     /// An empty document; add parts with [`Document::push_text`] and [`Document::push_image`].
     pub fn new(id: impl Into<String>, source: Source) -> Self {
         Self {

@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use crate::document::Document;
 use crate::error::{Error, Result};
+use crate::split::Split;
 
 /// What a reader does with a sample it cannot read (a corrupt image, a missing caption).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +43,15 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Captions of the documents in `split`, for training text models.
+    pub fn captions(&self, split: Split) -> Vec<String> {
+        self.documents
+            .iter()
+            .filter(|doc| doc.source.split == split)
+            .map(Document::caption)
+            .collect()
+    }
+
     /// Adds one sample's outcome under `policy`.
     pub(crate) fn push(&mut self, outcome: Result<Document>, policy: OnBadSample) -> Result<()> {
         match (outcome, policy) {

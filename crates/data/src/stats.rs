@@ -80,3 +80,43 @@ impl Stats {
         }
     }
 }
+
+/// The counts as `racm3 data stats` prints them.
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} documents, {} entities",
+            self.documents, self.entities
+        )?;
+        if !self.vendors.is_empty() {
+            let vendors: Vec<String> = self
+                .vendors
+                .iter()
+                .map(|(vendor, count)| format!("{vendor} {count}"))
+                .collect();
+            writeln!(
+                f,
+                "vendors: {} ({})",
+                self.vendors.len(),
+                vendors.join(", ")
+            )?;
+        }
+        writeln!(f, "{:<6} {:>10} {:>10}", "split", "documents", "entities")?;
+        for (split, counts) in &self.splits {
+            let (documents, entities) = (counts.documents, counts.entities);
+            writeln!(f, "{:<6} {documents:>10} {entities:>10}", split.name())?;
+        }
+        writeln!(
+            f,
+            "entities shared: train/test {}, train/val {}",
+            self.entities_shared_train_test, self.entities_shared_train_val
+        )?;
+        let sizes: Vec<String> = self
+            .image_sizes
+            .iter()
+            .map(|(size, count)| format!("{size} {count}"))
+            .collect();
+        write!(f, "images: {}", sizes.join(", "))
+    }
+}

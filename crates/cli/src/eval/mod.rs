@@ -3,19 +3,17 @@
 //! written as `report.json` (every number, with sample sizes and per-seed values),
 //! `report.md` and `report.html`.
 
-mod report;
-
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
+use racm3::experiment::demo::VQGAN as DEFAULT_VQGAN;
 use racm3::experiment::{Drawing, Experiment, Task, default_fid_weights, read_report};
 use racm3::generate::sampler::{DEFAULT_CFG, validate_cfg};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD};
 use serde_json::Value;
 
 use crate::progress::Terminal;
-use crate::vq::DEFAULT_MODEL as DEFAULT_VQGAN;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -117,9 +115,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 
 /// report.md and report.html in `out`, and the Markdown on stdout.
 fn write_reports(report: &Value, out: &Path) -> Result<()> {
-    let markdown = report::markdown(report);
+    let markdown = racm3::experiment::report::markdown(report);
     racm3::data::write_atomic(&out.join("report.md"), markdown.as_bytes())?;
-    racm3::data::write_atomic(&out.join("report.html"), report::html(&markdown).as_bytes())?;
+    racm3::data::write_atomic(
+        &out.join("report.html"),
+        racm3::experiment::report::html(&markdown).as_bytes(),
+    )?;
     println!("{markdown}");
     Ok(())
 }

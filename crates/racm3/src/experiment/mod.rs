@@ -1,5 +1,5 @@
 //! The experiment `racm3 eval` runs: RA-CM3 against its no-retrieval baseline on held-out
-//! emoji entities, as a report value (the CLI renders it as Markdown and HTML).
+//! emoji entities, as a report value, rendered as Markdown and HTML by [`report`].
 //!
 //! The held-out set is one Twemoji document per val entity (no skin-tone variants); the
 //! models never saw these entities in training, so what they know of them can come only
@@ -17,10 +17,12 @@
 //! The report holds every number, with sample sizes and per-seed values; sample grids,
 //! the few-shot curve and the work memories go into the settings' `out` folder.
 
+pub mod demo;
 mod diagnostics;
 mod few_shot;
 mod images;
 mod knowledge;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

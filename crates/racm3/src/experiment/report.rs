@@ -1,9 +1,11 @@
 //! The experiment's report as Markdown (tables, sample grids, the verdict against the
-//! target) and as a page of its own.
+//! target) and as a page of its own, for the CLI, the server or any other reader of a
+//! `report.json`.
 
-use racm3::experiment::SHOTS;
+use super::SHOTS;
 use serde_json::Value;
 
+/// The report value [`super::run`] returns (or a `report.json` read back) as Markdown.
 pub fn markdown(report: &Value) -> String {
     let cell = |model: &str, task: &str, metric: &str| -> String {
         summary_cell(&report["models"][model][task][metric])
