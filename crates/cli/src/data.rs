@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use racm3::data::{Dataset, Loaded, Part, Stats, fetch, save_png};
+use racm3::data::{Dataset, Loaded, Part, Stats, fetch, printable, save_png};
 use racm3::datasets::describe_fetch;
 use serde_json::json;
 
@@ -199,8 +199,8 @@ fn show_command(
         return Ok(());
     }
     let source = &document.source;
-    println!("id:       {}", document.id());
-    println!("caption:  {}", document.caption());
+    println!("id:       {}", printable(document.id()));
+    println!("caption:  {}", printable(&document.caption()));
     println!("dataset:  {}", source.dataset);
     println!("entity:   {}", source.entity);
     println!("split:    {}", source.split);
@@ -212,7 +212,7 @@ fn show_command(
     }
     for part in document.parts() {
         match part {
-            Part::Text(text) => println!("text:     {text}"),
+            Part::Text(text) => println!("text:     {}", printable(text)),
             Part::Image(image) => println!(
                 "image:    {}x{} alt=\"{}\"",
                 image.pixels.width(),

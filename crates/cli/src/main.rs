@@ -131,9 +131,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, as anyhow's `{:#}` prints them, less a cause that the message
-/// before it already ends with: racm3's errors name the file and then say what the system
-/// said, which is also their source.
+/// The error and its causes as anyhow's `{:#}` prints them, less a cause the message before
+/// it ends with (racm3's errors name the file, then say what the system said, also their
+/// source), control characters escaped: paths, ids and captions come from users and files.
 fn describe(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain().map(ToString::to_string) {
@@ -145,7 +145,7 @@ fn describe(error: &anyhow::Error) -> String {
         }
         text.push_str(&cause);
     }
-    text
+    racm3::data::printable(&text)
 }
 
 /// Rust ignores SIGPIPE, so printing into a pipe whose reader has gone (`racm3 … | head`)

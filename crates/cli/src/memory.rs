@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use racm3::data::{Document, Split};
+use racm3::data::{Document, Split, printable};
 use racm3::experiment::demo::CLIP as DEFAULT_CLIP;
 use racm3::memory::{Memory, add_new_documents, encoder_for, load_clip, open};
 use racm3::retrieve::{
@@ -91,6 +91,9 @@ pub enum MemoryCommand {
         /// The CLIP folder; by default the one that built the memory.
         #[arg(long)]
         clip: Option<PathBuf>,
+        /// Wait for another process writing to the memory instead of failing.
+        #[arg(long)]
+        wait: bool,
     },
     /// Remove documents by id.
     ///
@@ -102,6 +105,9 @@ pub enum MemoryCommand {
         /// The memory folder.
         #[arg(long)]
         memory: PathBuf,
+        /// Wait for another process writing to the memory instead of failing.
+        #[arg(long)]
+        wait: bool,
     },
     /// Describe a memory: documents, key dimension, index, encoder.
     ///
@@ -171,13 +177,16 @@ pub fn run(command: MemoryCommand) -> Result<()> {
             source,
             memory,
             clip,
+            wait,
         } => {
             let mut opened = open(&memory)?;
+            opened.wait_for_writer(wait);
             let encoder = encoder_for(&opened, clip.as_deref())?;
             add_documents(&source, &encoder, &mut opened)
         }
-        MemoryCommand::Remove { ids, memory } => {
+        MemoryCommand::Remove { ids, memory, wait } => {
             let mut opened = open(&memory)?;
+            opened.wait_for_writer(wait);
             racm3::memory::remove_documents(&mut opened, &ids)?;
             println!(
                 "removed {} documents; {} remain in {}",
@@ -189,23 +198,16 @@ pub fn run(command: MemoryCommand) -> Result<()> {
         }
         MemoryCommand::Info { memory, json } => {
             let opened = open(&memory)?;
-            let info = json!({
-                "memory": memory,
-                "documents": opened.len(),
-                "dim": opened.dim(),
-                "index": opened.index_spec(),
-                "encoder": opened.encoder(),
-            });
+            let (documents, dim, index) = (opened.len(), opened.dim(), opened.index_spec());
             if json {
+                let encoder = opened.encoder();
+                let info = json!({"memory": memory, "documents": documents, "dim": dim, "index": index, "encoder": encoder});
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
+                let encoder = opened.encoder()["name"].as_str().unwrap_or("unknown");
+                let dir = memory.display();
                 println!(
-                    "{}: {} documents, keys of dimension {}, index {}, encoder {}",
-                    memory.display(),
-                    opened.len(),
-                    opened.dim(),
-                    opened.index_spec(),
-                    opened.encoder()["name"].as_str().unwrap_or("unknown")
+                    "{dir}: {documents} documents, keys of dimension {dim}, index {index}, encoder {encoder}"
                 );
             }
             Ok(())
@@ -286,8 +288,8 @@ pub fn retrieve(args: RetrieveArgs) -> Result<()> {
             "{:>2}. {:.4}  {}  {}",
             row["rank"],
             row["score"].as_f64().unwrap_or_default(),
-            row["id"].as_str().unwrap_or_default(),
-            row["caption"].as_str().unwrap_or_default()
+            printable(row["id"].as_str().unwrap_or_default()),
+            printable(row["caption"].as_str().unwrap_or_default())
         );
     }
     if rows.len() < args.k {

@@ -72,8 +72,8 @@ pub struct ListenArgs {
 }
 
 impl ListenArgs {
-    fn settings(&self) -> Settings {
-        Settings {
+    fn settings(&self) -> Result<Settings> {
+        let settings = Settings {
             address: SocketAddr::new(self.host, self.port),
             token: self.token.clone(),
             limits: Limits {
@@ -88,11 +88,14 @@ impl ListenArgs {
             queue: self.queue,
             timeout: Duration::from_secs(self.timeout.max(1)),
             ..Settings::default()
-        }
+        };
+        settings.validate().map_err(anyhow::Error::msg)?;
+        Ok(settings)
     }
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    args.listen.settings()?;
     let memory = racm3::memory::open(&args.memory)?;
     let encoder = racm3::memory::encoder_for(&memory, args.clip.as_deref())?;
     let generator = if args.retrieval_only {
@@ -119,18 +122,18 @@ pub fn run(
     generator: Option<Generator>,
     listen: &ListenArgs,
 ) -> Result<()> {
-    let settings = listen.settings();
+    let settings = listen.settings()?;
+    if let Some(warning) = settings.warning() {
+        eprintln!("{warning}");
+    }
     let documents = memory.len();
     let service = Service::new(encoder, memory, generator, settings.limits.clone())?;
+    let auth = match settings.token {
+        Some(_) => "; API calls need the bearer token",
+        None => "",
+    };
     racm3_serve::serve_blocking(service, &settings, |address| {
-        println!(
-            "serving {documents} documents on http://{address}/ (Ctrl-C stops){}",
-            if settings.token.is_some() {
-                "; API calls need the bearer token"
-            } else {
-                ""
-            }
-        );
+        println!("serving {documents} documents on http://{address}/ (Ctrl-C stops){auth}");
     })
     .context("serving")
 }

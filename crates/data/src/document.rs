@@ -147,6 +147,18 @@ impl Document {
     }
 }
 
+/// `text` with control characters escaped (`\u{1b}`), for printing ids, captions, paths
+/// and command lines that came from users or files: none reaches a terminal as an escape
+/// sequence.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

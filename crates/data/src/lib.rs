@@ -25,7 +25,7 @@ mod stats;
 
 pub use atomic::write_atomic;
 pub use catalog::{Dataset, Home};
-pub use document::{Document, ImagePart, Part, Source};
+pub use document::{Document, ImagePart, Part, Source, printable};
 pub use error::{Error, Result};
 pub use load::{Loaded, OnBadSample, Progress, Silent};
 pub use pairs::{PairFolder, WebDataset};

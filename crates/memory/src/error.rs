@@ -98,6 +98,16 @@ pub enum Error {
         /// What went wrong.
         problem: String,
     },
+    /// Another process holds the memory's write lock.
+    #[error(
+        "{path}: another process is writing to this memory ({holder}); wait for it to finish, or let this command wait for it (--wait)"
+    )]
+    Locked {
+        /// The memory folder.
+        path: PathBuf,
+        /// Who holds the lock, as the lock file names it.
+        holder: String,
+    },
     /// A failure in a remote backend (pgvector), naming the server.
     #[error("{server}: {problem}")]
     Backend {

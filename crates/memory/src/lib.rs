@@ -9,12 +9,14 @@
 //!   [`FlatIndex`] and approximate [`HnswIndex`], built from a spec by [`index_factory`],
 //!   and [`PgVectorIndex`], keys sharded over PostgreSQL + pgvector servers.
 //! - [`Memory`]: a folder of documents, keys and an index, with versioned, checksummed
-//!   files, atomic commits, `add` after the build and `remove` by id.
+//!   files, atomic commits, `add` after the build and `remove` by id, one writer at a
+//!   time.
 #![deny(missing_docs)]
 
 mod error;
 mod file;
 pub mod index;
+mod lock;
 mod record;
 mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -11,6 +11,10 @@
 //! the commit point. A crash before it leaves the previous manifest and its files intact,
 //! so the memory reopens in its last committed state; the stray files are overwritten or
 //! removed by the next commit.
+//!
+//! Writers take the folder's write lock (`MEM/writer.lock`, [`crate::lock`]) at their first
+//! change, reloading the committed state if another writer committed since they opened it;
+//! readers never lock.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -25,6 +29,7 @@ use crate::index::{
     FlatIndex, Hit, HnswConfig, HnswIndex, IndexSpec, PgVectorIndex, SearchParams, VectorIndex,
     check_k,
 };
+use crate::lock::WriterLock;
 use crate::record;
 
 const MANIFEST: &str = "manifest.bin";
@@ -128,6 +133,10 @@ pub struct Memory {
     /// Rows added since the last commit start here.
     committed_rows: usize,
     dirty: bool,
+    /// Held from this process's first change until the memory is dropped.
+    writer: Option<WriterLock>,
+    /// Whether taking the write lock waits for another writer instead of failing.
+    wait_for_writer: bool,
 }
 
 impl Memory {
@@ -159,6 +168,7 @@ impl Memory {
         let spec = IndexSpec::parse(spec)?;
         let keys = new_keys(&spec, dim, servers, FlatIndex::new(dim))?;
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let writer = WriterLock::take(dir, false)?;
         let manifest = Manifest {
             dim,
             index: spec.to_string(),
@@ -169,13 +179,16 @@ impl Memory {
             encoder,
             servers: servers.to_vec(),
         };
-        let memory = Self::from_parts(dir, manifest, keys);
+        let mut memory = Self::from_parts(dir, manifest, keys);
         memory.write_manifest()?;
+        memory.writer = Some(writer);
         Ok(memory)
     }
 
     fn from_parts(dir: &Path, manifest: Manifest, keys: Keys) -> Self {
         Self {
+            writer: None,
+            wait_for_writer: false,
             dir: dir.to_owned(),
             manifest,
             payloads: vec![Vec::new()],
@@ -191,14 +204,7 @@ impl Memory {
     /// Opens the last committed state of the memory in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join(MANIFEST);
-        if !manifest_path.exists() {
-            return Err(Error::NotAMemory {
-                path: dir.to_owned(),
-            });
-        }
-        let payload = file::read(&manifest_path, Kind::Manifest)?;
-        let manifest: Manifest = serde_json::from_slice(&payload)
-            .map_err(|err| Error::corrupt(&manifest_path, err.to_string()))?;
+        let manifest = read_manifest(dir)?;
         let mut payloads = Vec::new();
         let mut rows = Vec::new();
         let mut vectors = Vec::new();
@@ -259,6 +265,8 @@ impl Memory {
             .collect();
         let committed_rows = rows.len();
         Ok(Self {
+            writer: None,
+            wait_for_writer: false,
             dir: dir.to_owned(),
             manifest,
             payloads,
@@ -306,9 +314,34 @@ impl Memory {
         self.dirty
     }
 
+    /// Whether this process's first change waits for another process's write lock
+    /// ([`Error::Locked`] otherwise). Off by default.
+    pub fn wait_for_writer(&mut self, wait: bool) {
+        self.wait_for_writer = wait;
+    }
+
+    /// Takes the write lock for this process's first change. When another writer
+    /// committed since the memory was opened here, first reloads its committed state (there
+    /// is nothing uncommitted here yet), so this process's commit never drops that one.
+    fn lock_for_writing(&mut self) -> Result<()> {
+        if self.writer.is_some() {
+            return Ok(());
+        }
+        let lock = WriterLock::take(&self.dir, self.wait_for_writer)?;
+        if read_manifest(&self.dir)?.generation != self.manifest.generation {
+            let wait_for_writer = self.wait_for_writer;
+            *self = Memory::open(&self.dir)?;
+            self.wait_for_writer = wait_for_writer;
+        }
+        self.writer = Some(lock);
+        Ok(())
+    }
+
     /// Adds documents and their keys (one row of `dim` per document, in order). Ids must
-    /// be new to the memory.
+    /// be new to the memory. The first change takes the memory's write lock
+    /// ([`Error::Locked`] while another process writes).
     pub fn add(&mut self, documents: &[Document], keys: &[f32]) -> Result<()> {
+        self.lock_for_writing()?;
         if keys.len() != documents.len() * self.dim() {
             return Err(Error::Dimension {
                 what: format!("keys for {} documents", documents.len()),
@@ -352,6 +385,7 @@ impl Memory {
 
     /// Removes a document by id. Its row stays on disk, skipped by every search.
     pub fn remove(&mut self, id: &str) -> Result<()> {
+        self.lock_for_writing()?;
         let row = self
             .live
             .remove(id)
@@ -510,6 +544,18 @@ impl Memory {
             None => self.dir.join("(uncommitted documents)"),
         }
     }
+}
+
+/// The committed manifest of the memory in `dir`.
+fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    if !path.exists() {
+        return Err(Error::NotAMemory {
+            path: dir.to_owned(),
+        });
+    }
+    let payload = file::read(&path, Kind::Manifest)?;
+    serde_json::from_slice(&payload).map_err(|err| Error::corrupt(&path, err.to_string()))
 }
 
 /// The keys of `spec` over `storage`'s rows (all committed).

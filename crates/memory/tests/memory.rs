@@ -90,6 +90,7 @@ fn add_after_build_and_remove_persist() {
     assert!(!all.contains(&"doc/3".to_owned()));
     assert_eq!(reopened.row_of("doc/3"), None);
     // Adding an id twice is refused; a removed id may come back.
+    drop(memory);
     let mut reopened = reopened;
     let err = reopened.add(&documents(4..5), &more[..DIM]).unwrap_err();
     assert!(
@@ -98,6 +99,59 @@ fn add_after_build_and_remove_persist() {
     );
     reopened.add(&documents(3..4), &more[..DIM]).unwrap();
     assert!(reopened.row_of("doc/3").is_some());
+}
+
+// One writer at a time: a second writer is refused while the first holds the memory, and a
+// process that opened the memory before another committed writes on top of that commit,
+// never over it. Readers open throughout; a waiting writer goes on once the first lets go.
+#[test]
+fn writers_take_turns_and_never_drop_each_others_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (memory, _) = build(dir.path(), "flat", 10);
+    drop(memory);
+    let more = keys(13, 3);
+    let mut first = Memory::open(dir.path()).unwrap();
+    let mut second = Memory::open(dir.path()).unwrap();
+    first
+        .add(&documents(10..11), &more[10 * DIM..11 * DIM])
+        .unwrap();
+    let err = second
+        .add(&documents(11..12), &more[11 * DIM..12 * DIM])
+        .unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("--wait"), "{err}");
+    assert_eq!(
+        Memory::open(dir.path()).unwrap().len(),
+        10,
+        "a reader opens"
+    );
+    first.commit().unwrap();
+    drop(first);
+    second
+        .add(&documents(11..12), &more[11 * DIM..12 * DIM])
+        .unwrap();
+    second.commit().unwrap();
+    drop(second);
+    assert_eq!(Memory::open(dir.path()).unwrap().len(), 12);
+
+    let mut holder = Memory::open(dir.path()).unwrap();
+    holder.remove("doc/0").unwrap();
+    let mut waiting = Memory::open(dir.path()).unwrap();
+    waiting.wait_for_writer(true);
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(holder);
+    });
+    waiting.add(&documents(12..13), &more[12 * DIM..]).unwrap();
+    released.join().unwrap();
+    waiting.commit().unwrap();
+    drop(waiting);
+    let after = Memory::open(dir.path()).unwrap();
+    assert_eq!(
+        after.len(),
+        13,
+        "doc/0's uncommitted removal went with its writer"
+    );
 }
 
 // A commit that dies before the manifest is replaced leaves the memory as it was: its

@@ -76,7 +76,10 @@ async fn authorize(
         let sent = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+            .and_then(|value| value.split_once(' '))
+            // The scheme is case-insensitive (RFC 9110, 11.1); the token is not.
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim_start());
         if sent != Some(token.as_str()) {
             return ApiError::Unauthorized.into_response();
         }

@@ -88,6 +88,35 @@ pub struct Settings {
     pub queue: usize,
     /// Time from request to response before a 408.
     pub timeout: Duration,
+    /// Time a client has to send a request's headers, on a new connection or an idle
+    /// kept-alive one, before the connection is closed (against slow-loris clients).
+    pub header_timeout: Duration,
+}
+
+impl Settings {
+    /// Refuses settings that would not do what they say: an empty token, which would
+    /// leave the API open while the user believes it needs one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self
+            .token
+            .as_deref()
+            .is_some_and(|token| token.trim().is_empty())
+        {
+            return Err("the bearer token is empty, which would leave the API open: give a token (--token or RACM3_TOKEN), or leave both unset to serve without one".into());
+        }
+        Ok(())
+    }
+
+    /// A warning for settings that are allowed but risky: serving beyond this machine
+    /// without a token.
+    pub fn warning(&self) -> Option<String> {
+        (!self.address.ip().is_loopback() && self.token.is_none()).then(|| {
+            format!(
+                "warning: {} answers other machines and no --token is set, so anyone who can reach it may search, generate and change the memory",
+                self.address
+            )
+        })
+    }
 }
 
 impl Default for Settings {
@@ -100,6 +129,7 @@ impl Default for Settings {
             search_workers: 2,
             queue: 16,
             timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -111,6 +141,9 @@ pub fn serve_blocking(
     settings: &Settings,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
+    settings
+        .validate()
+        .map_err(|problem| std::io::Error::new(std::io::ErrorKind::InvalidInput, problem))?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(settings.address)
@@ -125,20 +158,53 @@ pub fn serve_blocking(
                 )
             })?;
         on_ready(listener.local_addr()?);
-        serve(listener, Arc::new(service), settings).await
+        serve(listener, Arc::new(service), settings, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
     })
 }
 
-/// Serves `service` on `listener` until Ctrl-C, finishing requests in flight.
+/// Serves `service` on `listener` until `shutdown` completes, then finishes the requests
+/// in flight. Each connection gets `settings.header_timeout` to send its headers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
     settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+
     let app = router(service, settings);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // the listener itself is fine, so pause rather than spin or stop.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = connections.watch(connection.into_owned());
+        tokio::spawn(async move {
+            // A client that hangs up or times out ends only its own connection.
+            let _ = connection.await;
+        });
+    }
+    connections.shutdown().await;
+    Ok(())
 }

@@ -111,6 +111,18 @@ fn api_answers_and_refuses_bad_requests() {
             image::ImageFormat::Png,
         )
         .unwrap();
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let with_header = |value: &str| {
+        answer(
+            http.post(&retrieve)
+                .header("Authorization", value)
+                .send_json(json!({"text": "a"})),
+        )
+    };
+    assert_eq!(with_header("bearer s3cret").status, 200);
+    assert_eq!(with_header("BEARER  s3cret").status, 200);
+    assert_eq!(with_header("Bearer S3CRET").status, 401);
+    assert_eq!(with_header("Basic s3cret").status, 401);
     let refusals: Vec<(&str, Answer, u16, &str)> = vec![
         (
             "no token",
@@ -321,7 +333,7 @@ fn api_answers_and_refuses_bad_requests() {
     let metrics = get(&http, &url("/metrics"), token);
     let text = metrics.body.as_str().unwrap();
     for line in [
-        "racm3_http_requests_total{endpoint=\"/retrieve\",status=\"401\"} 2",
+        "racm3_http_requests_total{endpoint=\"/retrieve\",status=\"401\"} 4",
         "racm3_http_requests_total{endpoint=\"/retrieve\",status=\"413\"} 3",
         "racm3_http_requests_total{endpoint=\"/generate\",status=\"200\"} 2",
         "racm3_http_request_duration_seconds_count{endpoint=\"/caption\"} 1",

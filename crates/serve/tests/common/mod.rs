@@ -63,14 +63,13 @@ impl Server {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = racm3_serve::router(Arc::new(service), &settings);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             runtime.block_on(async {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                racm3_serve::serve(listener, Arc::new(service), &settings, shutdown)
                     .await
                     .unwrap();
             });

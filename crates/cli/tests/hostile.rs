@@ -1,0 +1,101 @@
+//! Every subcommand given hostile arguments (a path that is not UTF-8 and does not exist,
+//! control characters, an absurd number) ends with a clear error, never a panic.
+
+mod common;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn hostile_arguments_end_in_errors_not_panics() {
+    let work = tempfile::tempdir().unwrap();
+    let mut bad = work.path().as_os_str().to_owned().into_vec();
+    bad.extend_from_slice(b"/\xff\x1b[2J.png");
+    let bad = OsString::from_vec(bad);
+    let commands: &[&[&str]] = &[
+        &["data", "stats", "BAD"],
+        &["data", "show", "id", "--dataset", "BAD"],
+        &["data", "fetch", "BAD"],
+        &["tokenizer", "train", "BAD", "--out", "BAD"],
+        &["tokenizer", "encode", "--tokenizer", "BAD", "a"],
+        &["vq", "encode", "BAD", "--model", "BAD"],
+        &["vq", "decode", "1,2", "--model", "BAD", "--out", "BAD"],
+        &["vq", "reconstruct", "BAD", "--model", "BAD"],
+        &[
+            "vq",
+            "train",
+            "BAD",
+            "--out",
+            "BAD",
+            "--steps",
+            "18446744073709551615",
+        ],
+        &["clip", "recall", "BAD", "--clip", "BAD"],
+        &["clip", "train", "BAD", "--out", "BAD"],
+        &["memory", "build", "BAD", "--clip", "BAD", "--out", "BAD"],
+        &["memory", "add", "BAD", "--memory", "BAD"],
+        &["memory", "remove", "x", "--memory", "BAD"],
+        &["memory", "info", "BAD"],
+        &[
+            "retrieve", "--memory", "BAD", "--text", "\x1b[2J", "-k", "1000000",
+        ],
+        &["train", "BAD", "--out", "BAD"],
+        &["generate", "--text", "a", "--model", "BAD", "--out", "BAD"],
+        &["caption", "BAD", "--model", "BAD"],
+        &["infill", "BAD", "--caption", "\x1b[31m", "--model", "BAD"],
+        &[
+            "few-shot", "--demo", "BAD=x", "--query", "BAD", "--model", "BAD",
+        ],
+        &["metric", "cider", "--references", "BAD", "--results", "BAD"],
+        &["metric", "fid", "BAD", "BAD", "--weights", "BAD"],
+        &[
+            "eval",
+            "--ra",
+            "BAD",
+            "--baseline",
+            "BAD",
+            "--memory",
+            "BAD",
+            "--out",
+            "BAD",
+        ],
+        &["serve", "--memory", "BAD", "--port", "0"],
+    ];
+    for command in commands {
+        let args: Vec<OsString> = command
+            .iter()
+            .map(|arg| match *arg {
+                "BAD" => bad.clone(),
+                "BAD=x" => {
+                    let mut demo = bad.clone();
+                    demo.push("=x");
+                    demo
+                }
+                other => other.into(),
+            })
+            .collect();
+        let output = Command::new(env!("CARGO_BIN_EXE_racm3"))
+            .args(&args)
+            .env("RACM3_HOME", work.path().join("home"))
+            .output()
+            .expect("running racm3");
+        let said = stderr(&output);
+        assert!(
+            matches!(output.status.code(), Some(1 | 2)),
+            "racm3 {command:?} ended with {:?}:\n{said}",
+            output.status
+        );
+        assert!(!said.contains("panicked"), "racm3 {command:?}:\n{said}");
+        assert!(
+            !said.contains('\x1b'),
+            "racm3 {command:?} printed an escape:\n{said}"
+        );
+        assert!(
+            said.contains("error"),
+            "racm3 {command:?} said no error:\n{said}"
+        );
+    }
+}

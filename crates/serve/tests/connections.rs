@@ -1,0 +1,68 @@
+//! The server's own guards, in process: settings that would mislead are refused or warned
+//! about, and a client that never finishes its headers loses its connection.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use racm3_serve::Settings;
+
+#[test]
+fn an_empty_token_is_refused_and_an_open_network_bind_warned_about() {
+    for empty in ["", "  "] {
+        let settings = Settings {
+            token: Some(empty.to_owned()),
+            ..Settings::default()
+        };
+        let problem = settings.validate().unwrap_err();
+        assert!(problem.contains("token is empty"), "{problem}");
+    }
+    let open = Settings {
+        address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        ..Settings::default()
+    };
+    assert!(open.validate().is_ok());
+    assert!(open.warning().unwrap().contains("no --token"));
+    let guarded = Settings {
+        token: Some("s3cret".into()),
+        ..open.clone()
+    };
+    assert_eq!(guarded.warning(), None);
+    assert_eq!(
+        Settings::default().warning(),
+        None,
+        "loopback needs no token"
+    );
+}
+
+// A slow-loris client: half a request, then silence. The server closes the connection
+// once the header timeout passes, and goes on answering others.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let work = tempfile::tempdir().unwrap();
+    let memory = build_memory(work.path());
+    let settings = Settings {
+        header_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let server = Server::start(&memory, true, settings);
+    let address = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(address).unwrap();
+    write!(slow, "GET /health HTTP/1.1\r\nHost: {address}\r\nX-Slow: ").unwrap();
+    // Far longer than the timeout, so only a server that never closes fails the read.
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = slow.read_to_end(&mut answer);
+    assert!(closed.is_ok(), "the connection was not closed: {closed:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        !text.contains("200 OK"),
+        "a half request was answered: {text}"
+    );
+    let health = get(&agent(), &format!("{}/health", server.url), None);
+    assert_eq!(health.status, 200);
+}
