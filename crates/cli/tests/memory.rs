@@ -228,15 +228,22 @@ fn train_records_its_settings_and_reuses_its_caches() {
         "--steps 0 trains nothing"
     );
 
-    let trained = train(&work.path().join("no-memory-here"), &["--steps", "2"]);
+    let trained = train(
+        &work.path().join("no-memory-here"),
+        &["--steps", "2", "--image-positions"],
+    );
     assert!(trained.status.success(), "{}", stderr(&trained));
     assert!(run.join("model.safetensors").exists());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["image_positions"]["grid"], 64, "{config}");
     let settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("train.json")).unwrap()).unwrap();
     assert_eq!(settings["k"], 1);
     assert_eq!(settings["alpha"], 0.5);
     assert_eq!(settings["query_dropout"], 0.0);
     assert_eq!(settings["steps"], 2);
+    assert_eq!(settings["image_positions"], true);
 
     let negative = racm3(
         &fixtures(),

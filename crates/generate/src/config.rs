@@ -21,6 +21,49 @@ pub struct Config {
     pub rope_theta: f64,
     /// RMSNorm epsilon.
     pub norm_eps: f64,
+    /// Copy-friendly image positions ([`ImagePositions`]); `None` in the paper's model
+    /// and in every model trained before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_positions: Option<ImagePositions>,
+}
+
+/// A learned embedding of each image code's place in its grid, added to the token
+/// embedding and shared by every image in the sequence. Rotary positions alone tell a head
+/// only how far back a token is, and the distance from a code of the main image to the
+/// same place in a retrieved image changes with every caption's length; with this, code
+/// (r, c) of every image carries the same vector, so attending to "the same place in the
+/// retrieved image" is a match on content. Tokens outside images get one more learned
+/// vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePositions {
+    /// Image code ids are `first_id..first_id + codebook` (an `IdSpace`'s image range).
+    pub first_id: u32,
+    /// Codebook size.
+    pub codebook: u32,
+    /// Codes per image, in raster order (64 for a 64x64 image at f8).
+    pub grid: usize,
+}
+
+impl ImagePositions {
+    /// The embedding row of each token in one sequence, given `run` image codes right
+    /// before it (a cache's count): `i % grid` for the i-th code of a run of codes, `grid`
+    /// for any other token. Returns the rows and the run after the last token.
+    pub fn rows(&self, ids: &[u32], mut run: usize) -> (Vec<u32>, usize) {
+        let image = self.first_id..self.first_id + self.codebook;
+        let rows = ids
+            .iter()
+            .map(|id| {
+                if image.contains(id) {
+                    run += 1;
+                    ((run - 1) % self.grid) as u32
+                } else {
+                    run = 0;
+                    self.grid as u32
+                }
+            })
+            .collect();
+        (rows, run)
+    }
 }
 
 impl Config {
@@ -35,6 +78,7 @@ impl Config {
             max_seq_len: 256,
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
+            image_positions: None,
         }
     }
 
@@ -50,6 +94,7 @@ impl Config {
             max_seq_len: 512,
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
+            image_positions: None,
         }
     }
 
@@ -65,6 +110,7 @@ impl Config {
             max_seq_len: 4096,
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
+            image_positions: None,
         }
     }
 
@@ -103,6 +149,56 @@ impl Config {
         if self.vocab_size == 0 || self.max_seq_len == 0 || self.num_layers == 0 {
             return Err("vocab_size, max_seq_len and num_layers must be positive".into());
         }
+        if let Some(positions) = self.image_positions
+            && (!(1..=self.max_seq_len).contains(&positions.grid)
+                || positions.codebook == 0
+                || positions
+                    .first_id
+                    .checked_add(positions.codebook)
+                    .is_none_or(|end| end as usize > self.vocab_size))
+        {
+            return Err(format!(
+                "image_positions {positions:?} do not fit a vocabulary of {}",
+                self.vocab_size
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_positions_count_codes_within_each_run() {
+        let positions = ImagePositions {
+            first_id: 10,
+            codebook: 5,
+            grid: 3,
+        };
+        // Text 3, five codes (a grid of 3 wraps), text 20, two codes.
+        let (rows, run) = positions.rows(&[3, 10, 11, 14, 12, 13, 20, 10, 10], 0);
+        assert_eq!(rows, [3, 0, 1, 2, 0, 1, 3, 0, 1]);
+        assert_eq!(run, 2);
+        // A cache's run carries into the next call.
+        assert_eq!(positions.rows(&[12, 4], 2), (vec![2, 3], 0));
+    }
+
+    #[test]
+    fn image_positions_must_fit_the_vocabulary() {
+        let with = |first_id, codebook, grid| Config {
+            image_positions: Some(ImagePositions {
+                first_id,
+                codebook,
+                grid,
+            }),
+            ..Config::tiny(97)
+        };
+        assert!(with(40, 30, 4).validate().is_ok());
+        assert!(with(90, 30, 4).validate().is_err());
+        assert!(with(u32::MAX, 30, 4).validate().is_err());
+        assert!(with(40, 30, 0).validate().is_err());
+        assert!(with(40, 30, 100_000).validate().is_err());
     }
 }

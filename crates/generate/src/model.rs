@@ -16,7 +16,7 @@
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 
-use crate::config::Config;
+use crate::config::{Config, ImagePositions};
 use racm3_kernels::attention::SingleQueryAttention;
 
 /// The keys and values of every layer for the tokens seen so far, one per sequence being
@@ -28,6 +28,9 @@ use racm3_kernels::attention::SingleQueryAttention;
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
+    /// Per row, the image codes in a row at the end of the cached tokens (for
+    /// [`crate::config::ImagePositions`]).
+    image_runs: Vec<usize>,
 }
 
 impl KvCache {
@@ -45,6 +48,7 @@ impl KvCache {
                 .iter()
                 .map(|layer| layer.repeat(rows))
                 .collect::<Result<_>>()?,
+            image_runs: vec![self.image_runs.first().copied().unwrap_or(0); rows],
         })
     }
 
@@ -56,6 +60,7 @@ impl KvCache {
                 .iter()
                 .map(LayerCache::deep_copy)
                 .collect::<Result<_>>()?,
+            image_runs: self.image_runs.clone(),
         })
     }
 
@@ -449,6 +454,8 @@ pub struct Cm3Model {
     layers: Vec<Block>,
     norm: RmsNorm,
     rotary: Rotary,
+    /// Copy-friendly image positions, when the config has them.
+    image_positions: Option<(Embedding, ImagePositions)>,
     config: Config,
 }
 
@@ -468,12 +475,27 @@ impl Cm3Model {
         let layers = (0..cfg.num_layers)
             .map(|index| Block::new(cfg, vb.pp("layers").pp(index)))
             .collect::<Result<_>>()?;
+        let image_positions = match cfg.image_positions {
+            Some(positions) => {
+                let table = vb.pp("image_positions").get_with_hints(
+                    (positions.grid + 1, cfg.hidden_size),
+                    "weight",
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )?;
+                Some((Embedding::new(table, cfg.hidden_size), positions))
+            }
+            None => None,
+        };
         Ok(Self {
             head: Dense::from_weight(&embedding)?,
             embed_tokens: Embedding::new(embedding, cfg.hidden_size),
             layers,
             norm: RmsNorm::new(cfg, vb.pp("norm"))?,
             rotary: Rotary::new(cfg, vb.device())?,
+            image_positions,
             config: cfg.clone(),
         })
     }
@@ -542,6 +564,22 @@ impl Cm3Model {
                 .collect();
         }
         let mut xs = input_ids.apply(&self.embed_tokens)?;
+        if let Some((table, positions)) = &self.image_positions {
+            let runs = cache.as_ref().map(|cache| cache.image_runs.clone());
+            let mut rows = Vec::with_capacity(input_ids.elem_count());
+            let mut runs_after = Vec::new();
+            for (row, ids) in input_ids.to_vec2::<u32>()?.iter().enumerate() {
+                let before = runs.as_ref().and_then(|runs| runs.get(row)).copied();
+                let (these, run) = positions.rows(ids, before.unwrap_or(0));
+                rows.extend(these);
+                runs_after.push(run);
+            }
+            let rows = Tensor::from_vec(rows, input_ids.dims2()?, input_ids.device())?;
+            xs = (xs + rows.apply(table)?)?;
+            if let Some(cache) = cache.as_deref_mut() {
+                cache.image_runs = runs_after;
+            }
+        }
         for (index, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|cache| &mut cache.layers[index]);
             xs = layer.forward(&xs, &self.rotary, offset, slot)?;

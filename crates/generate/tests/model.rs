@@ -5,13 +5,26 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use std::collections::HashMap;
 
 use candle_nn::{VarBuilder, VarMap};
-use racm3_generate::{Cm3Model, Config, KvCache};
+use racm3_generate::{Cm3Model, Config, ImagePositions, KvCache};
 use racm3_kernels::max_abs_diff;
+
+/// The tiny config with image positions on ids 40..70 in grids of 4, so the sequences
+/// below hold runs of image codes of every length: the cache must carry a run across calls.
+fn config() -> Config {
+    Config {
+        image_positions: Some(ImagePositions {
+            first_id: 40,
+            codebook: 30,
+            grid: 4,
+        }),
+        ..Config::tiny(97)
+    }
+}
 
 fn model(seed: u64) -> (Cm3Model, VarMap) {
     let vars = VarMap::new();
     let vb = racm3_train::seeded_var_builder(&vars, seed, DType::F32, &Device::Cpu);
-    (Cm3Model::new(&Config::tiny(97), vb).unwrap(), vars)
+    (Cm3Model::new(&config(), vb).unwrap(), vars)
 }
 
 /// The same weights as fixed tensors, as `Cm3Model::load` gives them: no gradient is
@@ -25,7 +38,7 @@ fn fixed(vars: &VarMap) -> Cm3Model {
         .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
         .collect();
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    Cm3Model::new(&Config::tiny(97), vb).unwrap()
+    Cm3Model::new(&config(), vb).unwrap()
 }
 
 fn ids(values: &[u32]) -> Tensor {

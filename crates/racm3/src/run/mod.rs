@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use candle_core::Device;
 use racm3_data::{Document, Split};
-use racm3_generate::{Cm3TrainConfig, Cm3Trainer, Config, RETRIEVED_LOSS_WEIGHT, Sequence};
+use racm3_generate::{
+    Cm3TrainConfig, Cm3Trainer, Config, ImagePositions, RETRIEVED_LOSS_WEIGHT, Sequence,
+};
 use racm3_retrieve::{DEFAULT_THRESHOLD, QUERY_DROPOUT, RetrievalPolicy};
 use racm3_tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
 use racm3_tokenize::{Cm3Codec, IdSpace, TextTokenizer, TrainOptions};
@@ -27,41 +29,61 @@ use corpus::{
 };
 
 /// Everything a generator run is trained with, kept in its folder as `train.json`, for
-/// reports that compare runs (`racm3 eval --variant`).
+/// reports that compare runs (`racm3 eval --variant`). With the `clap` feature it is also
+/// `racm3 train`'s flags, so each default and its help are written once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct RunSettings {
-    /// The dataset whose train split is the main documents (val: validation loss).
+    /// The dataset whose train split is the main documents (val split: validation loss).
+    #[cfg_attr(feature = "clap", arg(default_value = "emoji"))]
     pub dataset: String,
-    /// The model shape: tiny, small or ra-cm3-2.7b.
+    /// Model shape: tiny, small or ra-cm3-2.7b.
+    #[cfg_attr(feature = "clap", arg(long, default_value = "small"))]
     pub preset: String,
-    /// Retrieved documents per sequence; 0 for the baseline.
+    /// Retrieved documents per sequence (K).
+    #[cfg_attr(feature = "clap", arg(short, long, default_value_t = RetrievalPolicy::default().k))]
     pub k: usize,
-    /// No retrieval at all: the same tokens, K = 0 for every sequence.
+    /// Train the no-retrieval baseline: K = 0 always, the same tokens otherwise.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub baseline: bool,
     /// Weight of the retrieved documents' loss against the main document's (α).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = decimal(RETRIEVED_LOSS_WEIGHT)))]
     pub alpha: f64,
-    /// Share of a text query's tokens dropped when retrieving for a training document; 0
-    /// for the baseline, which retrieves nothing.
+    /// Share of a text query's tokens dropped when retrieving for a training document.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = QUERY_DROPOUT))]
     pub query_dropout: f64,
-    /// Optimizer steps in all.
+    /// Optimizer steps in all; 0 only makes the corpus caches (tokens, retrievals) in the
+    /// run folder, e.g. on a CPU machine before training on a GPU one.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2000))]
     pub steps: usize,
     /// Sequences per micro-batch.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 8))]
     pub batch_size: usize,
     /// Micro-batches per step.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1))]
     pub grad_accum: usize,
     /// Peak learning rate.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1e-3))]
     pub lr: f64,
-    /// Seeds weights, masking and batches.
+    /// Seed for weights, masking and batches.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub seed: u64,
-    /// The near-copy skip when retrieving for training documents: a candidate scoring
-    /// above this with the query is left out (the paper's 0.9). The document itself is
-    /// always left out; at 1 or above, its other renditions never are.
+    /// Skip candidates scoring above this with a training document's query (the paper's
+    /// 0.9); 1 keeps every other rendition of its entity (the document itself is always
+    /// left out).
     #[serde(default = "default_threshold")]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_THRESHOLD))]
     pub train_query_threshold: f32,
-    /// Share of training documents whose caption alone is masked (captioning's prompt);
+    /// Share of training documents whose caption alone is masked, as a captioning prompt;
     /// the rest get CM3's random spans.
     #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub caption_share: f64,
+    /// Copy-friendly image positions: a learned embedding of each code's place in its
+    /// grid, shared by every image in the sequence (`ImagePositions`).
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub image_positions: bool,
 }
 
 fn default_threshold() -> f32 {
@@ -87,6 +109,7 @@ impl Default for RunSettings {
             seed: 0,
             train_query_threshold: DEFAULT_THRESHOLD,
             caption_share: 0.0,
+            image_positions: false,
         }
     }
 }
@@ -176,6 +199,11 @@ impl RunSettings {
         };
         let skip = if self.caption_share > 0.0 {
             format!("{skip}, captions masked in {}", self.caption_share)
+        } else {
+            skip
+        };
+        let skip = if self.image_positions {
+            format!("{skip}, image positions")
         } else {
             skip
         };
@@ -298,13 +326,20 @@ pub fn prepare(
         .context(|| format!("loading the VQGAN in {}", paths.vqgan.display()))?;
     let codec = Cm3Codec::new(text, vqgan.codebook_size());
     let ids = *codec.ids();
-    let Some(model) = Config::preset(&settings.preset, ids.len() as usize) else {
+    let Some(mut model) = Config::preset(&settings.preset, ids.len() as usize) else {
         return Err(Error::BadInput(format!(
             "unknown preset '{}': expected one of {}",
             settings.preset,
             Config::PRESETS.join(", ")
         )));
     };
+    if settings.image_positions {
+        model.image_positions = Some(ImagePositions {
+            first_id: ids.image_range().start,
+            codebook: vqgan.codebook_size() as u32,
+            grid: vqgan.tokens_per_image(),
+        });
+    }
     let corpus = settings.corpus_config(model.max_seq_len);
 
     // The memory is read only to make the caches, so a run folder that has them trains
