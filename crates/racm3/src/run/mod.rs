@@ -336,7 +336,7 @@ pub fn prepare(
     if settings.image_positions {
         model.image_positions = Some(ImagePositions {
             first_id: ids.image_range().start,
-            codebook: vqgan.codebook_size() as u32,
+            codebook: vqgan.codebook_size(),
             grid: vqgan.tokens_per_image(),
         });
     }
