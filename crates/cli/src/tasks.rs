@@ -9,7 +9,7 @@ use clap::Args;
 use image::RgbImage;
 use racm3::data::{image_grid, read_image, save_png};
 use racm3::experiment::demo::{GENERATOR as DEFAULT_GENERATOR, VQGAN as DEFAULT_VQGAN};
-use racm3::generate::sampler::{DEFAULT_CFG, SamplingConfig, validate_cfg};
+use racm3::generate::sampler::{DEFAULT_CFG, SamplingConfig, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD, RetrievalPolicy};
 use racm3::tasks::{
     Context, Demonstration, GeneratedImage, GeneratedText, Loaded, Outputs, SampleSettings,
@@ -70,6 +70,9 @@ pub struct SamplingArgs {
     /// Sample i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Retrieval guidance scale against a stream without the retrieved documents; 1 is none.
+    #[arg(long, default_value_t = 1.0)]
+    retrieval_guidance: f32,
 }
 
 impl SamplingArgs {
@@ -82,6 +85,7 @@ impl SamplingArgs {
                 top_p: self.top_p,
             },
             seed: self.seed,
+            retrieval_guidance: self.retrieval_guidance,
         };
         settings.validate()?;
         Ok(settings)
@@ -257,7 +261,7 @@ fn print_images(out: &Outputs<GeneratedImage>, args: &ModelArgs, written: &Path)
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let settings = args.sampling.settings(1.0)?;
-    validate_cfg(args.cfg)?;
+    validate_guidance("cfg", args.cfg)?;
     let loaded = load(&args.model)?;
     let out = loaded.generator.text_to_image(
         &args.text,

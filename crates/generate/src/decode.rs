@@ -1,17 +1,19 @@
 //! The decoding loop: feed a prompt, then sample one token at a time with the KV cache,
-//! optionally against an unconditional stream for classifier-free guidance, with the
-//! structural constraint applied to every step's logits.
+//! optionally against guidance streams (classifier-free guidance's, retrieval guidance's),
+//! with the structural constraint applied to every step's logits.
 
 use candle_core::{IndexOp, Result, Tensor};
 
 use crate::model::{Cm3Model, KvCache};
 use crate::sampler::{Sampler, Structure, guidance};
 
-/// Classifier-free guidance: the unconditional prompt (the caption replaced by
-/// `<mask:0>`) and the scale s in u + s · (c − u).
+/// A guidance stream: a prompt without the condition (for classifier-free guidance the
+/// caption replaced by `<mask:0>`, for retrieval guidance the prompt without its retrieved
+/// documents) and the scale s in u + s · (c − u). Several streams add their terms:
+/// c + Σ (s_i − 1) · (c − u_i).
 #[derive(Debug, Clone, Copy)]
 pub struct Guidance<'a> {
-    /// The unconditional stream's prompt.
+    /// The stream's prompt.
     pub unconditional_prompt: &'a [u32],
     /// The guidance scale; 1 is no guidance.
     pub scale: f32,
@@ -23,7 +25,7 @@ pub struct Guidance<'a> {
 pub fn sample(
     model: &Cm3Model,
     prompt: &[u32],
-    guidance_stream: Option<Guidance>,
+    streams: &[Guidance],
     structure: &mut Structure,
     sampler: &mut Sampler,
     max_new: usize,
@@ -32,7 +34,7 @@ pub fn sample(
     let mut drawn = sample_batch(
         model,
         prompt,
-        guidance_stream,
+        streams,
         std::slice::from_mut(structure),
         std::slice::from_mut(sampler),
         max_new,
@@ -49,7 +51,7 @@ pub fn sample(
 pub fn sample_batch(
     model: &Cm3Model,
     prompt: &[u32],
-    guidance_stream: Option<Guidance>,
+    streams: &[Guidance],
     structures: &mut [Structure],
     samplers: &mut [Sampler],
     max_new: usize,
@@ -66,7 +68,9 @@ pub fn sample_batch(
         return Ok(Vec::new());
     }
     if prompt.is_empty()
-        || guidance_stream.is_some_and(|stream| stream.unconditional_prompt.is_empty())
+        || streams
+            .iter()
+            .any(|stream| stream.unconditional_prompt.is_empty())
     {
         candle_core::bail!("sampling needs a prompt of at least one token");
     }
@@ -90,13 +94,13 @@ pub fn sample_batch(
             .to_vec2::<f32>()
     };
     let (mut cache, mut logits) = start(prompt)?;
-    let mut unconditional = match guidance_stream {
-        Some(stream) => {
+    let mut guides = streams
+        .iter()
+        .map(|stream| {
             let (cache, logits) = start(stream.unconditional_prompt)?;
-            Some((cache, logits, stream.scale))
-        }
-        None => None,
-    };
+            Ok((cache, logits, stream.scale))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut generated: Vec<Vec<u32>> = vec![Vec::with_capacity(max_new); rows];
     let mut stopped = vec![false; rows];
     for position in 0..max_new {
@@ -106,11 +110,21 @@ pub fn sample_batch(
                 tokens.push(generated[row].last().copied().unwrap_or(0));
                 continue;
             }
-            let mut next = match &unconditional {
-                Some((_, unconditional_logits, scale)) => {
-                    guidance(&logits[row], &unconditional_logits[row], *scale)
+            let conditional = &logits[row];
+            let mut next = match guides.split_first() {
+                Some(((_, first, scale), rest)) => {
+                    let mut next = guidance(conditional, &first[row], *scale);
+                    for (_, unconditional, scale) in rest {
+                        let add = scale - 1.0;
+                        for ((value, &c), &u) in
+                            next.iter_mut().zip(conditional).zip(&unconditional[row])
+                        {
+                            *value += add * (c - u);
+                        }
+                    }
+                    next
                 }
-                None => logits[row].clone(),
+                None => conditional.clone(),
             };
             structures[row].apply(&mut next);
             let Some(token) = samplers[row].sample(&next) else {
@@ -125,7 +139,7 @@ pub fn sample_batch(
             break;
         }
         logits = step(&mut cache, &tokens)?;
-        if let Some((cache, unconditional_logits, _)) = &mut unconditional {
+        for (cache, unconditional_logits, _) in &mut guides {
             *unconditional_logits = step(cache, &tokens)?;
         }
     }

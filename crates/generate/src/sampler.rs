@@ -32,14 +32,15 @@ pub struct InvalidSetting {
     pub expected: &'static str,
 }
 
-/// Refuses a guidance scale outside 0 to [`MAX_CFG`] (1 is none).
-pub fn validate_cfg(cfg: f32) -> Result<(), InvalidSetting> {
-    if (0.0..=MAX_CFG).contains(&cfg) {
+/// Refuses a guidance scale (`cfg`, `retrieval_guidance`) outside 0 to [`MAX_CFG`] (1 is
+/// none).
+pub fn validate_guidance(name: &'static str, scale: f32) -> Result<(), InvalidSetting> {
+    if (0.0..=MAX_CFG).contains(&scale) {
         return Ok(());
     }
     Err(InvalidSetting {
-        name: "cfg",
-        value: cfg.to_string(),
+        name,
+        value: scale.to_string(),
         expected: "from 0 to 100 (1 is no guidance)",
     })
 }
@@ -453,10 +454,10 @@ mod tests {
             assert!(refused.to_string().starts_with(name), "{refused}");
         }
         for cfg in [0.0, 1.0, DEFAULT_CFG, MAX_CFG] {
-            assert!(validate_cfg(cfg).is_ok(), "{cfg}");
+            assert!(validate_guidance("cfg", cfg).is_ok(), "{cfg}");
         }
         for cfg in [f32::NAN, -0.5, 1e38, f32::INFINITY] {
-            assert!(validate_cfg(cfg).is_err(), "{cfg}");
+            assert!(validate_guidance("cfg", cfg).is_err(), "{cfg}");
         }
     }
 }

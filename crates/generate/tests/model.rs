@@ -220,7 +220,7 @@ mod decoding {
         model: &Cm3Model,
         ids: IdSpace,
         prompt: &[u32],
-        guidance: Option<Guidance>,
+        guidance: &[Guidance],
         config: SamplingConfig,
         seed: u64,
     ) -> Vec<u32> {
@@ -255,7 +255,7 @@ mod decoding {
                 &model,
                 ids,
                 &prompt,
-                guidance,
+                guidance.as_slice(),
                 SamplingConfig::default(),
                 seed,
             );
@@ -273,7 +273,7 @@ mod decoding {
         let mut unconditional = prompt.clone();
         unconditional[1] = ids.mask(0).unwrap();
         for seed in 0..3 {
-            let plain = draw(&model, ids, &prompt, None, SamplingConfig::default(), seed);
+            let plain = draw(&model, ids, &prompt, &[], SamplingConfig::default(), seed);
             let guided = Guidance {
                 unconditional_prompt: &unconditional,
                 scale: 1.0,
@@ -282,7 +282,7 @@ mod decoding {
                 &model,
                 ids,
                 &prompt,
-                Some(guided),
+                &[guided],
                 SamplingConfig::default(),
                 seed,
             );
@@ -295,7 +295,7 @@ mod decoding {
                 &model,
                 ids,
                 &prompt,
-                Some(strong),
+                &[strong],
                 SamplingConfig::default(),
                 seed,
             );
@@ -308,17 +308,50 @@ mod decoding {
                 unconditional_prompt: &unconditional,
                 scale: 4.0,
             };
-            draw(&model, ids, &prompt, None, SamplingConfig::default(), seed)
+            draw(&model, ids, &prompt, &[], SamplingConfig::default(), seed)
                 != draw(
                     &model,
                     ids,
                     &prompt,
-                    Some(strong),
+                    &[strong],
                     SamplingConfig::default(),
                     seed,
                 )
         });
         assert!(changed);
+    }
+
+    // A second stream (retrieval guidance's) at scale 1 adds nothing to the first; at a
+    // larger scale it changes some draw.
+    #[test]
+    fn a_second_stream_adds_its_own_term() {
+        let (model, ids, prompt) = setup();
+        let mut masked = prompt.clone();
+        masked[1] = ids.mask(0).unwrap();
+        let cfg = Guidance {
+            unconditional_prompt: &masked,
+            scale: 3.0,
+        };
+        let without = Guidance {
+            unconditional_prompt: &prompt[2..],
+            scale: 1.0,
+        };
+        let config = SamplingConfig::default();
+        for seed in 0..3 {
+            let one = draw(&model, ids, &prompt, &[cfg], config, seed);
+            assert_eq!(
+                one,
+                draw(&model, ids, &prompt, &[cfg, without], config, seed)
+            );
+        }
+        let strong = Guidance {
+            scale: 6.0,
+            ..without
+        };
+        assert!((0..6).any(|seed| {
+            draw(&model, ids, &prompt, &[cfg], config, seed)
+                != draw(&model, ids, &prompt, &[cfg, strong], config, seed)
+        }));
     }
 
     // Greedy decoding (temperature 0) gives the same tokens for any seed; sampling at
@@ -330,12 +363,12 @@ mod decoding {
             temperature: 0.0,
             ..Default::default()
         };
-        let first = draw(&model, ids, &prompt, None, greedy, 1);
+        let first = draw(&model, ids, &prompt, &[], greedy, 1);
         for seed in [2, 99] {
-            assert_eq!(draw(&model, ids, &prompt, None, greedy, seed), first);
+            assert_eq!(draw(&model, ids, &prompt, &[], greedy, seed), first);
         }
         let sampled: Vec<Vec<u32>> = (0..4)
-            .map(|seed| draw(&model, ids, &prompt, None, SamplingConfig::default(), seed))
+            .map(|seed| draw(&model, ids, &prompt, &[], SamplingConfig::default(), seed))
             .collect();
         assert!(sampled.iter().any(|tokens| tokens != &sampled[0]));
     }
@@ -366,7 +399,7 @@ mod decoding {
         let together = sample_batch(
             &model,
             &prompt,
-            Some(guidance),
+            &[guidance],
             &mut structures,
             &mut samplers,
             GRID + 5,
@@ -379,7 +412,7 @@ mod decoding {
             let alone = sample(
                 &model,
                 &prompt,
-                Some(guidance),
+                &[guidance],
                 &mut structure,
                 &mut sampler,
                 GRID + 5,
@@ -391,7 +424,7 @@ mod decoding {
         let err = sample(
             &model,
             &[],
-            None,
+            &[],
             &mut structure_after(ids, &[]),
             &mut Sampler::new(SamplingConfig::default(), 0),
             GRID,

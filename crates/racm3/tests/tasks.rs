@@ -106,6 +106,7 @@ fn settings(samples: usize, temperature: f64) -> SampleSettings {
             ..Default::default()
         },
         seed: 7,
+        retrieval_guidance: 1.0,
     }
 }
 

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use image::RgbImage;
 use racm3::data::{Document, Source, Split};
-use racm3::generate::sampler::{SamplingConfig, validate_cfg};
+use racm3::generate::sampler::{SamplingConfig, validate_guidance};
 use racm3::memory::Memory;
 use racm3::retrieve::{ClipEncoder, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve};
 use racm3::tasks::{Evidence, Generator, Retriever, SampleSettings};
@@ -119,7 +119,8 @@ impl Service {
     pub fn generate(&self, request: GenerateRequest) -> Result<Generated<ImageView>, ApiError> {
         let generator = self.generator()?;
         let text = self.text(&request.text)?;
-        validate_cfg(request.cfg).map_err(|invalid| ApiError::Invalid(invalid.to_string()))?;
+        validate_guidance("cfg", request.cfg)
+            .map_err(|invalid| ApiError::Invalid(invalid.to_string()))?;
         let streams = if request.cfg == 1.0 { 1 } else { 2 };
         let steps = request.sampling.samples * generator.vqgan().tokens_per_image() * streams;
         let settings = self.sample_settings(&request.sampling, steps)?;
@@ -317,6 +318,7 @@ impl Service {
                 top_p: sampling.top_p,
             },
             seed: sampling.seed,
+            retrieval_guidance: sampling.retrieval_guidance,
         };
         settings
             .validate()

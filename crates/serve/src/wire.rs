@@ -83,6 +83,10 @@ pub struct Sampling {
     pub seed: u64,
     /// The retrieval policy's near-copy threshold.
     pub query_threshold: Option<f32>,
+    /// Retrieval guidance scale against a stream without the retrieved documents; 1 is
+    /// none.
+    #[serde(default = "one_f32")]
+    pub retrieval_guidance: f32,
 }
 
 /// `POST /generate`: caption to image.
@@ -232,6 +236,9 @@ fn one() -> usize {
     1
 }
 fn one_f64() -> f64 {
+    1.0
+}
+fn one_f32() -> f32 {
     1.0
 }
 fn one_u64() -> u64 {

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use racm3::experiment::demo::VQGAN as DEFAULT_VQGAN;
 use racm3::experiment::{Drawing, Experiment, Task, default_fid_weights, read_report};
-use racm3::generate::sampler::{DEFAULT_CFG, validate_cfg};
+use racm3::generate::sampler::{DEFAULT_CFG, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD};
 use serde_json::Value;
 
@@ -45,6 +45,9 @@ pub struct EvalArgs {
     /// Classifier-free guidance scale.
     #[arg(long, default_value_t = DEFAULT_CFG)]
     cfg: f32,
+    /// Retrieval guidance scale against a stream without the retrieved documents; 1 is none.
+    #[arg(long, default_value_t = 1.0)]
+    retrieval_guidance: f32,
     /// The split whose entities are held out: val while choosing settings, test once at
     /// the end.
     #[arg(long, default_value = "val")]
@@ -85,7 +88,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let (Some(ra), Some(baseline), Some(memory)) = (&args.ra, &args.baseline, &args.memory) else {
         anyhow::bail!("give --ra, --baseline and --memory, or --render REPORT.json");
     };
-    validate_cfg(args.cfg)?;
+    validate_guidance("cfg", args.cfg)?;
+    validate_guidance("retrieval_guidance", args.retrieval_guidance)?;
     let experiment = Experiment {
         ra: ra.clone(),
         baseline: baseline.clone(),
@@ -96,6 +100,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         drawing: Drawing {
             seeds: args.seeds,
             cfg: args.cfg,
+            retrieval_guidance: args.retrieval_guidance,
         },
         limit: args.limit,
         split: args.split,

@@ -153,6 +153,7 @@ pub fn sheet(
             top_p: Some(0.9),
         },
         seed: 1,
+        retrieval_guidance: 1.0,
     };
     let cell = 64 * SCALE;
     let columns = 3 + 3 * sampling.samples as u32;

@@ -103,7 +103,7 @@ impl ImageScoring<'_> {
         for seed in 0..draw.seeds {
             let label = format!("{label}, seed {seed}");
             let drawn = draw_images(
-                generator, documents, prompting, seed, draw.cfg, &label, observer,
+                generator, documents, prompting, seed, draw, &label, observer,
             )?;
             scores.push(self.score(&drawn.images, &captions)?);
             first.get_or_insert(drawn);
@@ -112,13 +112,16 @@ impl ImageScoring<'_> {
     }
 }
 
-/// How images are drawn for scoring: seeds 0..`seeds`, guidance `cfg`.
+/// How images are drawn for scoring: seeds 0..`seeds`, classifier-free guidance `cfg`,
+/// retrieval guidance `retrieval_guidance`.
 #[derive(Debug, Clone, Copy)]
 pub struct Drawing {
     /// Seeds per caption; the spread over them is reported.
     pub seeds: u64,
     /// Classifier-free guidance scale.
     pub cfg: f32,
+    /// Retrieval guidance scale (1 is none; [`SampleSettings::retrieval_guidance`]).
+    pub retrieval_guidance: f32,
 }
 
 /// Image metrics over seeds.
@@ -176,7 +179,7 @@ pub fn draw_images(
     documents: &[Document],
     prompting: Prompting,
     seed: u64,
-    cfg: f32,
+    draw: &Drawing,
     label: &str,
     observer: &dyn Observer,
 ) -> Result<Drawn, Error> {
@@ -190,7 +193,9 @@ pub fn draw_images(
             top_p: Some(0.9),
         },
         seed,
+        retrieval_guidance: draw.retrieval_guidance,
     };
+    let cfg = draw.cfg;
     let mut drawn = Drawn {
         images: Vec::with_capacity(documents.len()),
         same_entity: 0,

@@ -341,6 +341,7 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         "k": experiment.k,
         "query_threshold": decimal(experiment.query_threshold),
         "cfg": draw.cfg,
+        "retrieval_guidance": draw.retrieval_guidance,
         "sampling": "temperature 1, top-p 0.9, one image per caption and seed; captions greedy",
         "models": results,
     });
@@ -517,6 +518,7 @@ fn caption_task(
             top_p: None,
         },
         seed: 0,
+        retrieval_guidance: 1.0,
     };
     let mut written = Vec::with_capacity(real.len());
     for (image, document) in real.iter().zip(documents) {

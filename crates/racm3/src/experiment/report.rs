@@ -22,6 +22,13 @@ pub fn markdown(report: &Value) -> String {
         report["cfg"],
         report["sampling"].as_str().unwrap_or_default()
     );
+    // Reports made before retrieval guidance drew without it.
+    if let Some(scale) = report["retrieval_guidance"]
+        .as_f64()
+        .filter(|&scale| scale != 1.0)
+    {
+        out.push_str(&format!("Retrieval guidance {scale}.\n"));
+    }
     let ran = |task: &str| report["models"]["ra-cm3"][task].is_object();
     if ran("caption_to_image_seen") {
         out.push_str(&format!(

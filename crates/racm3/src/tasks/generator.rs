@@ -266,7 +266,10 @@ impl Generator {
             prompt.iter().for_each(|&token| structure.observe(token));
             structure
         };
-        let drawn = self.draw(&prompt, guide, opened, grid + 1, settings, |t| t == img_end)?;
+        let streams = Self::streams(&prompt, &context, guide, settings);
+        let drawn = self.draw(&prompt, &streams, opened, grid + 1, settings, |t| {
+            t == img_end
+        })?;
         let image_start = self.ids().image_range().start;
         let grids: Vec<Vec<u32>> = drawn
             .iter()
@@ -401,9 +404,10 @@ impl Generator {
         let prompt = self.prompt(&mut context, &body, hole.len() + 1)?;
         let img_end = self.special(Special::ImgEnd);
         let hole_structure = |ids| Structure::image_hole(ids, hole.len());
+        let streams = Self::streams(&prompt, &context, None, settings);
         let drawn = self.draw(
             &prompt,
-            None,
+            &streams,
             hole_structure,
             hole.len() + 1,
             settings,
@@ -424,13 +428,34 @@ impl Generator {
         Ok(Outputs { samples, context })
     }
 
+    /// The guidance streams for `prompt`, which begins with `context`'s documents:
+    /// classifier-free guidance's `cfg`, if any, and retrieval guidance's (the prompt
+    /// without those documents) when `settings` asks for it and documents were retrieved.
+    fn streams<'a>(
+        prompt: &'a [u32],
+        context: &Context,
+        cfg: Option<Guidance<'a>>,
+        settings: &SampleSettings,
+    ) -> Vec<Guidance<'a>> {
+        let retrieved: usize = context
+            .tokens
+            .iter()
+            .map(|document| document.len() + 1)
+            .sum();
+        let retrieval = (settings.retrieval_guidance != 1.0 && retrieved > 0).then(|| Guidance {
+            unconditional_prompt: &prompt[retrieved.min(prompt.len())..],
+            scale: settings.retrieval_guidance,
+        });
+        cfg.into_iter().chain(retrieval).collect()
+    }
+
     /// `settings.samples` continuations of `prompt`, sample i drawn with seed + i under a
     /// fresh constraint from `structure`, each up to `max_new` tokens and through the first
     /// token for which `stop` is true. Returns (seed, new tokens) per sample.
     fn draw(
         &self,
         prompt: &[u32],
-        guide: Option<Guidance>,
+        streams: &[Guidance],
         structure: impl Fn(IdSpace) -> Structure,
         max_new: usize,
         settings: &SampleSettings,
@@ -447,7 +472,7 @@ impl Generator {
         let drawn = sample_batch(
             &self.model,
             prompt,
-            guide,
+            streams,
             &mut constraints,
             &mut samplers,
             max_new,
@@ -495,9 +520,10 @@ impl Generator {
         ]
         .map(|special| ids.special(special));
         let text_structure = |ids| Structure::new(ids, self.vqgan.tokens_per_image());
+        let streams = Self::streams(&prompt, context, None, settings);
         let drawn = self.draw(
             &prompt,
-            None,
+            &streams,
             text_structure,
             MAX_CAPTION_TOKENS + 1,
             settings,

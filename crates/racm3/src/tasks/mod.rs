@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::Device;
 use image::RgbImage;
 use racm3_generate::Cm3Model;
-use racm3_generate::sampler::SamplingConfig;
+use racm3_generate::sampler::{SamplingConfig, validate_guidance};
 use racm3_memory::Memory;
 use racm3_retrieve::{ClipEncoder, MAX_PROMPT_K, RetrievalPolicy};
 use racm3_tokenize::Cm3Codec;
@@ -74,6 +74,10 @@ pub struct SampleSettings {
     pub sampling: SamplingConfig,
     /// Sample i uses seed + i.
     pub seed: u64,
+    /// Retrieval guidance: the scale s in u + s · (c − u) against a stream without the
+    /// retrieved documents, so l(R) + (s − 1) · (l(R) − l(none)); 1 is none. It applies
+    /// beside classifier-free guidance, and only when documents were retrieved.
+    pub retrieval_guidance: f32,
 }
 
 /// The most samples one request may draw.
@@ -91,6 +95,7 @@ impl SampleSettings {
         }
         self.sampling
             .validate()
+            .and_then(|()| validate_guidance("retrieval_guidance", self.retrieval_guidance))
             .map_err(|invalid| Error::BadInput(invalid.to_string()))
     }
 }
