@@ -29,4 +29,4 @@ pub use index::{
     index_factory,
 };
 pub use racm3_kernels::dot;
-pub use store::{Memory, MemorySearch};
+pub use store::{MAX_ID_BYTES, Memory, MemorySearch};

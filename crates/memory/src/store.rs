@@ -351,6 +351,7 @@ impl Memory {
         }
         let mut fresh = std::collections::HashSet::new();
         for document in documents {
+            check_id(document.id())?;
             if self.live.contains_key(document.id()) || !fresh.insert(document.id()) {
                 return Err(Error::DuplicateId {
                     id: document.id().to_owned(),
@@ -546,6 +547,30 @@ impl Memory {
     }
 }
 
+/// Longest document id, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Refuses an id that is empty, longer than [`MAX_ID_BYTES`] or holds control
+/// characters: ids are printed and sent back in every answer.
+fn check_id(id: &str) -> Result<()> {
+    let problem = if id.is_empty() {
+        "an empty id".to_owned()
+    } else if id.len() > MAX_ID_BYTES {
+        format!(
+            "an id of {} bytes, over the {MAX_ID_BYTES} allowed",
+            id.len()
+        )
+    } else if id.chars().any(char::is_control) {
+        "an id with control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(Error::Document {
+        id: racm3_data::printable(&id.chars().take(80).collect::<String>()),
+        problem,
+    })
+}
+
 /// The committed manifest of the memory in `dir`.
 fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
@@ -555,7 +580,29 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
         });
     }
     let payload = file::read(&path, Kind::Manifest)?;
-    serde_json::from_slice(&payload).map_err(|err| Error::corrupt(&path, err.to_string()))
+    let manifest: Manifest =
+        serde_json::from_slice(&payload).map_err(|err| Error::corrupt(&path, err.to_string()))?;
+    // Every file a manifest names is a plain name inside the memory's folder: a manifest
+    // written by anything else must not make racm3 read elsewhere.
+    let names = manifest
+        .segments
+        .iter()
+        .flat_map(|segment| [&segment.documents, &segment.keys])
+        .chain(&manifest.graph);
+    for name in names {
+        let plain = Path::new(name)
+            .file_name()
+            .is_some_and(|file| file == name.as_str());
+        if !plain || name.starts_with('.') {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "names the file '{name}', which is not a plain file name in the memory's folder"
+                ),
+            ));
+        }
+    }
+    Ok(manifest)
 }
 
 /// The keys of `spec` over `storage`'s rows (all committed).
@@ -595,4 +642,34 @@ fn new_keys(spec: &IndexSpec, dim: usize, servers: &[String], storage: FlatIndex
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A manifest naming a file outside the folder is refused before anything is read.
+    #[test]
+    fn manifest_paths_stay_in_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Memory::create(dir.path(), 2, "flat", serde_json::Value::Null).unwrap();
+        let mut manifest = memory.manifest.clone();
+        drop(memory);
+        for name in [
+            "../outside.bin",
+            "/etc/passwd",
+            "sub/documents-000001.bin",
+            "..",
+        ] {
+            manifest.segments = vec![Segment {
+                documents: name.into(),
+                keys: "keys-000001.bin".into(),
+                count: 0,
+            }];
+            let json = serde_json::to_vec(&manifest).unwrap();
+            file::write(&dir.path().join(MANIFEST), Kind::Manifest, &json).unwrap();
+            let err = Memory::open(dir.path()).err().unwrap().to_string();
+            assert!(err.contains("not a plain file name"), "{name}: {err}");
+        }
+    }
 }

@@ -215,6 +215,35 @@ enum Damage {
     Version,
 }
 
+// Ids that would be trouble to print or send back are refused by name, and the memory is
+// unchanged.
+#[test]
+fn bad_ids_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut memory, _) = build(dir.path(), "flat", 3);
+    let long = "x".repeat(racm3_memory::MAX_ID_BYTES + 1);
+    for (id, expect) in [
+        ("", "empty"),
+        (long.as_str(), "bytes"),
+        ("doc/\x1b[2J", "control"),
+    ] {
+        let template = documents(3..4).remove(0);
+        let document = Document::image_caption(
+            id,
+            template.caption(),
+            template.images().next().unwrap().pixels.clone(),
+            template.source.clone(),
+        );
+        let err = memory
+            .add(&[document], &keys(1, 5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expect), "{err}");
+        assert!(!err.contains('\x1b'), "{err}");
+    }
+    assert_eq!(memory.len(), 3);
+}
+
 // Bad searches are errors that say what was wrong: an empty memory, k = 0, k past the
 // memory's size, a query of the wrong dimension, and a folder that holds no memory.
 #[test]

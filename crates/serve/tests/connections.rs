@@ -66,3 +66,52 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let health = get(&agent(), &format!("{}/health", server.url), None);
     assert_eq!(health.status, 200);
 }
+
+// A command-line writer and the server on one memory: a document added and committed
+// outside the server before its first POST, and the server's own, are both on disk
+// afterwards; while the server holds the memory, another writer is refused by name.
+#[test]
+fn the_server_and_another_writer_never_drop_each_others_documents() {
+    let work = tempfile::tempdir().unwrap();
+    let memory = build_memory(work.path());
+    let server = Server::start(&memory, true, Settings::default());
+    let clip =
+        racm3::memory::load_clip(&racm3_testing::repo_root().join("checkpoints/clip-emoji-small"))
+            .unwrap();
+    let outside = racm3::data::Document::image_caption(
+        "outside/purple",
+        "purple thing",
+        image::RgbImage::from_pixel(64, 64, image::Rgb([128, 0, 128])),
+        racm3::data::Source {
+            dataset: "outside".into(),
+            entity: "purple".into(),
+            split: racm3::data::Split::Train,
+            references: vec!["purple thing".into()],
+            attributes: Default::default(),
+        },
+    );
+    let mut writer = racm3::memory::open(&memory).unwrap();
+    racm3::memory::add_new_documents(&mut writer, &clip, vec![outside], &racm3::data::Silent)
+        .unwrap();
+    drop(writer);
+
+    let face = image_base64(&emoji_png("1f600.png"));
+    let added = post(
+        &agent(),
+        &format!("{}/documents", server.url),
+        None,
+        &serde_json::json!({"documents": [{"id": "server/face", "caption": "a face", "image": face}]}),
+    );
+    assert_eq!(added.status, 200, "{}", added.body);
+    let mut late = racm3::memory::open(&memory).unwrap();
+    let err = racm3::memory::remove_documents(&mut late, &["outside/purple".into()]).unwrap_err();
+    assert!(
+        err.to_string().contains("another process is writing"),
+        "{err}"
+    );
+    drop(late);
+    drop(server);
+    let after = racm3::memory::open(&memory).unwrap();
+    assert!(after.row_of("outside/purple").is_some());
+    assert!(after.row_of("server/face").is_some());
+}
