@@ -54,6 +54,12 @@ pub struct Limits {
     pub max_text_chars: usize,
     /// Documents per `/documents` request.
     pub max_documents: usize,
+    /// Pixels of all the images in one `/documents` request together, read from their
+    /// headers before any is decoded.
+    pub max_request_pixels: u64,
+    /// Stored images are scaled down to fit this many pixels a side, keeping their
+    /// shape, so a memory holds (and every hit sends back) a bounded image.
+    pub stored_image_side: u32,
 }
 
 impl Default for Limits {
@@ -67,6 +73,8 @@ impl Default for Limits {
             max_steps: 16 * 64 * 2,
             max_text_chars: 2000,
             max_documents: 256,
+            max_request_pixels: 4096 * 4096,
+            stored_image_side: 256,
         }
     }
 }

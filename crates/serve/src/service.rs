@@ -237,6 +237,22 @@ impl Service {
         if request.documents.is_empty() {
             return Err(ApiError::Invalid("documents is empty".into()));
         }
+        // Every image's size from its header, before any is decoded.
+        let mut pixels = 0u64;
+        for data in request
+            .documents
+            .iter()
+            .filter_map(|new| new.image.as_deref())
+        {
+            pixels = pixels.saturating_add(self.image_header(data)?.1);
+        }
+        if pixels > self.limits.max_request_pixels {
+            return Err(ApiError::Limit {
+                name: "request_pixels",
+                limit: self.limits.max_request_pixels,
+                got: pixels,
+            });
+        }
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
@@ -256,7 +272,9 @@ impl Service {
                 attributes: Default::default(),
             };
             let document = match &new.image {
-                Some(data) => Document::image_caption(&id, caption, self.image(data)?, source),
+                Some(data) => {
+                    Document::image_caption(&id, caption, self.stored_image(data)?, source)
+                }
                 None => {
                     let mut document = Document::new(&id, source);
                     document.push_text(caption);
@@ -351,6 +369,14 @@ impl Service {
 
     /// Decodes a base64 image after checking its pixel count from the header alone.
     fn image(&self, data: &str) -> Result<RgbImage, ApiError> {
+        let (bytes, _) = self.image_header(data)?;
+        racm3::data::decode_rgb(&bytes, "the image")
+            .map_err(|err| ApiError::Invalid(err.to_string()))
+    }
+
+    /// A base64 image's bytes and pixel count, read from its header alone and checked
+    /// against the per-image limit.
+    fn image_header(&self, data: &str) -> Result<(Vec<u8>, u64), ApiError> {
         let encoded = data.split_once(";base64,").map_or(data, |(_, rest)| rest);
         let bytes = BASE64
             .decode(encoded.trim())
@@ -371,8 +397,25 @@ impl Service {
                 got: pixels,
             });
         }
-        racm3::data::decode_rgb(&bytes, "the image")
-            .map_err(|err| ApiError::Invalid(err.to_string()))
+        Ok((bytes, pixels))
+    }
+
+    /// A document's image as stored: decoded, then scaled down to fit
+    /// `stored_image_side`, so only one full-size image is held at a time.
+    fn stored_image(&self, data: &str) -> Result<RgbImage, ApiError> {
+        let image = self.image(data)?;
+        let side = self.limits.stored_image_side.max(1);
+        if image.width() <= side && image.height() <= side {
+            return Ok(image);
+        }
+        let scale = f64::from(side) / f64::from(image.width().max(image.height()));
+        let fit = |length: u32| ((f64::from(length) * scale).round() as u32).max(1);
+        Ok(image::imageops::resize(
+            &image,
+            fit(image.width()),
+            fit(image.height()),
+            image::imageops::FilterType::Triangle,
+        ))
     }
 
     /// The key of a text and/or base64 image query.

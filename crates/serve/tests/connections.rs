@@ -115,3 +115,53 @@ fn the_server_and_another_writer_never_drop_each_others_documents() {
     assert!(after.row_of("outside/purple").is_some());
     assert!(after.row_of("server/face").is_some());
 }
+
+// Sixteen blank 4096x4096 PNGs in one add (a 1.5 MB body) are refused from their headers
+// with 413 naming the request's pixel budget; an image that passes is stored scaled down
+// to the stored side, shape kept.
+#[test]
+fn adds_are_bounded_in_pixels_and_stored_small() {
+    let work = tempfile::tempdir().unwrap();
+    let memory = build_memory(work.path());
+    let server = Server::start(&memory, true, Settings::default());
+    let png = |width, height| {
+        let mut bytes = Vec::new();
+        image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+    };
+    let blank = png(4096, 4096);
+    let bomb: Vec<_> = (0..16)
+        .map(|i| serde_json::json!({"id": format!("bomb/{i}"), "caption": "blank", "image": blank}))
+        .collect();
+    let url = format!("{}/documents", server.url);
+    let refused = post(
+        &agent(),
+        &url,
+        None,
+        &serde_json::json!({"documents": bomb}),
+    );
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("request_pixels"),
+        "{}",
+        refused.body
+    );
+    let wide = serde_json::json!({"documents": [{"id": "wide/one", "caption": "a wide white thing", "image": png(1000, 600)}]});
+    let added = post(&agent(), &url, None, &wide);
+    assert_eq!(added.status, 200, "{}", added.body);
+    drop(server);
+    let stored = racm3::memory::open(&memory).unwrap();
+    assert!(stored.row_of("bomb/0").is_none());
+    let row = stored.row_of("wide/one").unwrap();
+    let document = stored.document(row).unwrap();
+    let image = &document.images().next().unwrap().pixels;
+    assert_eq!(image.dimensions(), (256, 154));
+}
