@@ -99,3 +99,38 @@ fn hostile_arguments_end_in_errors_not_panics() {
         );
     }
 }
+
+// The sampling values the server refuses (crates/serve/tests/connections.rs) are refused
+// here with the same setting named, before any model loads.
+#[test]
+fn out_of_range_sampling_values_are_refused_by_name() {
+    let table = [
+        ("cfg", "1e38"),
+        ("temperature", "1e-45"),
+        ("temperature", "-1"),
+        ("top-p", "2"),
+        ("top-k", "0"),
+        ("retrieval-guidance", "-1"),
+    ];
+    let work = tempfile::tempdir().unwrap();
+    for (flag, value) in table {
+        let output = racm3(
+            work.path(),
+            &[
+                "generate",
+                "--text",
+                "red apple",
+                &format!("--{flag}={value}"),
+                "--out",
+                "/dev/null",
+            ],
+        );
+        let said = stderr(&output);
+        let name = flag.replace('-', "_");
+        assert!(!output.status.success(), "--{flag}={value} was accepted");
+        assert!(
+            said.contains(&format!("{name} is ")),
+            "--{flag}={value}: {said}"
+        );
+    }
+}

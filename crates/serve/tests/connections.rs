@@ -165,3 +165,33 @@ fn adds_are_bounded_in_pixels_and_stored_small() {
     let image = &document.images().next().unwrap().pixels;
     assert_eq!(image.dimensions(), (256, 154));
 }
+
+/// Sampling values no task can use, with the setting each must be refused for; the CLI's
+/// test (`crates/cli/tests/hostile.rs`) refuses the same table with the same words.
+const OUT_OF_RANGE: [(&str, &str); 6] = [
+    ("cfg", "1e38"),
+    ("temperature", "1e-45"),
+    ("temperature", "-1"),
+    ("top_p", "2"),
+    ("top_k", "0"),
+    ("retrieval_guidance", "-1"),
+];
+
+#[test]
+fn out_of_range_sampling_values_are_refused_by_name() {
+    let work = tempfile::tempdir().unwrap();
+    let memory = build_memory(work.path());
+    let server = Server::start(&memory, false, Settings::default());
+    for (name, value) in OUT_OF_RANGE {
+        let body: serde_json::Value =
+            serde_json::from_str(&format!(r#"{{"text": "red apple", "{name}": {value}}}"#))
+                .unwrap();
+        let refused = post(&agent(), &format!("{}/generate", server.url), None, &body);
+        assert_eq!(refused.status, 422, "{name} {value}: {}", refused.body);
+        let error = refused.body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("{name} is ")),
+            "{name} {value}: {error}"
+        );
+    }
+}
