@@ -239,12 +239,17 @@ impl Service {
         }
         // Every image's size from its header, before any is decoded.
         let mut pixels = 0u64;
-        for data in request
-            .documents
-            .iter()
-            .filter_map(|new| new.image.as_deref())
-        {
-            pixels = pixels.saturating_add(self.image_header(data)?.1);
+        let mut images = Vec::with_capacity(request.documents.len());
+        for new in &request.documents {
+            let bytes = match new.image.as_deref() {
+                Some(data) => {
+                    let (bytes, size) = self.image_header(data)?;
+                    pixels = pixels.saturating_add(size);
+                    Some(bytes)
+                }
+                None => None,
+            };
+            images.push(bytes);
         }
         if pixels > self.limits.max_request_pixels {
             return Err(ApiError::Limit {
@@ -257,7 +262,7 @@ impl Service {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
         let mut documents = Vec::with_capacity(request.documents.len());
-        for (index, new) in request.documents.iter().enumerate() {
+        for (index, (new, image)) in request.documents.iter().zip(images).enumerate() {
             let caption = self.text(&new.caption)?.trim();
             let id = match &new.id {
                 Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
@@ -271,9 +276,9 @@ impl Service {
                 references: Vec::new(),
                 attributes: Default::default(),
             };
-            let document = match &new.image {
-                Some(data) => {
-                    Document::image_caption(&id, caption, self.stored_image(data)?, source)
+            let document = match image {
+                Some(bytes) => {
+                    Document::image_caption(&id, caption, self.stored_image(&bytes)?, source)
                 }
                 None => {
                     let mut document = Document::new(&id, source);
@@ -369,9 +374,7 @@ impl Service {
 
     /// Decodes a base64 image after checking its pixel count from the header alone.
     fn image(&self, data: &str) -> Result<RgbImage, ApiError> {
-        let (bytes, _) = self.image_header(data)?;
-        racm3::data::decode_rgb(&bytes, "the image")
-            .map_err(|err| ApiError::Invalid(err.to_string()))
+        decode(&self.image_header(data)?.0)
     }
 
     /// A base64 image's bytes and pixel count, read from its header alone and checked
@@ -400,10 +403,11 @@ impl Service {
         Ok((bytes, pixels))
     }
 
-    /// A document's image as stored: decoded, then scaled down to fit
-    /// `stored_image_side`, so only one full-size image is held at a time.
-    fn stored_image(&self, data: &str) -> Result<RgbImage, ApiError> {
-        let image = self.image(data)?;
+    /// A document's image as stored: decoded from bytes [`Service::image_header`] checked,
+    /// then scaled down to fit `stored_image_side`, so only one full-size image is held at
+    /// a time.
+    fn stored_image(&self, bytes: &[u8]) -> Result<RgbImage, ApiError> {
+        let image = decode(bytes)?;
         let side = self.limits.stored_image_side.max(1);
         if image.width() <= side && image.height() <= side {
             return Ok(image);
@@ -499,4 +503,9 @@ fn png_base64(image: &RgbImage) -> Result<String, ApiError> {
     let bytes = racm3::data::encode_png(image, "a generated image")
         .map_err(|err| ApiError::Internal(err.to_string()))?;
     Ok(BASE64.encode(bytes))
+}
+
+/// An image's pixels from its checked bytes.
+fn decode(bytes: &[u8]) -> Result<RgbImage, ApiError> {
+    racm3::data::decode_rgb(bytes, "the image").map_err(|err| ApiError::Invalid(err.to_string()))
 }

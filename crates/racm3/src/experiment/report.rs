@@ -88,13 +88,7 @@ pub fn markdown(report: &Value) -> String {
             "| setting | FID | KID | CLIP-FID | CLIPScore |\n| --- | --- | --- | --- | --- |\n",
         );
         for (name, row) in rows {
-            out.push_str(&format!(
-                "| {name} | {} | {} | {} | {} |\n",
-                summary_cell(&row["fid"]),
-                summary_cell(&row["kid"]),
-                summary_cell(&row["clip_fid"]),
-                summary_cell(&row["clip_score"])
-            ));
+            out.push_str(&image_row(&name, row));
         }
     };
     if let Some(rows) = report["ablation"].as_object() {
@@ -239,13 +233,7 @@ fn diagnostics(report: &Value) -> String {
         ),
     ];
     for (name, row) in image_rows.into_iter().filter(|(_, row)| row.is_object()) {
-        out.push_str(&format!(
-            "| {name} | {} | {} | {} | {} |\n",
-            summary_cell(&row["fid"]),
-            summary_cell(&row["kid"]),
-            summary_cell(&row["clip_fid"]),
-            summary_cell(&row["clip_score"])
-        ));
+        out.push_str(&image_row(name, row));
     }
     out.push_str(
         "\n| captions (greedy) | CIDEr-D | ROUGE-L | non-empty |\n| --- | --- | --- | --- |\n",
@@ -310,7 +298,6 @@ pub fn html(markdown: &str) -> String {
     )
 }
 
-/// A number, or a mean ± spread, as a table cell.
 /// The experiment's target, from the paper's gains on COCO: on held-out entities RA-CM3's
 /// FID at least 30% below the baseline's and its CIDEr-D at least 20% above; whether the
 /// report's means meet it. Empty when neither task ran.
@@ -363,6 +350,18 @@ fn against_target(report: &Value) -> String {
     )
 }
 
+/// A table row of an image task's scores: FID, KID, CLIP-FID, CLIPScore.
+fn image_row(name: &str, row: &Value) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} |\n",
+        summary_cell(&row["fid"]),
+        summary_cell(&row["kid"]),
+        summary_cell(&row["clip_fid"]),
+        summary_cell(&row["clip_score"])
+    )
+}
+
+/// A number, or a mean ± spread, as a table cell.
 fn summary_cell(value: &Value) -> String {
     match (value.get("mean"), value.as_f64()) {
         (Some(mean), _) => format!(
