@@ -176,12 +176,17 @@ fn decode_all(
             path: origin.to_owned(),
         });
     }
-    load_parallel(
+    let mut loaded = load_parallel(
         samples,
         |sample| read_pair(dataset, sample?),
         policy,
         progress,
-    )
+    )?;
+    // Skipping every sample would make an empty dataset that looks like a success.
+    if loaded.documents.is_empty() && !loaded.skipped.is_empty() {
+        return Err(loaded.skipped.swap_remove(0));
+    }
+    Ok(loaded)
 }
 
 /// A folder of image-caption pairs in img2dataset's layout.
@@ -277,55 +282,95 @@ impl WebDataset {
         })
     }
 
-    /// Reads every shard; members are read in order, images decoded on all cores.
+    /// Reads every shard; members are read in order, images decoded on all cores. A shard
+    /// that cannot be read to its end (truncated, not a tar) is one bad sample: its members
+    /// before the damage are kept when bad samples are skipped.
     pub fn load(&self, policy: OnBadSample, progress: &dyn Progress) -> Result<Loaded> {
         let mut grouper = Grouper::new();
         for shard in &self.shards {
-            let shard_name = dataset_name(shard);
-            let file = std::fs::File::open(shard).map_err(Error::io(shard))?;
-            let mut archive = tar::Archive::new(file);
-            let bad_tar = |err: std::io::Error| Error::Corrupt {
-                path: shard.clone(),
-                problem: format!("not a readable tar archive: {err}"),
-            };
-            for entry in archive.entries().map_err(bad_tar)? {
-                let mut entry = entry.map_err(bad_tar)?;
-                if !entry.header().entry_type().is_file() {
-                    continue;
-                }
-                let member_name = entry
-                    .path()
-                    .map_err(bad_tar)?
-                    .to_string_lossy()
-                    .into_owned();
-                let stray = |problem: &str| Error::TarMember {
-                    archive: shard.clone(),
-                    member: member_name.clone(),
-                    problem: problem.to_owned(),
-                };
-                let (directory, file_name) = match member_name.rsplit_once('/') {
-                    Some((dir, name)) => (format!("{dir}/"), name),
-                    None => (String::new(), member_name.as_str()),
-                };
-                let Some((stem, extension)) = file_name.split_once('.') else {
-                    grouper
-                        .problems
-                        .push(stray("no extension, so no place in a pair"));
-                    continue;
-                };
-                let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes).map_err(bad_tar)?;
-                let member = Member {
-                    name: format!("{}:{member_name}", shard.display()),
-                    content: Content::Bytes(bytes),
-                };
-                let key = format!("{shard_name}/{directory}{stem}");
-                grouper.add(key, extension, member, stray);
+            if let Err(problem) = read_shard(shard, &mut grouper) {
+                grouper.problems.push(problem);
             }
         }
         let origin = self.shards.first().map_or(Path::new(""), |p| p.as_path());
         decode_all(&self.name, grouper.finish(), origin, policy, progress)
     }
+}
+
+/// Files the members of one tar shard with `grouper`, in order, up to the first damage.
+fn read_shard(shard: &Path, grouper: &mut Grouper) -> Result<()> {
+    let shard_name = dataset_name(shard);
+    let file = std::fs::File::open(shard).map_err(Error::io(shard))?;
+    let mut archive = tar::Archive::new(file);
+    let mut last_member = None;
+    // tar's messages can quote the raw header bytes they could not parse.
+    let bad_tar = |err: std::io::Error, after: &Option<String>| Error::Corrupt {
+        path: shard.to_owned(),
+        problem: match after {
+            Some(member) => format!(
+                "unreadable after member '{member}': {}",
+                crate::printable(&err.to_string())
+            ),
+            None => format!(
+                "not a readable tar archive: {}",
+                crate::printable(&err.to_string())
+            ),
+        },
+    };
+    let entries = archive
+        .entries()
+        .map_err(|err| bad_tar(err, &last_member))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|err| bad_tar(err, &last_member))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let member_name = crate::printable(
+            &entry
+                .path()
+                .map_err(|err| bad_tar(err, &last_member))?
+                .to_string_lossy(),
+        );
+        let stray = |problem: &str| Error::TarMember {
+            archive: shard.to_owned(),
+            member: member_name.clone(),
+            problem: problem.to_owned(),
+        };
+        let (directory, file_name) = match member_name.rsplit_once('/') {
+            Some((dir, name)) => (format!("{dir}/"), name),
+            None => (String::new(), member_name.as_str()),
+        };
+        let Some((stem, extension)) = file_name.split_once('.') else {
+            grouper
+                .problems
+                .push(stray("no extension, so no place in a pair"));
+            continue;
+        };
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|err| bad_tar(err, &last_member))?;
+        // tar hands back a short member at the end of a cut file without an error.
+        if bytes.len() as u64 != entry.size() {
+            let cut = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "member '{member_name}' holds {} of its {} bytes; the file is cut short",
+                    bytes.len(),
+                    entry.size()
+                ),
+            );
+            return Err(bad_tar(cut, &last_member));
+        }
+        let member = Member {
+            name: format!("{}:{member_name}", shard.display()),
+            content: Content::Bytes(bytes),
+        };
+        let key = format!("{shard_name}/{directory}{stem}");
+        grouper.add(key, extension, member, stray);
+        last_member = Some(member_name);
+    }
+    Ok(())
 }
 
 /// A dataset's name from its path: the folder's or file's name without extension.

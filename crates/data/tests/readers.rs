@@ -242,17 +242,72 @@ fn webdataset_stray_members_are_reported() {
     );
 }
 
-// A file that is not a tar at all names the file.
+// A file that is not a tar at all names the file, and prints none of its bytes raw.
 #[test]
 fn not_a_tar_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.tar");
-    std::fs::write(&path, vec![7u8; 1500]).unwrap();
-    let err = Dataset::resolve(path.to_str().unwrap(), &Home::new("/none"))
-        .unwrap()
-        .load(OnBadSample::Skip, &Silent)
-        .unwrap_err();
-    assert!(err.to_string().contains("broken.tar"), "{err}");
+    let mut bytes = vec![7u8; 1500];
+    bytes[100..109].copy_from_slice(b"\x1b[31m\x00\x01\x02\x03");
+    std::fs::write(&path, bytes).unwrap();
+    for policy in [OnBadSample::Skip, OnBadSample::Fail] {
+        let err = Dataset::resolve(path.to_str().unwrap(), &Home::new("/none"))
+            .unwrap()
+            .load(policy, &Silent)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broken.tar"), "{err}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+    }
+}
+
+// A shard cut off in its third pair: skipping bad samples keeps the two pairs before the
+// cut and names the damage; failing on them names the shard and the last good member.
+#[test]
+fn truncated_shard_keeps_the_members_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.tar");
+    let mut builder = tar::Builder::new(Vec::new());
+    for (key, caption) in [("a", "red apple"), ("b", "blue whale"), ("c", "green tree")] {
+        let pixels = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        pixels.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        for (name, data) in [
+            (format!("{key}.png"), png.into_inner()),
+            (format!("{key}.txt"), caption.as_bytes().to_vec()),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, data.as_slice())
+                .unwrap();
+        }
+    }
+    let bytes = builder.into_inner().unwrap();
+    // Each member is a 512-byte header and its padded data; cut inside c.png's data.
+    let c_png = bytes.windows(5).position(|w| w == b"c.png").unwrap();
+    std::fs::write(&path, &bytes[..c_png + 512 + 40]).unwrap();
+    let dataset = Dataset::resolve(path.to_str().unwrap(), &Home::new("/none")).unwrap();
+    let loaded = dataset.load(OnBadSample::Skip, &Silent).unwrap();
+    let captions: Vec<String> = loaded.documents.iter().map(|d| d.caption()).collect();
+    assert_eq!(captions, ["red apple", "blue whale"]);
+    let skipped = messages(&loaded.skipped);
+    assert!(
+        skipped
+            .iter()
+            .any(|m| m.contains("cut.tar") && m.contains("unreadable after member 'b.txt'")),
+        "{skipped:?}"
+    );
+    let err = dataset
+        .load(OnBadSample::Fail, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cut.tar") && err.contains("after member 'b.txt'"),
+        "{err}"
+    );
 }
 
 // Unknown names, empty folders and unfetched built-ins each get their own clear error.

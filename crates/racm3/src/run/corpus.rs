@@ -44,6 +44,10 @@ pub struct CorpusConfig {
     /// rest get CM3's random spans), so image to caption is a trained path and not a rare
     /// mask.
     pub caption_share: f64,
+    /// Share of sequences with retrieval whose first retrieved document is the main
+    /// document itself, unmasked (the other K − 1 as retrieved): exact copies that teach
+    /// the model to read its context before it must read another rendition.
+    pub copy_share: f64,
 }
 
 /// Token ids of documents, keyed by id.
@@ -161,6 +165,7 @@ pub fn sequences(
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     // Its own draws, so a corpus without caption masks is the one it always was.
     let mut caption_rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0xca97);
+    let mut copy_rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0xc0b1);
     let mut out = Vec::with_capacity(documents.len());
     let mut skipped = 0;
     for (index, document) in documents.iter().enumerate() {
@@ -180,7 +185,7 @@ pub fn sequences(
             None => causal_mask_seeded(main, codec.ids(), config.seed.wrapping_add(index as u64))?,
         };
         let without = config.baseline || rng.random_bool(config.no_retrieval_share.clamp(0.0, 1.0));
-        let neighbours: Vec<Vec<u32>> = if without {
+        let mut neighbours: Vec<Vec<u32>> = if without {
             Vec::new()
         } else {
             retrieved
@@ -190,6 +195,13 @@ pub fn sequences(
                 .filter_map(|id| tokens.get(id).cloned())
                 .collect()
         };
+        if !without
+            && config.copy_share > 0.0
+            && copy_rng.random_bool(config.copy_share.clamp(0.0, 1.0))
+        {
+            neighbours.pop();
+            neighbours.insert(0, main.clone());
+        }
         match training_sequence(&neighbours, &masked, codec.ids(), config.max_len) {
             Some(sequence) => out.push(sequence),
             None => skipped += 1,
@@ -312,4 +324,84 @@ pub fn copy_probe(
         }
     }
     probe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racm3_data::{Source, Split};
+    use racm3_tokenize::{Segment, TextTokenizer, TrainOptions};
+
+    fn document(id: &str) -> Document {
+        let source = Source {
+            dataset: "test".into(),
+            entity: id.into(),
+            split: Split::Train,
+            references: Vec::new(),
+            attributes: Default::default(),
+        };
+        let mut document = Document::new(id, source);
+        document.push_text(id);
+        document
+    }
+
+    /// At copy share 1 every sequence starts with its main document itself, then its first
+    /// retrieved one; at 0 with its two retrieved ones. K stays K either way.
+    #[test]
+    fn copy_share_puts_the_document_itself_first() {
+        let words = ["red apple", "blue whale", "green tree"];
+        let texts: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let text = TextTokenizer::train(&texts, &TrainOptions::default()).unwrap();
+        let codec = Cm3Codec::new(text, 16);
+        let documents: Vec<Document> = words.iter().map(|w| document(w)).collect();
+        let tokens: Tokens = words
+            .iter()
+            .map(|w| {
+                (
+                    w.to_string(),
+                    codec.encode(&[Segment::Text(w.to_string())]).unwrap(),
+                )
+            })
+            .collect();
+        let others = |word: &str| -> Vec<String> {
+            words
+                .iter()
+                .filter(|w| **w != word)
+                .map(|w| w.to_string())
+                .collect()
+        };
+        let retrieved: HashMap<String, Vec<String>> =
+            words.iter().map(|w| (w.to_string(), others(w))).collect();
+        let config = |copy_share| CorpusConfig {
+            policy: RetrievalPolicy::top(2),
+            no_retrieval_share: 0.0,
+            baseline: false,
+            max_len: 256,
+            query_dropout: 0.0,
+            seed: 3,
+            caption_share: 0.0,
+            copy_share,
+        };
+        for copy_share in [1.0, 0.0] {
+            let (made, skipped) =
+                sequences(&documents, &tokens, &retrieved, &codec, &config(copy_share)).unwrap();
+            assert_eq!((made.len(), skipped), (3, 0));
+            for (sequence, word) in made.iter().zip(words) {
+                assert_eq!(sequence.retrieved, 2);
+                let context = if copy_share == 1.0 {
+                    vec![word.to_string(), others(word)[0].clone()]
+                } else {
+                    others(word)
+                };
+                let mut expected = tokens[&context[0]].clone();
+                expected.push(codec.ids().special(racm3_tokenize::Special::Break));
+                expected.extend(&tokens[&context[1]]);
+                assert!(
+                    sequence.tokens.starts_with(&expected),
+                    "copy share {copy_share}, {word}: {:?}",
+                    codec.render(&sequence.tokens)
+                );
+            }
+        }
+    }
 }

@@ -84,6 +84,11 @@ pub struct RunSettings {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub image_positions: bool,
+    /// Share of sequences with retrieval whose first retrieved document is the main
+    /// document itself (an exact copy), to teach reading the context.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub copy_share: f64,
 }
 
 fn default_threshold() -> f32 {
@@ -110,6 +115,7 @@ impl Default for RunSettings {
             train_query_threshold: DEFAULT_THRESHOLD,
             caption_share: 0.0,
             image_positions: false,
+            copy_share: 0.0,
         }
     }
 }
@@ -175,6 +181,12 @@ impl RunSettings {
                 self.caption_share
             )));
         }
+        if !(0.0..=1.0).contains(&self.copy_share) {
+            return Err(Error::BadInput(format!(
+                "--copy-share must be in [0, 1], not {}",
+                self.copy_share
+            )));
+        }
         if !(0.0..1.0).contains(&self.query_dropout) {
             return Err(Error::BadInput(format!(
                 "--query-dropout must be in [0, 1), not {}",
@@ -199,6 +211,11 @@ impl RunSettings {
         };
         let skip = if self.caption_share > 0.0 {
             format!("{skip}, captions masked in {}", self.caption_share)
+        } else {
+            skip
+        };
+        let skip = if self.copy_share > 0.0 {
+            format!("{skip}, exact copies retrieved in {}", self.copy_share)
         } else {
             skip
         };
@@ -227,6 +244,7 @@ impl RunSettings {
             query_dropout: self.query_dropout,
             seed: self.seed,
             caption_share: self.caption_share,
+            copy_share: self.copy_share,
         }
     }
 
