@@ -109,6 +109,22 @@ pub enum MemoryCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Rewrite a memory as one segment without the records of removed documents, and
+    /// rebuild its HNSW graph if it held removed rows. (Every commit merges segments by
+    /// itself once there are more than 16; only this reclaims removed documents' space.)
+    ///
+    /// Example: racm3 memory compact --memory mem/emoji
+    Compact {
+        /// The memory folder.
+        #[arg(long)]
+        memory: PathBuf,
+        /// Wait for another process writing to the memory instead of failing.
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a memory: documents, key dimension, index, encoder.
     ///
     /// Example: racm3 memory info mem/emoji
@@ -194,6 +210,33 @@ pub fn run(command: MemoryCommand) -> Result<()> {
                 opened.len(),
                 memory.display()
             );
+            Ok(())
+        }
+        MemoryCommand::Compact { memory, wait, json } => {
+            let mut opened = open(&memory)?;
+            opened.wait_for_writer(wait);
+            let done = opened
+                .compact()
+                .with_context(|| format!("compacting the memory in {}", memory.display()))?;
+            if json {
+                let report = json!({
+                    "memory": memory,
+                    "segments_before": done.segments_before,
+                    "segments_after": done.segments_after,
+                    "removed_dropped": done.removed_dropped,
+                    "documents": done.documents,
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{}: {} segments into {}, {} removed documents dropped; {} documents",
+                    memory.display(),
+                    done.segments_before,
+                    done.segments_after,
+                    done.removed_dropped,
+                    done.documents
+                );
+            }
             Ok(())
         }
         MemoryCommand::Info { memory, json } => {

@@ -209,6 +209,7 @@ fn help_texts_have_examples() {
         &["memory", "build"],
         &["memory", "add"],
         &["memory", "remove"],
+        &["memory", "compact"],
         &["memory", "info"],
         &["retrieve"],
         &["train"],

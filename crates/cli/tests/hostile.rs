@@ -38,6 +38,7 @@ fn hostile_arguments_end_in_errors_not_panics() {
         &["memory", "build", "BAD", "--clip", "BAD", "--out", "BAD"],
         &["memory", "add", "BAD", "--memory", "BAD"],
         &["memory", "remove", "x", "--memory", "BAD"],
+        &["memory", "compact", "--memory", "BAD"],
         &["memory", "info", "BAD"],
         &[
             "retrieve", "--memory", "BAD", "--text", "\x1b[2J", "-k", "1000000",

@@ -147,6 +147,36 @@ fn clip_memory_and_retrieve_from_the_command_line() {
             .iter()
             .all(|row| row["id"] != victim.as_str())
     );
+    // Compaction drops the removed document's record and answers the same.
+    let compacted = json(&racm3(
+        &home,
+        &["memory", "compact", "--memory", mem_arg, "--json"],
+    ));
+    assert_eq!(compacted["removed_dropped"], 1, "{compacted}");
+    assert_eq!(compacted["documents"], 36, "{compacted}");
+    assert_eq!(compacted["segments_after"], 1, "{compacted}");
+    let after = json(&racm3(
+        &home,
+        &[
+            "retrieve",
+            "--memory",
+            mem_arg,
+            "--text",
+            "grinning face",
+            "-k",
+            "36",
+            "--query-threshold",
+            "2",
+            "--pairwise-threshold",
+            "2",
+            "--json",
+        ],
+    ));
+    let ids = |rows: &serde_json::Value| -> Vec<String> {
+        let rows = rows.as_array().unwrap();
+        rows.iter().map(|row| row["id"].to_string()).collect()
+    };
+    assert_eq!(ids(&after), ids(&all));
 
     // k past the memory's 36 documents returns all 36 (clamped in retrieval, for every
     // caller).
@@ -334,4 +364,76 @@ fn committed_clip_recalls_held_out_emoji() {
         entity["image_to_other_rendition"][2].as_f64().unwrap() > 0.5,
         "{entity}"
     );
+}
+
+// Three `memory add` processes started at once on one memory, one of them with --wait:
+// each either adds its documents or is refused by name, the waiting one always adds, and
+// the memory ends holding every document an add acknowledged.
+#[test]
+fn concurrent_adds_from_the_command_line_lose_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let mem = work.path().join("mem");
+    let clip = checkpoint("clip-emoji-small");
+    let (mem_arg, clip_arg) = (mem.to_str().unwrap(), clip.to_str().unwrap());
+    let built = racm3(
+        &fixtures(),
+        &[
+            "memory",
+            "build",
+            "emoji-twitter",
+            "--index",
+            "hnsw16",
+            "--clip",
+            clip_arg,
+            "--out",
+            mem_arg,
+        ],
+    );
+    assert!(built.status.success(), "{}", stderr(&built));
+    let stored = |output: &std::process::Output| -> usize {
+        let out = stdout(output);
+        let added = out
+            .split("added ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next());
+        added.unwrap_or_else(|| panic!("{out}")).parse().unwrap()
+    };
+    let base = stored(&built);
+    let adds = [
+        ("emoji-google", false),
+        ("emoji-openmoji", false),
+        ("emoji-fluent", true),
+    ];
+    let children: Vec<_> = adds
+        .iter()
+        .map(|(dataset, wait)| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_racm3"));
+            command
+                .args(["memory", "add", dataset, "--memory", mem_arg])
+                .env("RACM3_HOME", fixtures());
+            if *wait {
+                command.arg("--wait");
+            }
+            command.stdout(std::process::Stdio::piped());
+            command.stderr(std::process::Stdio::piped());
+            command.spawn().unwrap()
+        })
+        .collect();
+    let mut acknowledged = base;
+    for ((dataset, wait), child) in adds.iter().zip(children) {
+        let output = child.wait_with_output().unwrap();
+        if output.status.success() {
+            acknowledged += stored(&output);
+        } else {
+            assert!(!wait, "{dataset} --wait failed: {}", stderr(&output));
+            assert!(
+                stderr(&output).contains("another process is writing to this memory"),
+                "{dataset}: {}",
+                stderr(&output)
+            );
+        }
+    }
+    let info = json(&racm3(&fixtures(), &["memory", "info", mem_arg, "--json"]));
+    assert_eq!(info["documents"], acknowledged, "{info}");
+    assert!(acknowledged > base);
 }

@@ -29,4 +29,4 @@ pub use index::{
     index_factory,
 };
 pub use racm3_kernels::dot;
-pub use store::{MAX_ID_BYTES, Memory, MemorySearch};
+pub use store::{AUTO_MERGE_SEGMENTS, Compaction, MAX_ID_BYTES, Memory, MemorySearch};

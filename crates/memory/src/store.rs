@@ -203,8 +203,27 @@ impl Memory {
 
     /// Opens the last committed state of the memory in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
+        let mut tries = 0;
+        loop {
+            let manifest = read_manifest(dir)?;
+            let generation = manifest.generation;
+            match Self::open_manifest(dir, manifest) {
+                Ok(memory) => return Ok(memory),
+                // A writer committed (and removed the files this manifest named) while
+                // they were read: the newer state is the one to open.
+                Err(_)
+                    if tries < 3
+                        && read_manifest(dir).is_ok_and(|now| now.generation != generation) =>
+                {
+                    tries += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn open_manifest(dir: &Path, manifest: Manifest) -> Result<Self> {
         let manifest_path = dir.join(MANIFEST);
-        let manifest = read_manifest(dir)?;
         let mut payloads = Vec::new();
         let mut rows = Vec::new();
         let mut vectors = Vec::new();
@@ -441,8 +460,106 @@ impl Memory {
         }
         self.committed_rows = self.rows.len();
         self.dirty = false;
+        if self.manifest.segments.len() > AUTO_MERGE_SEGMENTS {
+            // The commit above is durable whatever happens here; a failed merge leaves the
+            // segments as they were, to be merged at the next commit or by `compact`.
+            let _ = self.rewrite(false);
+        }
         self.remove_stray_files();
         Ok(())
+    }
+
+    /// Rewrites the memory as one segment without the records of removed documents (a
+    /// pgvector memory keeps them, as its servers number rows as they were added), and
+    /// rebuilds an HNSW graph that held removed rows. Uncommitted changes are committed
+    /// first. Atomic like a commit: a crash leaves the memory as it was before or after.
+    /// Rows are renumbered; ids are not.
+    pub fn compact(&mut self) -> Result<Compaction> {
+        self.lock_for_writing()?;
+        self.commit()?;
+        let remote = matches!(self.keys, Keys::Remote { .. });
+        let compaction = self.rewrite(!remote)?;
+        self.remove_stray_files();
+        Ok(compaction)
+    }
+
+    /// Merges the committed segments into one, dropping removed rows when `drop_removed`,
+    /// then reopens the result. Needs the write lock and nothing uncommitted.
+    fn rewrite(&mut self, drop_removed: bool) -> Result<Compaction> {
+        let segments_before = self.manifest.segments.len();
+        let removed = self.removed.iter().filter(|removed| **removed).count();
+        let dropped = if drop_removed { removed } else { 0 };
+        if segments_before <= 1 && dropped == 0 {
+            return Ok(Compaction {
+                segments_before,
+                segments_after: segments_before,
+                removed_dropped: 0,
+                documents: self.len(),
+            });
+        }
+        let dim = self.dim();
+        let vectors = self.keys.exact().vectors();
+        let mut payload = Vec::new();
+        let mut kept = Vec::with_capacity(self.rows.len() * dim);
+        let mut count = 0;
+        for (row, stored) in self.rows.iter().enumerate() {
+            if dropped > 0 && self.removed[row] {
+                continue;
+            }
+            // A record is its u32 length, then the bytes its range covers.
+            let record = stored.range.start - 4..stored.range.end;
+            payload.extend_from_slice(&self.payloads[stored.segment][record]);
+            kept.extend_from_slice(&vectors[row * dim..(row + 1) * dim]);
+            count += 1;
+        }
+        let generation = self.manifest.generation + 1;
+        let mut manifest = self.manifest.clone();
+        manifest.generation = generation;
+        let segment = Segment {
+            documents: format!("documents-{generation:06}.bin"),
+            keys: format!("keys-{generation:06}.bin"),
+            count,
+        };
+        file::write(
+            &self.dir.join(&segment.documents),
+            Kind::Documents,
+            &payload,
+        )?;
+        let keys = FlatIndex::from_vectors(dim, kept)?;
+        file::write(
+            &self.dir.join(&segment.keys),
+            Kind::Keys,
+            &keys.to_payload(),
+        )?;
+        if dropped > 0 {
+            manifest.removed.clear();
+            if let Keys::Hnsw(hnsw) = &self.keys {
+                let mut rebuilt = HnswIndex::new(dim, hnsw.config());
+                rebuilt.add(keys.vectors())?;
+                let graph = format!("graph-{generation:06}.bin");
+                file::write(
+                    &self.dir.join(&graph),
+                    Kind::Graph,
+                    &rebuilt.graph_payload(),
+                )?;
+                manifest.graph = Some(graph);
+            }
+        }
+        manifest.segments = vec![segment];
+        let json = serde_json::to_vec_pretty(&manifest).expect("plain data serializes");
+        file::write(&self.dir.join(MANIFEST), Kind::Manifest, &json)?;
+        // What is searched from now on is what the disk holds.
+        let writer = self.writer.take();
+        let wait_for_writer = self.wait_for_writer;
+        *self = Memory::open(&self.dir)?;
+        self.writer = writer;
+        self.wait_for_writer = wait_for_writer;
+        Ok(Compaction {
+            segments_before,
+            segments_after: 1,
+            removed_dropped: dropped,
+            documents: self.len(),
+        })
     }
 
     fn write_manifest(&self) -> Result<()> {
@@ -545,6 +662,23 @@ impl Memory {
             None => self.dir.join("(uncommitted documents)"),
         }
     }
+}
+
+/// Committed segments past which a commit merges them into one (keeping removed rows,
+/// so no index is rebuilt): every `POST /documents` commits a segment of its own.
+pub const AUTO_MERGE_SEGMENTS: usize = 16;
+
+/// What [`Memory::compact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Committed segments before.
+    pub segments_before: usize,
+    /// Committed segments after.
+    pub segments_after: usize,
+    /// Removed documents whose records were dropped.
+    pub removed_dropped: usize,
+    /// Live documents.
+    pub documents: usize,
 }
 
 /// Longest document id, in bytes.

@@ -310,3 +310,219 @@ fn reads_format_version_1() {
         .unwrap();
     assert_eq!(memory.id(hits[0][0].label), Some("fixture/2"));
 }
+
+/// The `documents-*.bin` segment files in a memory folder.
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.starts_with("documents-") && name.ends_with(".bin")
+        })
+        .count()
+}
+
+// Compaction leaves one segment without the removed documents' records, every live
+// document and search answer as before, and an HNSW graph over the live rows only.
+#[test]
+fn compaction_drops_removed_records_and_keeps_the_rest() {
+    for spec in ["flat", "hnsw16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut memory, _) = build(dir.path(), spec, 30);
+        let more = keys(40, 11);
+        for batch in 0..2 {
+            let range = 30 + 5 * batch..35 + 5 * batch;
+            memory
+                .add(
+                    &documents(range.clone()),
+                    &more[range.start * DIM..range.end * DIM],
+                )
+                .unwrap();
+            memory.commit().unwrap();
+        }
+        for id in ["doc/0", "doc/7", "doc/31"] {
+            memory.remove(id).unwrap();
+        }
+        memory.commit().unwrap();
+        let size_before: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.metadata().unwrap().len())
+            .sum();
+        let query = &more[36 * DIM..37 * DIM];
+        let answer = top_ids(&memory, query, 5);
+        assert_eq!(segment_files(dir.path()), 3);
+
+        let compaction = memory.compact().unwrap();
+        assert_eq!(
+            (compaction.segments_before, compaction.segments_after),
+            (3, 1)
+        );
+        assert_eq!((compaction.removed_dropped, compaction.documents), (3, 37));
+        assert_eq!(segment_files(dir.path()), 1, "{spec}: old segments removed");
+        let size_after: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.metadata().unwrap().len())
+            .sum();
+        assert!(
+            size_after < size_before,
+            "{spec}: {size_after} >= {size_before}"
+        );
+        for memory in [memory, Memory::open(dir.path()).unwrap()] {
+            assert_eq!(memory.len(), 37);
+            assert_eq!(top_ids(&memory, query, 5), answer, "{spec}");
+            assert_eq!(memory.row_of("doc/7"), None);
+            let row = memory.row_of("doc/36").unwrap();
+            assert_eq!(memory.document(row).unwrap().caption(), "caption 36");
+            assert_eq!(memory.ids().count(), 37);
+        }
+        // Nothing more to do: a second compaction changes nothing.
+        let mut memory = Memory::open(dir.path()).unwrap();
+        let again = memory.compact().unwrap();
+        assert_eq!((again.segments_before, again.removed_dropped), (1, 0));
+    }
+}
+
+// A commit past AUTO_MERGE_SEGMENTS merges the segments, so a memory fed one document at a
+// time (one POST /documents each) does not grow a segment per add.
+#[test]
+fn many_small_commits_are_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut memory, _) = build(dir.path(), "hnsw16", 5);
+    let more = keys(45, 12);
+    for i in 5..45 {
+        memory
+            .add(&documents(i..i + 1), &more[i * DIM..(i + 1) * DIM])
+            .unwrap();
+        memory.commit().unwrap();
+        assert!(segment_files(dir.path()) <= racm3_memory::AUTO_MERGE_SEGMENTS);
+    }
+    let reopened = Memory::open(dir.path()).unwrap();
+    assert_eq!(reopened.len(), 45);
+    assert_eq!(top_ids(&reopened, &more[44 * DIM..], 1), vec!["doc/44"]);
+}
+
+/// The documents a kill-test memory holds after `step` steps: 300 to start with, then in
+/// each round of three steps 8 added, 3 of those removed, and a compaction.
+fn kill_test_state(step: usize) -> std::collections::BTreeSet<String> {
+    let mut ids: std::collections::BTreeSet<String> =
+        (0..300).map(|i| format!("doc/{i}")).collect();
+    for done in 1..=step {
+        let base = 1000 + 8 * ((done - 1) / 3);
+        match done % 3 {
+            1 => ids.extend((base..base + 8).map(|i| format!("doc/{i}"))),
+            2 => (base..base + 3).for_each(|i| {
+                ids.remove(&format!("doc/{i}"));
+            }),
+            _ => {}
+        }
+    }
+    ids
+}
+
+// Run by kill_9_during_compaction_loses_nothing in a child process, which kills it.
+#[test]
+#[ignore = "the child process of kill_9_during_compaction_loses_nothing"]
+fn compaction_child() {
+    let (Ok(dir), Ok(from)) = (
+        std::env::var("RACM3_KILL_TEST_MEMORY"),
+        std::env::var("RACM3_KILL_TEST_FROM"),
+    ) else {
+        return;
+    };
+    let from: usize = from.parse().unwrap();
+    let mut memory = Memory::open(Path::new(&dir)).unwrap();
+    for step in from + 1..from + 60 {
+        println!("begin {step}");
+        let base = 1000 + 8 * ((step - 1) / 3);
+        match step % 3 {
+            1 => {
+                memory
+                    .add(&documents(base..base + 8), &keys(8, step as u64))
+                    .unwrap();
+                memory.commit().unwrap();
+            }
+            2 => {
+                for i in base..base + 3 {
+                    memory.remove(&format!("doc/{i}")).unwrap();
+                }
+                memory.commit().unwrap();
+            }
+            _ => {
+                memory.compact().unwrap();
+            }
+        }
+        println!("done {step}");
+    }
+}
+
+// kill -9 at 0, 2, 4, … 30 ms after a compaction begins (here one takes about 16-20 ms: it
+// merges segments, drops removed records and rebuilds the HNSW graph; later kills land in
+// the adds and removals after it): the memory always reopens holding exactly the last
+// acknowledged state or the one being made.
+#[test]
+fn kill_9_during_compaction_loses_nothing() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (memory, _) = build(dir.path(), "hnsw16", 300);
+    drop(memory);
+    let mut step = 0;
+    for trial in 0..16u64 {
+        // The next compaction step after `step`.
+        let target = step + 3 - step % 3;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "compaction_child", "--ignored", "--nocapture"])
+            .env("RACM3_KILL_TEST_MEMORY", dir.path())
+            .env("RACM3_KILL_TEST_FROM", step.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acknowledged = step;
+        let mut began = false;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(done) = line.strip_prefix("done ") {
+                acknowledged = done.parse().unwrap();
+            }
+            if line == format!("begin {target}") {
+                began = true;
+                break;
+            }
+        }
+        assert!(
+            began,
+            "trial {trial}: the child stopped before step {target}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(trial * 2));
+        eprintln!("trial {trial}: killed {} ms into step {target}", trial * 2);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for line in lines {
+            let Ok(line) = line else { break };
+            if let Some(done) = line.strip_prefix("done ") {
+                acknowledged = done.parse().unwrap();
+            }
+        }
+        let memory = Memory::open(dir.path())
+            .unwrap_or_else(|err| panic!("trial {trial}: the memory does not open: {err}"));
+        let held: std::collections::BTreeSet<String> = memory.ids().map(str::to_owned).collect();
+        step = if held == kill_test_state(acknowledged) {
+            acknowledged
+        } else if held == kill_test_state(acknowledged + 1) {
+            acknowledged + 1
+        } else {
+            panic!(
+                "trial {trial}: after step {acknowledged} the memory holds {} documents, not {}",
+                held.len(),
+                kill_test_state(acknowledged).len()
+            );
+        };
+        eprintln!("  -> memory at step {step}");
+        let row = memory.row_of("doc/299").unwrap();
+        assert_eq!(memory.document(row).unwrap().caption(), "caption 299");
+    }
+}
