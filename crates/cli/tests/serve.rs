@@ -189,3 +189,68 @@ fn a_missing_memory_is_named_with_a_hint() {
     );
     assert!(lines[1].starts_with("hint: "), "{stderr}");
 }
+
+/// A process's resident and peak resident memory in MiB, from /proc.
+#[cfg(target_os = "linux")]
+fn resident_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|line| line.starts_with(name)).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+// The issue's image bomb (16 blank 4096x4096 PNGs in one 1.5 MB body, which once took the
+// server from 280 MB to 1.8 GB) is refused from the headers and leaves the server's memory
+// as it was; a 4096x4096 image within the budget, added three times, is decoded one at a
+// time and stored small. The bounds: the refused bomb adds at most 64 MiB to the warm
+// server's peak, the three adds at most 160 MiB (measured here: 18 and 79 MiB).
+#[cfg(target_os = "linux")]
+#[test]
+fn image_bombs_stay_within_a_memory_bound() {
+    let work = tempfile::tempdir().unwrap();
+    let memory = build_memory(work.path());
+    let server = Server::start(&memory, &["--retrieval-only"]);
+    let pid = server.child.id();
+    let url = format!("{}/documents", server.url);
+    let http = agent();
+    let small = image_base64(&emoji_png("1f34e.png"));
+    let warm = json!({"documents": [{"id": "warm/0", "caption": "apple", "image": small}]});
+    assert_eq!(http.post(&url).send_json(&warm).unwrap().status(), 200);
+    let (baseline, _) = resident_mib(pid);
+
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(4096, 4096, image::Rgb([255, 255, 255]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let blank = BASE64.encode(&png);
+    let bomb: Vec<_> = (0..16)
+        .map(|i| json!({"id": format!("bomb/{i}"), "caption": "blank", "image": blank}))
+        .collect();
+    let refused = http
+        .post(&url)
+        .send_json(json!({"documents": bomb}))
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    let (after_bomb, peak_bomb) = resident_mib(pid);
+    for i in 0..3 {
+        let one =
+            json!({"documents": [{"id": format!("big/{i}"), "caption": "blank", "image": blank}]});
+        assert_eq!(http.post(&url).send_json(&one).unwrap().status(), 200);
+    }
+    let (after_big, peak) = resident_mib(pid);
+    eprintln!(
+        "server RSS: {baseline} MiB warm; {after_bomb} MiB (peak {peak_bomb}) after the refused bomb; \
+         {after_big} MiB (peak {peak}) after three 4096x4096 adds"
+    );
+    assert!(
+        peak_bomb <= baseline + 64,
+        "the refused bomb raised the peak from {baseline} to {peak_bomb} MiB"
+    );
+    assert!(
+        peak <= baseline + 160,
+        "4096x4096 adds raised the peak from {baseline} to {peak} MiB"
+    );
+}

@@ -62,7 +62,12 @@ pub(crate) fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<()> {
 
 /// Reads a `kind` file and returns its checked payload.
 pub(crate) fn read(path: &Path, kind: Kind) -> Result<Vec<u8>> {
-    let mut bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    open_container(bytes, kind, path)
+}
+
+/// The checked payload of a `kind` file's bytes, read from `path`.
+pub(crate) fn open_container(mut bytes: Vec<u8>, kind: Kind, path: &Path) -> Result<Vec<u8>> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return Err(Error::Foreign {
             path: path.to_owned(),

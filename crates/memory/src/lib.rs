@@ -29,4 +29,6 @@ pub use index::{
     index_factory,
 };
 pub use racm3_kernels::dot;
+#[cfg(feature = "testing")]
+pub use store::parse_any_file;
 pub use store::{AUTO_MERGE_SEGMENTS, Compaction, MAX_ID_BYTES, Memory, MemorySearch};

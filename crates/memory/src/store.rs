@@ -713,9 +713,13 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
             path: dir.to_owned(),
         });
     }
-    let payload = file::read(&path, Kind::Manifest)?;
+    parse_manifest(&file::read(&path, Kind::Manifest)?, &path)
+}
+
+/// A manifest from its payload, read from `path`; refused if it names files elsewhere.
+fn parse_manifest(payload: &[u8], path: &Path) -> Result<Manifest> {
     let manifest: Manifest =
-        serde_json::from_slice(&payload).map_err(|err| Error::corrupt(&path, err.to_string()))?;
+        serde_json::from_slice(payload).map_err(|err| Error::corrupt(path, err.to_string()))?;
     // Every file a manifest names is a plain name inside the memory's folder: a manifest
     // written by anything else must not make racm3 read elsewhere.
     let names = manifest
@@ -729,7 +733,7 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
             .is_some_and(|file| file == name.as_str());
         if !plain || name.starts_with('.') {
             return Err(Error::corrupt(
-                &path,
+                path,
                 format!(
                     "names the file '{name}', which is not a plain file name in the memory's folder"
                 ),
@@ -737,6 +741,29 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
         }
     }
     Ok(manifest)
+}
+
+/// Every reader of the memory's files on arbitrary bytes, for the fuzz targets: the first
+/// byte picks the file (container, manifest, documents, keys, graph), the rest is its
+/// content. Errors are the expected answer to most inputs; a panic or a hang is a bug.
+#[cfg(feature = "testing")]
+pub fn parse_any_file(data: &[u8]) -> Result<()> {
+    let Some((&which, bytes)) = data.split_first() else {
+        return Ok(());
+    };
+    let path = Path::new("fuzzed.bin");
+    match which % 5 {
+        0 => file::open_container(bytes.to_vec(), Kind::Documents, path).map(drop),
+        1 => parse_manifest(bytes, path).map(drop),
+        2 => {
+            for (_, range) in record::index(bytes, path)? {
+                record::decode(&bytes[range], path)?;
+            }
+            Ok(())
+        }
+        3 => FlatIndex::from_payload(bytes, path).map(drop),
+        _ => HnswIndex::from_payload(bytes, path).map(drop),
+    }
 }
 
 /// The keys of `spec` over `storage`'s rows (all committed).

@@ -50,8 +50,12 @@ impl FlatIndex {
 
     /// Reads an index written by [`VectorIndex::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let payload = file::read(path, Kind::Keys)?;
-        let mut reader = file::Reader::new(&payload, path);
+        Self::from_payload(&file::read(path, Kind::Keys)?, path)
+    }
+
+    /// The index in a keys file's payload ([`FlatIndex::to_payload`]), read from `path`.
+    pub(crate) fn from_payload(payload: &[u8], path: &Path) -> Result<Self> {
+        let mut reader = file::Reader::new(payload, path);
         let dim = reader.u64()? as usize;
         let values = file::bytes_to_f32s(reader.take(payload.len() - 8)?, path)?;
         Self::from_vectors(dim, values).map_err(|err| Error::corrupt(path, err.to_string()))

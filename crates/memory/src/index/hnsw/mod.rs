@@ -598,8 +598,12 @@ impl HnswIndex {
 
     /// Reads an index written by [`VectorIndex::save`]: the vectors, then the graph.
     pub fn load(path: &Path) -> Result<Self> {
-        let payload = file::read(path, Kind::Graph)?;
-        let mut reader = file::Reader::new(&payload, path);
+        Self::from_payload(&file::read(path, Kind::Graph)?, path)
+    }
+
+    /// The index in the payload [`VectorIndex::save`] writes, read from `path`.
+    pub(crate) fn from_payload(payload: &[u8], path: &Path) -> Result<Self> {
+        let mut reader = file::Reader::new(payload, path);
         let dim = reader.u64()? as usize;
         let rows = reader.u64()? as usize;
         let vectors = file::bytes_to_f32s(reader.take(rows * dim * 4)?, path)?;
