@@ -27,7 +27,7 @@ for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" "artifacts/$target" "new/$target"
   echo "== $target: $seconds s"
   "target/$host/release/$target" -max_total_time="$seconds" -print_final_stats=1 \
-    -artifact_prefix="artifacts/$target/" -timeout=20 -rss_limit_mb=4096 \
+    -artifact_prefix="artifacts/$target/" -timeout=20 -rss_limit_mb=4096 -max_len=8192 \
     "new/$target" "corpus/$target" "seeds/$target" 2>&1 | tee "logs/$target.log" |
     grep -E "^(#[0-9]+ +DONE|stat::|==[0-9]+== ERROR|SUMMARY)" || true
   # Keep only inputs that add coverage, so the committed corpus stays small.

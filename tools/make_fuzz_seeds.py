@@ -1,7 +1,9 @@
 """Writes fuzz/seeds/<target>/: one valid input of each kind each fuzz target reads, made
-from the repo's fixtures and a memory that `racm3 memory build` makes (the first argument:
-a folder it built, e.g. `racm3 memory build emoji-twitter --index hnsw16 --out M` with
-RACM3_HOME=tests/fixtures/data). Valid inputs let the fuzzer start past the headers."""
+from the repo's fixtures and a memory of two documents that `racm3 memory build` makes (the
+first argument: its folder). The seeds here were made from two 16x16 one-colour PNGs
+captioned "red apple" and "blue whale", built with
+`racm3 memory build PAIRS --index hnsw16 --out M` (RACM3_HOME=tests/fixtures/data).
+Valid inputs let the fuzzer start past the headers; small ones keep the corpus small."""
 
 import base64
 import glob

@@ -45,6 +45,7 @@ static APP: LazyLock<App> = LazyLock::new(|| {
     App {
         router: racm3_serve::router(Arc::new(service), &settings),
         runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap(),
         _dir: dir,

@@ -85,7 +85,8 @@ pub(crate) fn open_container(mut bytes: Vec<u8>, kind: Kind, path: &Path) -> Res
         });
     }
     let declared = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    let expected_len = (HEADER_LEN + FOOTER_LEN) as u64 + declared;
+    // A declared length near u64::MAX would wrap; saturating keeps it a mismatch.
+    let expected_len = ((HEADER_LEN + FOOTER_LEN) as u64).saturating_add(declared);
     if bytes.len() as u64 != expected_len {
         return Err(Error::corrupt(
             path,

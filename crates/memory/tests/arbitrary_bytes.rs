@@ -25,6 +25,20 @@ fn the_seeds_parse() {
     }
 }
 
+// Every input the fuzzer ever crashed on (fuzz/regressions/memory_files) is an error now.
+#[test]
+fn fuzz_regressions_are_errors() {
+    let dir = racm3_testing::repo_root().join("fuzz/regressions/memory_files");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        assert!(parse_any_file(&data).is_err(), "{}", path.display());
+        count += 1;
+    }
+    assert!(count >= 1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 

@@ -606,10 +606,14 @@ impl HnswIndex {
         let mut reader = file::Reader::new(payload, path);
         let dim = reader.u64()? as usize;
         let rows = reader.u64()? as usize;
-        let vectors = file::bytes_to_f32s(reader.take(rows * dim * 4)?, path)?;
+        let key_bytes = rows
+            .checked_mul(dim)
+            .and_then(|values| values.checked_mul(4))
+            .ok_or_else(|| Error::corrupt(path, "key array length overflows"))?;
+        let vectors = file::bytes_to_f32s(reader.take(key_bytes)?, path)?;
         let storage = FlatIndex::from_vectors(dim, vectors)
             .map_err(|e| Error::corrupt(path, e.to_string()))?;
-        let rest = reader.take(payload.len() - 16 - rows * dim * 4)?;
+        let rest = reader.take(payload.len() - 16 - key_bytes)?;
         Self::from_graph(storage, rest, path)
     }
 }
