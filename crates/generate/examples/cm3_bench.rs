@@ -107,10 +107,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         decode.push(format!("\"decode_batch{batch}_tokens_per_s\": {rate:.1}"));
     }
+    let train_gflop_per_s = train_tokens_per_s * config.training_flops_per_token(SEQ_LEN) / 1e9;
     println!(
         "{{\"impl\": \"racm3\", \"preset\": \"{preset}\", \"train_batch\": {BATCH}, \
          \"seq_len\": {SEQ_LEN}, \"train_steps\": {steps}, \"train_tokens_per_s\": \
-         {train_tokens_per_s:.1}, {}}}",
+         {train_tokens_per_s:.1}, \"train_gflop_per_s\": {train_gflop_per_s:.1}, {}}}",
         decode.join(", ")
     );
     Ok(())

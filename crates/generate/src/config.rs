@@ -127,6 +127,23 @@ impl Config {
     /// The preset names.
     pub const PRESETS: [&'static str; 3] = ["tiny", "small", "ra-cm3-2.7b"];
 
+    /// Parameters that multiply activations: per block the fused QKV and output
+    /// projections (4 d²) and the MLP's two layers (2 d·i), then the output head (d·V,
+    /// tied to the embedding, whose lookup costs nothing).
+    pub fn matmul_params(&self) -> usize {
+        let (d, i) = (self.hidden_size, self.intermediate_size);
+        self.num_layers * (4 * d * d + 2 * d * i) + d * self.vocab_size
+    }
+
+    /// Model FLOPs to train on one token of a `seq_len`-long sequence: PaLM's estimate
+    /// (Chowdhery et al., 2022, appendix B), 6 per matmul parameter for the forward and
+    /// backward products, plus 12 · layers · width · seq_len for attention's two products
+    /// (causal masking not discounted, as the estimate has it).
+    pub fn training_flops_per_token(&self, seq_len: usize) -> f64 {
+        6.0 * self.matmul_params() as f64
+            + 12.0 * (self.num_layers * self.hidden_size * seq_len) as f64
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads
