@@ -18,6 +18,7 @@ use candle_nn::{Embedding, Init, VarBuilder};
 
 use crate::config::{Config, ImagePositions};
 use racm3_kernels::attention::SingleQueryAttention;
+use racm3_kernels::dense::Dense;
 
 /// The keys and values of every layer for the tokens seen so far, one per sequence being
 /// decoded. Create it empty and pass it to each [`Cm3Model::forward`] call.
@@ -167,53 +168,6 @@ impl LayerCache {
     }
 }
 
-/// A bias-free linear layer applied to (b, t, in) as one (b·t, in) × (in, out) product.
-/// candle's `Linear` runs b products instead, which in decoding (t = 1) are b
-/// matrix-vector products that each read the whole weight.
-#[derive(Debug, Clone)]
-struct Dense {
-    /// The weight as the right-hand side of the product, (in, out).
-    rhs: Tensor,
-}
-
-impl Dense {
-    fn new(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Self> {
-        // The initialization candle_nn::linear_no_bias uses.
-        let weight = vb.get_with_hints(
-            (outputs, inputs),
-            "weight",
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-        )?;
-        Self::from_weight(&weight)
-    }
-
-    /// From a weight (out, in), as PyTorch and candle store it. A weight that cannot
-    /// change (a loaded checkpoint, not a training variable) on the CPU is transposed
-    /// into a contiguous copy once: gemm would otherwise repack the strided view on every
-    /// product, which costs more than the product itself when decoding a few rows.
-    fn from_weight(weight: &Tensor) -> Result<Self> {
-        let rhs = weight.t()?;
-        let rhs = if weight.device().is_cpu() && !weight.is_variable() {
-            rhs.contiguous()?
-        } else {
-            rhs
-        };
-        Ok(Self { rhs })
-    }
-}
-
-impl Module for Dense {
-    /// `xs` (…, in) times the weight, as one matrix product over all leading dimensions.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut dims = xs.dims().to_vec();
-        let inputs = dims.pop().unwrap_or(1);
-        let rows: usize = dims.iter().product();
-        let out = xs.reshape((rows, inputs))?.matmul(&self.rhs)?;
-        dims.push(self.rhs.dim(1)?);
-        out.reshape(dims)
-    }
-}
-
 #[derive(Debug, Clone)]
 struct RmsNorm {
     weight: Tensor,
@@ -312,8 +266,13 @@ struct Attention {
 impl Attention {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            qkv_proj: Dense::new(cfg.hidden_size, 3 * cfg.hidden_size, vb.pp("qkv_proj"))?,
-            o_proj: Dense::new(cfg.hidden_size, cfg.hidden_size, vb.pp("o_proj"))?,
+            qkv_proj: Dense::new(
+                cfg.hidden_size,
+                3 * cfg.hidden_size,
+                false,
+                vb.pp("qkv_proj"),
+            )?,
+            o_proj: Dense::new(cfg.hidden_size, cfg.hidden_size, false, vb.pp("o_proj"))?,
             num_heads: cfg.num_heads,
             head_dim: cfg.head_dim(),
         })
@@ -399,8 +358,8 @@ struct Mlp {
 impl Mlp {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: Dense::new(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: Dense::new(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: Dense::new(cfg.hidden_size, cfg.intermediate_size, false, vb.pp("fc1"))?,
+            fc2: Dense::new(cfg.intermediate_size, cfg.hidden_size, false, vb.pp("fc2"))?,
         })
     }
 }

@@ -11,6 +11,7 @@
 //!   memory's flat and HNSW indexes); plain slices, no tensor library needed.
 //! - [`attention`]: one new query per sequence over its KV cache (decoding).
 //! - [`gelu`] and [`cross_entropy`]: the transformer's activation and its loss.
+//! - [`dense`]: a linear layer as one matrix product over all leading dimensions.
 //! - [`conv`] and [`norm`]: the VQGAN's convolutions (im2col and products, resampling
 //!   folded in) and GroupNorm (with the SiLU after it).
 //!
@@ -28,6 +29,8 @@ pub mod attention;
 pub mod conv;
 #[cfg(feature = "candle")]
 pub mod cross_entropy;
+#[cfg(feature = "candle")]
+pub mod dense;
 #[cfg(feature = "candle")]
 pub mod gelu;
 #[cfg(feature = "candle")]

@@ -7,7 +7,8 @@
 //! the same modules train and load.
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
+use racm3_kernels::dense::Dense;
 
 /// The activation between the MLP's two layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -75,10 +76,10 @@ pub struct EncoderShape {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
+    q_proj: Dense,
+    k_proj: Dense,
+    v_proj: Dense,
+    out_proj: Dense,
     num_heads: usize,
     head_dim: usize,
 }
@@ -87,10 +88,10 @@ impl Attention {
     fn new(shape: &EncoderShape, vb: VarBuilder) -> Result<Self> {
         let size = shape.hidden_size;
         Ok(Self {
-            q_proj: linear(size, size, vb.pp("q_proj"))?,
-            k_proj: linear(size, size, vb.pp("k_proj"))?,
-            v_proj: linear(size, size, vb.pp("v_proj"))?,
-            out_proj: linear(size, size, vb.pp("out_proj"))?,
+            q_proj: Dense::new(size, size, true, vb.pp("q_proj"))?,
+            k_proj: Dense::new(size, size, true, vb.pp("k_proj"))?,
+            v_proj: Dense::new(size, size, true, vb.pp("v_proj"))?,
+            out_proj: Dense::new(size, size, true, vb.pp("out_proj"))?,
             num_heads: shape.num_attention_heads,
             head_dim: size / shape.num_attention_heads,
         })
@@ -99,7 +100,7 @@ impl Attention {
     /// `mask`, when given, is (seq_len, seq_len) of 0 and -inf, added to the scores.
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b_sz, seq_len, size) = xs.dims3()?;
-        let heads = |proj: &Linear| -> Result<Tensor> {
+        let heads = |proj: &Dense| -> Result<Tensor> {
             // (b, seq, size) -> (b, heads, seq, head_dim)
             xs.apply(proj)?
                 .reshape((b_sz, seq_len, self.num_heads, self.head_dim))?
@@ -126,16 +127,26 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     activation: Activation,
 }
 
 impl Mlp {
     fn new(shape: &EncoderShape, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: linear(shape.hidden_size, shape.intermediate_size, vb.pp("fc1"))?,
-            fc2: linear(shape.intermediate_size, shape.hidden_size, vb.pp("fc2"))?,
+            fc1: Dense::new(
+                shape.hidden_size,
+                shape.intermediate_size,
+                true,
+                vb.pp("fc1"),
+            )?,
+            fc2: Dense::new(
+                shape.intermediate_size,
+                shape.hidden_size,
+                true,
+                vb.pp("fc2"),
+            )?,
             activation: shape.hidden_act,
         })
     }
