@@ -188,9 +188,7 @@ impl Module for RmsNorm {
         if untracked(&[xs, &self.weight]) {
             return candle_nn::ops::rms_norm(xs, &self.weight, self.eps as f32);
         }
-        let mean_square = xs.sqr()?.mean_keepdim(D::Minus1)?;
-        xs.broadcast_div(&(mean_square + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight)
+        racm3_kernels::row_norm::normalize_rows(xs, self.eps, false)?.broadcast_mul(&self.weight)
     }
 }
 

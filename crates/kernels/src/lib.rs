@@ -12,6 +12,7 @@
 //! - [`attention`]: one new query per sequence over its KV cache (decoding).
 //! - [`gelu`] and [`cross_entropy`]: the transformer's activation and its loss.
 //! - [`dense`]: a linear layer as one matrix product over all leading dimensions.
+//! - [`row_norm`]: LayerNorm's and RMSNorm's normalization over the last dimension.
 //! - [`conv`] and [`norm`]: the VQGAN's convolutions (im2col and products, resampling
 //!   folded in) and GroupNorm (with the SiLU after it).
 //!
@@ -37,6 +38,8 @@ pub mod gelu;
 pub mod norm;
 #[cfg(feature = "candle")]
 mod parity;
+#[cfg(feature = "candle")]
+pub mod row_norm;
 #[cfg(feature = "candle")]
 mod storage;
 

@@ -1,10 +1,10 @@
 //! The transformer encoder both CLIP towers share: pre-norm layers of self-attention and
 //! an MLP. Names are Hugging Face's (`layers.N.self_attn.q_proj`, `layer_norm1`, ...).
 //!
-//! LayerNorm and softmax are written from tensor ops because candle 0.11's fused
-//! `LayerNorm` and `softmax_last_dim` pass back no gradient to their inputs (a model
-//! trained through them silently learns nothing in those layers), and
-//! the same modules train and load.
+//! LayerNorm is racm3-kernels' fused normalization (with its backward pass) and softmax
+//! candle's tensor-op form, because candle 0.11's fused `LayerNorm` and
+//! `softmax_last_dim` pass back no gradient to their inputs (a model trained through them
+//! silently learns nothing in those layers), and the same modules train and load.
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -53,11 +53,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mean = xs.mean_keepdim(D::Minus1)?;
-        let centered = xs.broadcast_sub(&mean)?;
-        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        centered
-            .broadcast_div(&(variance + self.eps)?.sqrt()?)?
+        racm3_kernels::row_norm::normalize_rows(xs, self.eps, true)?
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)
     }
