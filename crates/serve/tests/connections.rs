@@ -63,6 +63,20 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
         !text.contains("200 OK"),
         "a half request was answered: {text}"
     );
+    // An idle kept-alive connection is closed by the same timeout once it has been
+    // answered: the wait for the next request's headers is a header read too.
+    let mut idle = std::net::TcpStream::connect(address).unwrap();
+    write!(idle, "GET /health HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = idle.read_to_end(&mut answer);
+    assert!(
+        closed.is_ok(),
+        "the idle connection was not closed: {closed:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     let health = get(&agent(), &format!("{}/health", server.url), None);
     assert_eq!(health.status, 200);
 }
