@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::contiguous_f32;
+use crate::simd::avx2_dispatch;
 
 /// `xs` normalized over its last dimension: centred and scaled to unit variance
 /// (LayerNorm's core) when `centre`, else scaled to unit mean square (RMSNorm's), with
@@ -53,41 +54,84 @@ impl RowNorm {
         let spread = centred.sqr()?.mean_keepdim(D::Minus1)?;
         centred.broadcast_div(&(spread + f64::from(self.eps))?.sqrt()?)
     }
+}
 
-    /// The mean (0 when not centring) and 1 / √(spread + ε) of one row.
-    #[inline(always)]
-    fn moments(&self, row: &[f32]) -> (f32, f32) {
-        let n = row.len() as f32;
-        let mean = if self.centre {
-            row.iter().sum::<f32>() / n
-        } else {
-            0.0
-        };
-        let spread = row.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
-        (mean, 1.0 / (spread + self.eps).sqrt())
+/// Sums of a row in eight independent lanes, which the compiler keeps in one vector
+/// register (a plain `sum` is a serial chain: floating-point addition does not reorder).
+#[inline(always)]
+fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (index, value) in values.enumerate() {
+        lanes[index % 8] += value;
+    }
+    lanes.iter().sum()
+}
+
+/// The mean (0 when not centring) and 1 / √(spread + ε) of one row.
+#[inline(always)]
+fn moments(row: &[f32], centre: bool, eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = if centre {
+        lane_sum(row.iter().copied()) / n
+    } else {
+        0.0
+    };
+    let spread = lane_sum(row.iter().map(|&x| (x - mean) * (x - mean))) / n;
+    (mean, 1.0 / (spread + eps).sqrt())
+}
+
+#[inline(always)]
+fn forward_rows_body(xs: &[f32], out: &mut [f32], len: usize, centre: bool, eps: f32) {
+    for (x, out) in xs.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+        let (mean, r) = moments(x, centre, eps);
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = (x - mean) * r;
+        }
     }
 }
 
-/// Runs `kernel` on every row of `len`-long rows of `inputs` and a fresh output.
-fn map_rows(
-    inputs: &[&[f32]],
+#[inline(always)]
+fn backward_rows_body(
+    xs: &[f32],
+    grads: &[f32],
+    out: &mut [f32],
     len: usize,
-    kernel: impl Fn(&[&[f32]], &mut [f32]) + Sync,
-) -> Vec<f32> {
-    let mut out = vec![0f32; inputs[0].len()];
+    centre: bool,
+    eps: f32,
+) {
+    let n = len as f32;
+    for ((x, g), out) in xs
+        .chunks_exact(len)
+        .zip(grads.chunks_exact(len))
+        .zip(out.chunks_exact_mut(len))
+    {
+        let (mean, r) = moments(x, centre, eps);
+        let mean_g = if centre {
+            lane_sum(g.iter().copied()) / n
+        } else {
+            0.0
+        };
+        let mean_g_xhat = lane_sum(x.iter().zip(g).map(|(&x, &g)| g * (x - mean) * r)) / n;
+        for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+            *o = r * (g - mean_g - (x - mean) * r * mean_g_xhat);
+        }
+    }
+}
+
+avx2_dispatch!(fn forward_rows = forward_rows_body(xs: &[f32], out: &mut [f32], len: usize, centre: bool, eps: f32));
+avx2_dispatch!(fn backward_rows = backward_rows_body(xs: &[f32], grads: &[f32], out: &mut [f32], len: usize, centre: bool, eps: f32));
+
+/// Runs `kernel` on blocks of whole `len`-long rows: (the block's first element, its
+/// output), in parallel.
+fn map_rows(total: usize, len: usize, kernel: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; total];
     if len == 0 {
         return out;
     }
     let task = len * ROWS_PER_TASK;
     out.par_chunks_mut(task)
         .enumerate()
-        .for_each(|(index, block)| {
-            for (row, out) in block.chunks_mut(len).enumerate() {
-                let start = index * task + row * len;
-                let rows: Vec<&[f32]> = inputs.iter().map(|x| &x[start..start + len]).collect();
-                kernel(&rows, out);
-            }
-        });
+        .for_each(|(index, block)| kernel(index * task, block));
     out
 }
 
@@ -99,11 +143,9 @@ impl CustomOp1 for RowNorm {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let xs = contiguous_f32(storage, layout, self.name())?;
         let len = layout.dims().last().copied().unwrap_or(1);
-        let out = map_rows(&[xs], len, |rows, out| {
-            let (mean, r) = self.moments(rows[0]);
-            for (o, &x) in out.iter_mut().zip(rows[0]) {
-                *o = (x - mean) * r;
-            }
+        let out = map_rows(xs.len(), len, |start, out| {
+            let x = &xs[start..start + out.len()];
+            forward_rows(x, out, len, self.centre, self.eps)
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -138,26 +180,11 @@ impl CustomOp2 for RowNormBackward {
                 grads.len()
             );
         }
-        let norm = self.0;
+        let RowNorm { eps, centre } = self.0;
         let len = x_layout.dims().last().copied().unwrap_or(1);
-        let out = map_rows(&[xs, grads], len, |rows, out| {
-            let (x, g) = (rows[0], rows[1]);
-            let (mean, r) = norm.moments(x);
-            let n = len as f32;
-            let mean_g = if norm.centre {
-                g.iter().sum::<f32>() / n
-            } else {
-                0.0
-            };
-            let mean_g_xhat = x
-                .iter()
-                .zip(g)
-                .map(|(&x, &g)| g * (x - mean) * r)
-                .sum::<f32>()
-                / n;
-            for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-                *o = r * (g - mean_g - (x - mean) * r * mean_g_xhat);
-            }
+        let out = map_rows(xs.len(), len, |start, out| {
+            let end = start + out.len();
+            backward_rows(&xs[start..end], &grads[start..end], out, len, centre, eps)
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
