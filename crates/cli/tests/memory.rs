@@ -123,23 +123,27 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     let info = json(&racm3(&home, &["memory", "info", mem_arg, "--json"]));
     assert_eq!(info["documents"], 36);
     assert_eq!(info["index"], "flat");
-    let all = json(&racm3(
-        &home,
-        &[
-            "retrieve",
-            "--memory",
-            mem_arg,
-            "--text",
-            "grinning face",
-            "-k",
-            "36",
-            "--query-threshold",
-            "2",
-            "--pairwise-threshold",
-            "2",
-            "--json",
-        ],
-    ));
+    // Every document, near copies and all.
+    let retrieve_all = || {
+        json(&racm3(
+            &home,
+            &[
+                "retrieve",
+                "--memory",
+                mem_arg,
+                "--text",
+                "grinning face",
+                "-k",
+                "36",
+                "--query-threshold",
+                "2",
+                "--pairwise-threshold",
+                "2",
+                "--json",
+            ],
+        ))
+    };
+    let all = retrieve_all();
     assert_eq!(all.as_array().unwrap().len(), 36);
     assert!(
         all.as_array()
@@ -155,23 +159,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     assert_eq!(compacted["removed_dropped"], 1, "{compacted}");
     assert_eq!(compacted["documents"], 36, "{compacted}");
     assert_eq!(compacted["segments_after"], 1, "{compacted}");
-    let after = json(&racm3(
-        &home,
-        &[
-            "retrieve",
-            "--memory",
-            mem_arg,
-            "--text",
-            "grinning face",
-            "-k",
-            "36",
-            "--query-threshold",
-            "2",
-            "--pairwise-threshold",
-            "2",
-            "--json",
-        ],
-    ));
+    let after = retrieve_all();
     let ids = |rows: &serde_json::Value| -> Vec<String> {
         let rows = rows.as_array().unwrap();
         rows.iter().map(|row| row["id"].to_string()).collect()

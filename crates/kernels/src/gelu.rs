@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::contiguous_f32;
+use crate::storage::inputs_and_gradients;
 
 use crate::simd::{avx2_dispatch, exp};
 
@@ -84,16 +85,11 @@ impl CustomOp2 for GeluBackward {
         grad_storage: &CpuStorage,
         grad_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let xs = contiguous_f32(x_storage, x_layout, self.name())?;
-        let grads = contiguous_f32(grad_storage, grad_layout, self.name())?;
-        if xs.len() != grads.len() {
-            candle_core::bail!(
-                "{}: {} inputs but {} gradients",
-                self.name(),
-                xs.len(),
-                grads.len()
-            );
-        }
+        let (xs, grads) = inputs_and_gradients(
+            (x_storage, x_layout),
+            (grad_storage, grad_layout),
+            self.name(),
+        )?;
         let out = map_chunks(&[xs, grads], |inputs, out| {
             backward(inputs[0], inputs[1], out)
         });

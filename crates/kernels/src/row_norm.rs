@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::contiguous_f32;
 use crate::simd::avx2_dispatch;
+use crate::storage::inputs_and_gradients;
 
 /// `xs` normalized over its last dimension: centred and scaled to unit variance
 /// (LayerNorm's core) when `centre`, else scaled to unit mean square (RMSNorm's), with
@@ -170,16 +171,11 @@ impl CustomOp2 for RowNormBackward {
         grad_storage: &CpuStorage,
         grad_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let xs = contiguous_f32(x_storage, x_layout, self.name())?;
-        let grads = contiguous_f32(grad_storage, grad_layout, self.name())?;
-        if xs.len() != grads.len() {
-            candle_core::bail!(
-                "{}: {} inputs but {} gradients",
-                self.name(),
-                xs.len(),
-                grads.len()
-            );
-        }
+        let (xs, grads) = inputs_and_gradients(
+            (x_storage, x_layout),
+            (grad_storage, grad_layout),
+            self.name(),
+        )?;
         let RowNorm { eps, centre } = self.0;
         let len = x_layout.dims().last().copied().unwrap_or(1);
         let out = map_rows(xs.len(), len, |start, out| {

@@ -14,6 +14,21 @@ pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) ->
     }
 }
 
+/// The inputs and incoming gradients of an element-wise op's backward kernel (a
+/// `CustomOp2` of x and the output's gradient): both contiguous f32, of one length.
+pub fn inputs_and_gradients<'a>(
+    x: (&'a CpuStorage, &Layout),
+    grad: (&'a CpuStorage, &Layout),
+    op: &str,
+) -> Result<(&'a [f32], &'a [f32])> {
+    let xs = contiguous_f32(x.0, x.1, op)?;
+    let grads = contiguous_f32(grad.0, grad.1, op)?;
+    if xs.len() != grads.len() {
+        candle_core::bail!("{op}: {} inputs but {} gradients", xs.len(), grads.len());
+    }
+    Ok((xs, grads))
+}
+
 /// The f32 elements of a contiguous tensor's storage, as a custom op's backward pass
 /// borrows them (`Tensor::storage_and_layout`); an error on other devices.
 pub fn storage_f32<'a>(storage: &'a Storage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
