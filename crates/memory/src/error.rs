@@ -37,6 +37,16 @@ pub enum Error {
         /// The folder.
         path: PathBuf,
     },
+    /// A key width no index takes (0, or past [`crate::index::MAX_KEY_DIM`]).
+    #[error("{what}: keys of dimension {dim}, where an index takes 1 to {max}")]
+    KeyWidth {
+        /// What has the width ("memory keys", a file).
+        what: String,
+        /// The width asked for.
+        dim: usize,
+        /// The widest key an index takes.
+        max: usize,
+    },
     /// Vectors whose length is not a multiple of the index dimension, or a query of the
     /// wrong dimension.
     #[error("{what}: expected vectors of dimension {expected}, got {got} values")]

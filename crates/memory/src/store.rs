@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::file::{self, Kind};
 use crate::index::{
     FlatIndex, Hit, HnswConfig, HnswIndex, IndexSpec, PgVectorIndex, SearchParams, VectorIndex,
-    check_k,
+    check_k, check_rows,
 };
 use crate::lock::WriterLock;
 use crate::record;
@@ -258,7 +258,8 @@ impl Memory {
             payloads.push(docs);
         }
         payloads.push(Vec::new());
-        let storage = FlatIndex::from_vectors(manifest.dim, vectors)?;
+        let storage = FlatIndex::from_vectors(manifest.dim, vectors)
+            .map_err(|err| Error::corrupt(&manifest_path, err.to_string()))?;
         let spec = IndexSpec::parse(&manifest.index)
             .map_err(|err| Error::corrupt(&manifest_path, err.to_string()))?;
         let keys = match (&manifest.graph, &spec) {
@@ -768,13 +769,7 @@ pub fn parse_any_file(data: &[u8]) -> Result<()> {
 
 /// The keys of `spec` over `storage`'s rows (all committed).
 fn new_keys(spec: &IndexSpec, dim: usize, servers: &[String], storage: FlatIndex) -> Result<Keys> {
-    if dim == 0 {
-        return Err(Error::Dimension {
-            what: "memory keys".into(),
-            expected: 1,
-            got: 0,
-        });
-    }
+    check_rows(&[], dim, "memory keys")?;
     Ok(match spec {
         IndexSpec::Flat => Keys::Flat(storage),
         IndexSpec::Hnsw { m } => {

@@ -141,9 +141,9 @@ impl From<&racm3::memory::Error> for ApiError {
     fn from(error: &racm3::memory::Error) -> Self {
         match error {
             racm3::memory::Error::DuplicateId { .. } => ApiError::Conflict(error.to_string()),
-            racm3::memory::Error::Dimension { .. } | racm3::memory::Error::Document { .. } => {
-                ApiError::Invalid(error.to_string())
-            }
+            racm3::memory::Error::Dimension { .. }
+            | racm3::memory::Error::KeyWidth { .. }
+            | racm3::memory::Error::Document { .. } => ApiError::Invalid(error.to_string()),
             // Another process (a `racm3 memory add`) holds the memory: a retry may pass.
             racm3::memory::Error::Locked { .. } => ApiError::Unavailable(error.to_string()),
             _ => ApiError::Internal(error.to_string()),

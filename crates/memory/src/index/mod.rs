@@ -170,9 +170,21 @@ pub fn index_factory(spec: &str, dim: usize) -> Result<Box<dyn VectorIndex>> {
     }
 }
 
-/// Checks that `values` holds whole rows of `dim` and returns how many.
+/// The widest key an index takes: far past any encoder's, and small enough that a
+/// dimension read from a damaged file cannot ask for an impossible allocation.
+pub const MAX_KEY_DIM: usize = 1 << 16;
+
+/// Checks that `values` holds whole rows of `dim` (1 to [`MAX_KEY_DIM`]) and returns how
+/// many.
 pub(crate) fn check_rows(values: &[f32], dim: usize, what: &str) -> Result<usize> {
-    if dim == 0 || !values.len().is_multiple_of(dim) {
+    if dim == 0 || dim > MAX_KEY_DIM {
+        return Err(Error::KeyWidth {
+            what: what.to_owned(),
+            dim,
+            max: MAX_KEY_DIM,
+        });
+    }
+    if !values.len().is_multiple_of(dim) {
         return Err(Error::Dimension {
             what: what.to_owned(),
             expected: dim,
