@@ -26,7 +26,7 @@ pub enum Activation {
 impl Module for Activation {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Activation::QuickGelu => racm3_kernels::gelu::quick_gelu(xs),
             Activation::Gelu => xs.gelu_erf(),
             Activation::GeluNew => xs.gelu(),
         }
