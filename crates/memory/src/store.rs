@@ -484,8 +484,8 @@ impl Memory {
         Ok(compaction)
     }
 
-    /// Merges the committed segments into one, dropping removed rows when `drop_removed`,
-    /// then reopens the result. Needs the write lock and nothing uncommitted.
+    /// Merges the committed segments into one, dropping removed rows when `drop_removed`.
+    /// Needs the write lock and nothing uncommitted.
     fn rewrite(&mut self, drop_removed: bool) -> Result<Compaction> {
         let segments_before = self.manifest.segments.len();
         let removed = self.removed.iter().filter(|removed| **removed).count();
@@ -502,17 +502,20 @@ impl Memory {
         let vectors = self.keys.exact().vectors();
         let mut payload = Vec::new();
         let mut kept = Vec::with_capacity(self.rows.len() * dim);
-        let mut count = 0;
+        // Where each kept record's bytes land in the merged segment.
+        let mut ranges = Vec::with_capacity(self.rows.len());
         for (row, stored) in self.rows.iter().enumerate() {
             if dropped > 0 && self.removed[row] {
                 continue;
             }
             // A record is its u32 length, then the bytes its range covers.
             let record = stored.range.start - 4..stored.range.end;
+            let start = payload.len() + 4;
             payload.extend_from_slice(&self.payloads[stored.segment][record]);
+            ranges.push(start..payload.len());
             kept.extend_from_slice(&vectors[row * dim..(row + 1) * dim]);
-            count += 1;
         }
+        let count = ranges.len();
         let generation = self.manifest.generation + 1;
         let mut manifest = self.manifest.clone();
         manifest.generation = generation;
@@ -547,14 +550,28 @@ impl Memory {
             }
         }
         manifest.segments = vec![segment];
-        let json = serde_json::to_vec_pretty(&manifest).expect("plain data serializes");
-        file::write(&self.dir.join(MANIFEST), Kind::Manifest, &json)?;
-        // What is searched from now on is what the disk holds.
-        let writer = self.writer.take();
-        let wait_for_writer = self.wait_for_writer;
-        *self = Memory::open(&self.dir)?;
-        self.writer = writer;
-        self.wait_for_writer = wait_for_writer;
+        let previous = std::mem::replace(&mut self.manifest, manifest);
+        if let Err(err) = self.write_manifest() {
+            self.manifest = previous;
+            return Err(err);
+        }
+        if dropped == 0 {
+            // The same rows in the same order, keys and graph unchanged: only where each
+            // record's bytes live has moved, so the state is updated in place.
+            for (stored, range) in self.rows.iter_mut().zip(ranges) {
+                stored.segment = 0;
+                stored.range = range;
+            }
+            self.payloads = vec![payload, Vec::new()];
+        } else {
+            // Rows are renumbered and the graph rebuilt: what is searched from now on is
+            // what the disk holds.
+            let writer = self.writer.take();
+            let wait_for_writer = self.wait_for_writer;
+            *self = Memory::open(&self.dir)?;
+            self.writer = writer;
+            self.wait_for_writer = wait_for_writer;
+        }
         Ok(Compaction {
             segments_before,
             segments_after: 1,

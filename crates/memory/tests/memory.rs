@@ -399,9 +399,15 @@ fn many_small_commits_are_merged() {
         memory.commit().unwrap();
         assert!(segment_files(dir.path()) <= racm3_memory::AUTO_MERGE_SEGMENTS);
     }
-    let reopened = Memory::open(dir.path()).unwrap();
-    assert_eq!(reopened.len(), 45);
-    assert_eq!(top_ids(&reopened, &more[44 * DIM..], 1), vec!["doc/44"]);
+    // The merged state serves from memory as it will from disk.
+    for memory in [&memory, &Memory::open(dir.path()).unwrap()] {
+        assert_eq!(memory.len(), 45);
+        assert_eq!(top_ids(memory, &more[44 * DIM..], 1), vec!["doc/44"]);
+        for id in ["doc/0", "doc/5", "doc/44"] {
+            let row = memory.row_of(id).unwrap();
+            assert_eq!(memory.document(row).unwrap().id(), id);
+        }
+    }
 }
 
 /// The documents a kill-test memory holds after `step` steps: 300 to start with, then in
