@@ -19,7 +19,7 @@ use crate::simd::{avx2_dispatch, exp};
 /// GELU(x) = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), with its gradient.
 pub fn gelu(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
-        xs.contiguous()?.apply_op1(Gelu)
+        xs.contiguous()?.apply_op1(GELU)
     } else {
         xs.gelu_erf()
     }
@@ -29,24 +29,46 @@ pub fn gelu(xs: &Tensor) -> Result<Tensor> {
 /// in candle's form.
 pub fn quick_gelu(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == candle_core::DType::F32 {
-        xs.contiguous()?.apply_op1(QuickGelu)
+        xs.contiguous()?.apply_op1(QUICK_GELU)
     } else {
         xs * candle_nn::ops::sigmoid(&(xs * QUICK)?)?
     }
 }
 
-struct Gelu;
-
 /// QuickGELU's slope inside the sigmoid.
 const QUICK: f64 = 1.702;
 
-struct QuickGelu;
+/// An element-wise activation as a candle op: its kernel, and the kernel of its
+/// derivative times the incoming gradient, (x, grad) -> grad · f'(x).
+#[derive(Clone, Copy)]
+struct Activation {
+    name: &'static str,
+    backward_name: &'static str,
+    forward: fn(&[f32], &mut [f32]),
+    backward: fn(&[f32], &[f32], &mut [f32]),
+}
 
-/// d(x · σ(a x))/dx times the incoming gradient: grad · σ(a x) · (1 + a x (1 − σ(a x))).
-struct QuickGeluBackward;
+/// GELU's derivative is Φ(x) + x · φ(x).
+const GELU: Activation = Activation {
+    name: "gelu-erf-vectorized",
+    backward_name: "gelu-erf-vectorized-backward",
+    forward,
+    backward,
+};
 
-/// dGELU/dx times the incoming gradient: (x, grad) -> grad · (Φ(x) + x · φ(x)).
-struct GeluBackward;
+/// QuickGELU's is σ(a x) · (1 + a x (1 − σ(a x))).
+const QUICK_GELU: Activation = Activation {
+    name: "quick-gelu-vectorized",
+    backward_name: "quick-gelu-vectorized-backward",
+    forward: quick_forward,
+    backward: quick_backward,
+};
+
+/// The backward pass of an [`Activation`], as an op of (x, grad).
+struct ActivationBackward {
+    name: &'static str,
+    kernel: fn(&[f32], &[f32], &mut [f32]),
+}
 
 /// Elements below which one thread does the whole tensor.
 const PARALLEL_FROM: usize = 1 << 14;
@@ -72,28 +94,31 @@ fn map_chunks(inputs: &[&[f32]], kernel: impl Fn(&[&[f32]], &mut [f32]) + Sync) 
     out
 }
 
-impl CustomOp1 for Gelu {
+impl CustomOp1 for Activation {
     fn name(&self) -> &'static str {
-        "gelu-erf-vectorized"
+        self.name
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let xs = contiguous_f32(storage, layout, self.name())?;
-        let out = map_chunks(&[xs], |inputs, out| forward(inputs[0], out));
+        let xs = contiguous_f32(storage, layout, self.name)?;
+        let out = map_chunks(&[xs], |inputs, out| (self.forward)(inputs[0], out));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(arg.apply_op2_no_bwd(
             &grad_res.contiguous()?,
-            &GeluBackward,
+            &ActivationBackward {
+                name: self.backward_name,
+                kernel: self.backward,
+            },
         )?))
     }
 }
 
-impl CustomOp2 for GeluBackward {
+impl CustomOp2 for ActivationBackward {
     fn name(&self) -> &'static str {
-        "gelu-erf-vectorized-backward"
+        self.name
     }
 
     fn cpu_fwd(
@@ -106,53 +131,10 @@ impl CustomOp2 for GeluBackward {
         let (xs, grads) = inputs_and_gradients(
             (x_storage, x_layout),
             (grad_storage, grad_layout),
-            self.name(),
+            self.name,
         )?;
         let out = map_chunks(&[xs, grads], |inputs, out| {
-            backward(inputs[0], inputs[1], out)
-        });
-        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
-    }
-}
-
-impl CustomOp1 for QuickGelu {
-    fn name(&self) -> &'static str {
-        "quick-gelu-vectorized"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let xs = contiguous_f32(storage, layout, self.name())?;
-        let out = map_chunks(&[xs], |inputs, out| quick_forward(inputs[0], out));
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &QuickGeluBackward,
-        )?))
-    }
-}
-
-impl CustomOp2 for QuickGeluBackward {
-    fn name(&self) -> &'static str {
-        "quick-gelu-vectorized-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x_storage: &CpuStorage,
-        x_layout: &Layout,
-        grad_storage: &CpuStorage,
-        grad_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (xs, grads) = inputs_and_gradients(
-            (x_storage, x_layout),
-            (grad_storage, grad_layout),
-            self.name(),
-        )?;
-        let out = map_chunks(&[xs, grads], |inputs, out| {
-            quick_backward(inputs[0], inputs[1], out)
+            (self.kernel)(inputs[0], inputs[1], out)
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
