@@ -25,6 +25,10 @@ pub struct Config {
     /// and in every model trained before they existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_positions: Option<ImagePositions>,
+    /// A pointer that copies codes of earlier images ([`ImageCopy`]); needs
+    /// `image_positions`. `None` in the paper's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_copy: Option<ImageCopy>,
 }
 
 /// A learned embedding of each image code's place in its grid, added to the token
@@ -66,6 +70,70 @@ impl ImagePositions {
     }
 }
 
+/// What the decoder reads directly from earlier images (the retrieved ones) at the grid
+/// place g of the image code it predicts: the code at place g of each of the first
+/// `sources` complete images before it. A decoder without this had to grow an induction
+/// circuit to read retrieved images, and at our budget never did (BENCHMARKS.md, issue 23).
+///
+/// Two ways to use them, either or both. The *pointer* (pointer-generator style; See et al.,
+/// 2017, arXiv:1704.04368) makes the next-token distribution a mixture of the vocabulary's
+/// and of the source codes, with weights from a softmax over a learned generate score and
+/// one score per source (a query from the current position against a key from the source
+/// code's position): exact copies. The *features* add a learned embedding of each source
+/// code to the input of the position: for sources drawn in another style, whose codes
+/// differ from the answer's but say what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageCopy {
+    /// The id of `src="`, after which the first code of an image comes.
+    pub image_start: u32,
+    /// How many earlier images it reads (the retrieved documents' K).
+    pub sources: usize,
+    /// Mix a pointer to the source codes into the next-token distribution.
+    #[serde(default = "yes")]
+    pub pointer: bool,
+    /// Add a learned embedding of each source code to the input of the position that
+    /// predicts its place: the aligned source as a feature, for sources whose codes differ
+    /// from the answer's (another rendition's drawing) but tell what it is.
+    #[serde(default)]
+    pub features: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ImageCopy {
+    /// For each position of one whole sequence `ids`, the `sources` positions whose codes
+    /// it may copy as its next token, row-major (`ids.len() · sources`), `None` where
+    /// there is none. A position predicts code g when it is `src="` (g = 0) or the i-th
+    /// code of a run whose next place is g = i mod grid > 0; its candidates are code g of
+    /// each of the first `sources` runs of at least `grid` codes that ended before it.
+    pub fn candidates(&self, positions: &ImagePositions, ids: &[u32]) -> Vec<Option<usize>> {
+        let image = positions.first_id..positions.first_id + positions.codebook;
+        let mut sources: Vec<usize> = Vec::with_capacity(self.sources);
+        let mut out = Vec::with_capacity(ids.len() * self.sources);
+        let mut run = 0;
+        for (position, id) in ids.iter().enumerate() {
+            let place = if *id == self.image_start {
+                run = 0;
+                Some(0)
+            } else if image.contains(id) {
+                run += 1;
+                if run == positions.grid && sources.len() < self.sources {
+                    sources.push(position + 1 - positions.grid);
+                }
+                Some(run % positions.grid).filter(|&place| place > 0)
+            } else {
+                run = 0;
+                None
+            };
+            // A run becomes a source at its grid-th code, whose next place is none.
+            out.extend((0..self.sources).map(|slot| Some(sources.get(slot)? + place?)));
+        }
+        out
+    }
+}
+
 impl Config {
     /// For tests: a few hundred thousand parameters.
     pub fn tiny(vocab_size: usize) -> Self {
@@ -79,6 +147,7 @@ impl Config {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
             image_positions: None,
+            image_copy: None,
         }
     }
 
@@ -95,6 +164,7 @@ impl Config {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
             image_positions: None,
+            image_copy: None,
         }
     }
 
@@ -111,6 +181,7 @@ impl Config {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
             image_positions: None,
+            image_copy: None,
         }
     }
 
@@ -179,6 +250,20 @@ impl Config {
                 self.vocab_size
             ));
         }
+        if let Some(copy) = self.image_copy {
+            if self.image_positions.is_none() {
+                return Err("image_copy needs image_positions (the grid it copies from)".into());
+            }
+            if copy.sources == 0
+                || copy.sources > 64
+                || copy.image_start as usize >= self.vocab_size
+            {
+                return Err(format!(
+                    "image_copy {copy:?}: sources must be 1 to 64, image_start an id below {} and pointer or features on",
+                    self.vocab_size
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -200,6 +285,48 @@ mod tests {
         assert_eq!(run, 2);
         // A cache's run carries into the next call.
         assert_eq!(positions.rows(&[12, 4], 2), (vec![2, 3], 0));
+    }
+
+    // Runs of 3 codes (ids 10..16) after `src="` (2): the first image has nothing to copy,
+    // the second copies from the first, the third from both, each code from its own place.
+    #[test]
+    fn copy_candidates_are_the_same_place_in_earlier_images() {
+        let positions = ImagePositions {
+            first_id: 10,
+            codebook: 6,
+            grid: 3,
+        };
+        let copy = ImageCopy {
+            image_start: 2,
+            sources: 2,
+            pointer: true,
+            features: false,
+        };
+        let ids = [2, 10, 11, 12, 4, 2, 13, 14, 12, 4, 2, 10, 11, 12, 4];
+        let pairs: Vec<[Option<usize>; 2]> = copy
+            .candidates(&positions, &ids)
+            .chunks(2)
+            .map(|pair| [pair[0], pair[1]])
+            .collect();
+        let none = [None, None];
+        let want = [
+            none,
+            none,
+            none,
+            none,
+            none,
+            [Some(1), None],
+            [Some(2), None],
+            [Some(3), None],
+            none,
+            none,
+            [Some(1), Some(6)],
+            [Some(2), Some(7)],
+            [Some(3), Some(8)],
+            none,
+            none,
+        ];
+        assert_eq!(pairs, want);
     }
 
     #[test]

@@ -17,8 +17,8 @@ mod sequence;
 #[cfg(feature = "train")]
 mod train;
 
-pub use config::{Config, ImagePositions};
-pub use model::{Cm3Model, KvCache};
+pub use config::{Config, ImageCopy, ImagePositions};
+pub use model::{Cm3Model, Cm3Output, CopyMix, KvCache};
 pub use sequence::{Loss, RETRIEVED_LOSS_WEIGHT, Role, Sequence, rag_loss, training_sequence};
 #[cfg(feature = "train")]
 pub use train::{Cm3TrainConfig, Cm3Trainer, CopyProbe, StepReport};

@@ -16,7 +16,7 @@
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 
-use crate::config::{Config, ImagePositions};
+use crate::config::{Config, ImageCopy, ImagePositions};
 use racm3_kernels::attention::SingleQueryAttention;
 use racm3_kernels::dense::Dense;
 
@@ -32,6 +32,10 @@ pub struct KvCache {
     /// Per row, the image codes in a row at the end of the cached tokens (for
     /// [`crate::config::ImagePositions`]).
     image_runs: Vec<usize>,
+    /// Per row, every token so far, and the copy pointer's key at each of them (b, len,
+    /// key width): only with an [`ImageCopy`] pointer.
+    history: Vec<Vec<u32>>,
+    copy_keys: Option<Tensor>,
 }
 
 impl KvCache {
@@ -50,6 +54,12 @@ impl KvCache {
                 .map(|layer| layer.repeat(rows))
                 .collect::<Result<_>>()?,
             image_runs: vec![self.image_runs.first().copied().unwrap_or(0); rows],
+            history: vec![self.history.first().cloned().unwrap_or_default(); rows],
+            copy_keys: self
+                .copy_keys
+                .as_ref()
+                .map(|keys| keys.repeat((rows, 1, 1)))
+                .transpose()?,
         })
     }
 
@@ -62,6 +72,8 @@ impl KvCache {
                 .map(LayerCache::deep_copy)
                 .collect::<Result<_>>()?,
             image_runs: self.image_runs.clone(),
+            history: self.history.clone(),
+            copy_keys: self.copy_keys.as_ref().map(Tensor::copy).transpose()?,
         })
     }
 
@@ -402,6 +414,269 @@ impl Block {
     }
 }
 
+/// What one pass of the decoder writes for every position.
+#[derive(Debug, Clone)]
+pub struct Cm3Output {
+    /// Next-token logits over the vocabulary (b, t, vocab).
+    pub logits: Tensor,
+    /// The copy pointer's mixture, with an [`ImageCopy`] pointer.
+    pub copy: Option<CopyMix>,
+}
+
+/// The weights of an [`ImageCopy`] pointer's mixture at every position.
+#[derive(Debug, Clone)]
+pub struct CopyMix {
+    /// Log-weights (b, t, 1 + sources): the vocabulary's first, then each source's. Where a
+    /// position has no candidate code, the vocabulary's is 0 (weight 1).
+    pub log_weights: Tensor,
+    /// Each position's candidate code per source, row-major (b · t · sources),
+    /// [`CopyMix::NONE`] where there is none.
+    pub codes: Vec<u32>,
+}
+
+impl CopyMix {
+    /// No candidate code.
+    pub const NONE: u32 = u32::MAX;
+
+    /// Sources per position.
+    pub fn sources(&self) -> usize {
+        self.log_weights.dims().last().map_or(0, |width| width - 1)
+    }
+}
+
+impl Cm3Output {
+    /// Scores to sample from, per row of the vocabulary: the logits where nothing can be
+    /// copied, and the mixture's log-probabilities where something can (equal to the
+    /// logits up to a constant without a pointer). Computed without gradient: training goes
+    /// through [`crate::rag_loss`] on the output itself.
+    pub fn scores(&self) -> Result<Tensor> {
+        let Some(copy) = &self.copy else {
+            return Ok(self.logits.clone());
+        };
+        let (rows, steps, vocab) = self.logits.dims3()?;
+        let sources = copy.sources();
+        let mut values = self.logits.flatten_all()?.to_vec1::<f32>()?;
+        let weights = copy.log_weights.flatten_all()?.to_vec1::<f32>()?;
+        for position in 0..rows * steps {
+            let codes = &copy.codes[position * sources..(position + 1) * sources];
+            if codes.iter().all(|&code| code == CopyMix::NONE) {
+                continue;
+            }
+            let row = &mut values[position * vocab..(position + 1) * vocab];
+            let weights = &weights[position * (sources + 1)..(position + 1) * (sources + 1)];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let normalizer = max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+            row.iter_mut()
+                .for_each(|value| *value += weights[0] - normalizer);
+            for (&code, &weight) in codes.iter().zip(&weights[1..]) {
+                if let Some(value) = row.get_mut(code as usize) {
+                    *value = log_add_exp(*value, weight);
+                }
+            }
+        }
+        Tensor::from_vec(values, (rows, steps, vocab), self.logits.device())
+    }
+}
+
+/// ln(e^a + e^b) without overflow.
+fn log_add_exp(a: f32, b: f32) -> f32 {
+    let (high, low) = if a > b { (a, b) } else { (b, a) };
+    if low == f32::NEG_INFINITY {
+        return high;
+    }
+    high + (low - high).exp().ln_1p()
+}
+
+/// A score low enough to give a missing candidate no weight, and finite, so gradients stay
+/// finite.
+const NO_CANDIDATE: f32 = -1e4;
+
+/// Where each new position's sources are: per position and source, the position of the
+/// code at the place it predicts, and that code; row-major (b · t · sources).
+struct SourcePlaces {
+    positions: Vec<Option<usize>>,
+    codes: Vec<u32>,
+}
+
+/// What an [`ImageCopy`] reads from earlier images: its pointer's layers, its features'
+/// layers, or both.
+#[derive(Debug, Clone)]
+struct CopyHead {
+    pointer: Option<Pointer>,
+    features: Option<SourceFeatures>,
+    copy: ImageCopy,
+    positions: ImagePositions,
+}
+
+#[derive(Debug, Clone)]
+struct Pointer {
+    /// From a position's final hidden state: its query, its key, then the vocabulary's
+    /// score, in one product.
+    projection: Dense,
+    /// A learned prior per source (the first retrieved document is the best match).
+    source_bias: Tensor,
+    key_width: usize,
+}
+
+#[derive(Debug, Clone)]
+struct SourceFeatures {
+    /// A learned gain per source and width on the source code's token embedding. The
+    /// embedding is the output head's too (tied), so a source code starts as a vote for
+    /// itself; a separate table did not begin to copy in 60 steps of `copy_task`.
+    gain: Tensor,
+}
+
+impl CopyHead {
+    fn new(
+        cfg: &Config,
+        copy: ImageCopy,
+        positions: ImagePositions,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let key_width = cfg.head_dim();
+        let pointer = if copy.pointer {
+            Some(Pointer {
+                projection: Dense::new(
+                    cfg.hidden_size,
+                    2 * key_width + 1,
+                    true,
+                    vb.pp("projection"),
+                )?,
+                source_bias: vb.get_with_hints(copy.sources, "source_bias", Init::Const(0.0))?,
+                key_width,
+            })
+        } else {
+            None
+        };
+        let features = if copy.features {
+            Some(SourceFeatures {
+                gain: vb.get_with_hints(
+                    (copy.sources, cfg.hidden_size),
+                    "source_gain",
+                    Init::Const(1.0),
+                )?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            pointer,
+            features,
+            copy,
+            positions,
+        })
+    }
+
+    /// The sources of the last `steps` tokens of each row of `history` (the row's tokens
+    /// so far).
+    fn places(&self, history: &[Vec<u32>], steps: usize) -> SourcePlaces {
+        let sources = self.copy.sources;
+        let mut places = SourcePlaces {
+            positions: Vec::with_capacity(history.len() * steps * sources),
+            codes: Vec::with_capacity(history.len() * steps * sources),
+        };
+        for tokens in history {
+            let candidates = self.copy.candidates(&self.positions, tokens);
+            for candidate in &candidates[(tokens.len() - steps) * sources..] {
+                places.positions.push(*candidate);
+                places
+                    .codes
+                    .push(candidate.map_or(CopyMix::NONE, |at| tokens[at]));
+            }
+        }
+        places
+    }
+
+    /// Σₖ gainₖ ⊙ E[codeₖ] (b, t, d) over the sources that have a code, to add to the
+    /// input of each position: the source codes at the place it predicts.
+    fn features(
+        &self,
+        features: &SourceFeatures,
+        embedding: &Embedding,
+        places: &SourcePlaces,
+        rows: usize,
+        steps: usize,
+    ) -> Result<Tensor> {
+        let sources = self.copy.sources;
+        let device = features.gain.device();
+        // A missing source reads id 0, masked out below.
+        let indices: Vec<u32> = places
+            .codes
+            .iter()
+            .map(|&code| if code == CopyMix::NONE { 0 } else { code })
+            .collect();
+        let present: Vec<f32> = places
+            .codes
+            .iter()
+            .map(|&code| f32::from(u8::from(code != CopyMix::NONE)))
+            .collect();
+        let embedded =
+            Tensor::from_vec(indices, (rows, steps, sources), device)?.apply(embedding)?;
+        let present = Tensor::from_vec(present, (rows, steps, sources, 1), device)?;
+        embedded
+            .broadcast_mul(&present)?
+            .broadcast_mul(&features.gain)?
+            .sum(2)
+    }
+
+    /// The pointer's mixture for hidden states (b, t, d) of the last t tokens of each row,
+    /// whose earlier keys `cached_keys` holds (b, len - t, key width). Returns it and the
+    /// keys of every token so far.
+    fn mix(
+        &self,
+        pointer: &Pointer,
+        hidden: &Tensor,
+        places: SourcePlaces,
+        cached_keys: Option<&Tensor>,
+    ) -> Result<(CopyMix, Tensor)> {
+        let (rows, steps, _) = hidden.dims3()?;
+        let key_width = pointer.key_width;
+        let projected = hidden.apply(&pointer.projection)?;
+        let queries = projected.narrow(2, 0, key_width)?;
+        let keys = projected.narrow(2, key_width, key_width)?;
+        let vocabulary_score = projected.narrow(2, 2 * key_width, 1)?;
+        let keys = match cached_keys {
+            Some(cached) => Tensor::cat(&[cached, &keys], 1)?,
+            None => keys.contiguous()?,
+        };
+        let total = keys.dim(1)?;
+        let sources = self.copy.sources;
+        let per_row = steps * sources;
+        let picks: Vec<u32> = places
+            .positions
+            .iter()
+            .enumerate()
+            .map(|(i, at)| ((i / per_row) * total + at.unwrap_or(0)) as u32)
+            .collect();
+        let mask: Vec<f32> = places
+            .positions
+            .iter()
+            .map(|at| at.map_or(NO_CANDIDATE, |_| 0.0))
+            .collect();
+        let device = hidden.device();
+        let picked = keys
+            .reshape((rows * total, key_width))?
+            .index_select(&Tensor::from_vec(picks, rows * per_row, device)?, 0)?
+            .reshape((rows, steps, sources, key_width))?;
+        let source_scores = (queries
+            .unsqueeze(2)?
+            .broadcast_mul(&picked)?
+            .sum(D::Minus1)?
+            / (key_width as f64).sqrt())?
+        .broadcast_add(&pointer.source_bias)?
+        .broadcast_add(&Tensor::from_vec(mask, (rows, steps, sources), device)?)?;
+        let log_weights = candle_nn::ops::log_softmax(
+            &Tensor::cat(&[&vocabulary_score, &source_scores], 2)?,
+            D::Minus1,
+        )?;
+        let mix = CopyMix {
+            log_weights,
+            codes: places.codes,
+        };
+        Ok((mix, keys))
+    }
+}
+
 /// The CM3 decoder.
 #[derive(Debug, Clone)]
 pub struct Cm3Model {
@@ -413,6 +688,7 @@ pub struct Cm3Model {
     rotary: Rotary,
     /// Copy-friendly image positions, when the config has them.
     image_positions: Option<(Embedding, ImagePositions)>,
+    copy_head: Option<CopyHead>,
     config: Config,
 }
 
@@ -446,6 +722,12 @@ impl Cm3Model {
             }
             None => None,
         };
+        let copy_head = match (cfg.image_copy, cfg.image_positions) {
+            (Some(copy), Some(positions)) => {
+                Some(CopyHead::new(cfg, copy, positions, vb.pp("image_copy"))?)
+            }
+            _ => None,
+        };
         Ok(Self {
             head: Dense::from_weight(&embedding)?,
             embed_tokens: Embedding::new(embedding, cfg.hidden_size),
@@ -453,6 +735,7 @@ impl Cm3Model {
             norm: RmsNorm::new(cfg, vb.pp("norm"))?,
             rotary: Rotary::new(cfg, vb.device())?,
             image_positions,
+            copy_head,
             config: cfg.clone(),
         })
     }
@@ -485,9 +768,24 @@ impl Cm3Model {
         self.embed_tokens.embeddings().device()
     }
 
-    /// Logits (b, t, vocab) for token ids (b, t). With a cache, the ids continue the
-    /// cached sequence and the cache grows by t; without one, they start at position 0.
+    /// Scores (b, t, vocab) to sample the next token from, for token ids (b, t): the
+    /// logits, or with an [`ImageCopy`] pointer [`Cm3Output::scores`]. With a cache, the ids
+    /// continue the cached sequence and the cache grows by t; without one, they start at
+    /// position 0.
     pub fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let output = self.forward_output(input_ids, cache)?;
+        if output.copy.is_none() {
+            return Ok(output.logits);
+        }
+        output.scores()
+    }
+
+    /// The logits and, with an [`ImageCopy`] pointer, its mixture: what training needs.
+    pub fn forward_output(
+        &self,
+        input_ids: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Cm3Output> {
         let (rows, seq_len) = input_ids.dims2()?;
         if rows * seq_len == 1 || !self.device().is_cpu() {
             // One token: the products are matrix-vector ones that gemm runs on the calling
@@ -503,7 +801,11 @@ impl Cm3Model {
         rayon::scope(|_| self.forward_here(input_ids, cache))
     }
 
-    fn forward_here(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    fn forward_here(
+        &self,
+        input_ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Cm3Output> {
         let (_, seq_len) = input_ids.dims2()?;
         let offset = cache.as_ref().map_or(0, |cache| cache.len());
         if offset + seq_len > self.config.max_seq_len {
@@ -521,6 +823,30 @@ impl Cm3Model {
                 .collect();
         }
         let mut xs = input_ids.apply(&self.embed_tokens)?;
+        let (rows, _) = input_ids.dims2()?;
+        let places = match &self.copy_head {
+            Some(head) => {
+                let new_ids = input_ids.to_vec2::<u32>()?;
+                let places = match cache.as_deref_mut() {
+                    Some(cache) => {
+                        if cache.history.len() != rows {
+                            cache.history = vec![Vec::new(); rows];
+                        }
+                        for (history, ids) in cache.history.iter_mut().zip(&new_ids) {
+                            history.extend(ids);
+                        }
+                        head.places(&cache.history, seq_len)
+                    }
+                    None => head.places(&new_ids, seq_len),
+                };
+                if let Some(features) = &head.features {
+                    xs = (xs
+                        + head.features(features, &self.embed_tokens, &places, rows, seq_len)?)?;
+                }
+                Some(places)
+            }
+            None => None,
+        };
         if let Some((table, positions)) = &self.image_positions {
             let runs = cache.as_ref().map(|cache| cache.image_runs.clone());
             let mut rows = Vec::with_capacity(input_ids.elem_count());
@@ -541,6 +867,25 @@ impl Cm3Model {
             let slot = cache.as_deref_mut().map(|cache| &mut cache.layers[index]);
             xs = layer.forward(&xs, &self.rotary, offset, slot)?;
         }
-        xs.apply(&self.norm)?.apply(&self.head)
+        let hidden = xs.apply(&self.norm)?;
+        let logits = hidden.apply(&self.head)?;
+        let (Some(head), Some(places)) = (&self.copy_head, places) else {
+            return Ok(Cm3Output { logits, copy: None });
+        };
+        let Some(pointer) = &head.pointer else {
+            return Ok(Cm3Output { logits, copy: None });
+        };
+        let copy = match cache {
+            Some(cache) => {
+                let (copy, keys) = head.mix(pointer, &hidden, places, cache.copy_keys.as_ref())?;
+                cache.copy_keys = Some(keys);
+                copy
+            }
+            None => head.mix(pointer, &hidden, places, None)?.0,
+        };
+        Ok(Cm3Output {
+            logits,
+            copy: Some(copy),
+        })
     }
 }

@@ -8,6 +8,8 @@ use racm3_tokenize::{CausalMasked, IdSpace, Special};
 
 use racm3_kernels::cross_entropy::cross_entropy_rows;
 
+use crate::model::{Cm3Output, CopyMix};
+
 /// The paper's weight of the retrieved documents' loss.
 pub const RETRIEVED_LOSS_WEIGHT: f32 = 0.1;
 
@@ -88,9 +90,16 @@ pub struct Loss {
     pub retrieved: f32,
 }
 
-/// Next-token loss of `logits` (b, t, vocab) for `tokens` (b, t) whose roles are `roles`
-/// (b rows of t): position i predicts token i + 1 and counts toward that token's role.
-pub fn rag_loss(logits: &Tensor, tokens: &Tensor, roles: &[Vec<Role>], alpha: f32) -> Result<Loss> {
+/// Next-token loss of a pass's `output` (logits (b, t, vocab), and an image copy
+/// pointer's mixture if the model has one) for `tokens` (b, t) whose roles are `roles` (b
+/// rows of t): position i predicts token i + 1 and counts toward that token's role.
+pub fn rag_loss(
+    output: &Cm3Output,
+    tokens: &Tensor,
+    roles: &[Vec<Role>],
+    alpha: f32,
+) -> Result<Loss> {
+    let logits = &output.logits;
     let (b_sz, seq_len, vocab) = logits.dims3()?;
     // Every position predicts the next token; the last of each row predicts nothing (target
     // 0, weight 0), which keeps the logits one contiguous (b·t, vocab) matrix.
@@ -103,6 +112,10 @@ pub fn rag_loss(logits: &Tensor, tokens: &Tensor, roles: &[Vec<Role>], alpha: f3
     )?
     .flatten_all()?;
     let picked = cross_entropy_rows(&logits.reshape((b_sz * seq_len, vocab))?, &targets)?;
+    let picked = match &output.copy {
+        Some(copy) => mixture_loss(copy, &picked, &targets.to_vec1::<u32>()?)?,
+        None => picked,
+    };
     let weights_of = |role: Role| -> (Vec<f32>, usize) {
         let mut count = 0;
         let weights = roles
@@ -136,6 +149,32 @@ pub fn rag_loss(logits: &Tensor, tokens: &Tensor, roles: &[Vec<Role>], alpha: f3
         total,
     })
 }
+
+/// −ln(π₀ p(y) + Σₖ πₖ [codeₖ = y]) per position, from the vocabulary's loss −ln p(y)
+/// (`vocabulary_loss`, b·t) and the mixture's weights.
+fn mixture_loss(copy: &CopyMix, vocabulary_loss: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let sources = copy.sources();
+    let positions = targets.len();
+    let matches: Vec<f32> = copy
+        .codes
+        .chunks(sources)
+        .zip(targets)
+        .flat_map(|(codes, target)| {
+            codes
+                .iter()
+                .map(move |code| if code == target { 0.0 } else { NO_MATCH })
+        })
+        .collect();
+    let matches = Tensor::from_vec(matches, (positions, sources), vocabulary_loss.device())?;
+    let log_weights = copy.log_weights.reshape((positions, sources + 1))?;
+    let generate = (log_weights.narrow(1, 0, 1)? - vocabulary_loss.unsqueeze(1)?)?;
+    let copy = (log_weights.narrow(1, 1, sources)? + matches)?;
+    Tensor::cat(&[&generate, &copy], 1)?.log_sum_exp(1)?.neg()
+}
+
+/// The log-weight of a source whose code is not the target: far below any real one, and
+/// finite, so gradients stay finite.
+const NO_MATCH: f32 = -1e4;
 
 #[cfg(test)]
 mod tests {
@@ -183,7 +222,8 @@ mod tests {
             Role::Main,
             Role::Main,
         ]];
-        let loss = rag_loss(&logits, &tokens, &roles, 0.1).unwrap();
+        let output = Cm3Output { logits, copy: None };
+        let loss = rag_loss(&output, &tokens, &roles, 0.1).unwrap();
         let ln = (vocab as f32).ln();
         assert!((loss.main - ln).abs() < 1e-5 && (loss.retrieved - ln).abs() < 1e-5);
         let total = loss.total.to_scalar::<f32>().unwrap();

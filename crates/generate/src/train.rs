@@ -203,8 +203,8 @@ impl Cm3Trainer {
         let (mut main, mut retrieved, mut tokens) = (0.0, 0.0, 0);
         for micro in sequences.chunks(self.config().batch_size) {
             let (ids, roles) = self.batch(micro)?;
-            let logits = self.model.forward(&ids, None)?;
-            let loss = rag_loss(&logits, &ids, &roles, self.config().alpha)?;
+            let output = self.model.forward_output(&ids, None)?;
+            let loss = rag_loss(&output, &ids, &roles, self.config().alpha)?;
             if !loss.main.is_finite() {
                 return Err(racm3_train::Error::Tensor(candle_core::Error::msg(
                     format!(
@@ -265,8 +265,8 @@ impl Cm3Trainer {
         for chunk in data.chunks(self.config().batch_size) {
             let refs: Vec<&Sequence> = chunk.iter().collect();
             let (ids, roles) = self.batch(&refs)?;
-            let logits = self.model.forward(&ids, None)?;
-            total += rag_loss(&logits, &ids, &roles, self.config().alpha)?.main as f64;
+            let output = self.model.forward_output(&ids, None)?;
+            total += rag_loss(&output, &ids, &roles, self.config().alpha)?.main as f64;
             batches += 1;
         }
         Ok(total / batches.max(1) as f64)

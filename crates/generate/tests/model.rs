@@ -5,7 +5,9 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use std::collections::HashMap;
 
 use candle_nn::{VarBuilder, VarMap};
-use racm3_generate::{Cm3Model, Config, ImagePositions, KvCache};
+use racm3_generate::{
+    Cm3Model, Config, CopyMix, ImageCopy, ImagePositions, KvCache, Role, rag_loss,
+};
 use racm3_kernels::max_abs_diff;
 
 /// The tiny config with image positions on ids 40..70 in grids of 4, so the sequences
@@ -184,6 +186,154 @@ fn too_long_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("257"), "{err}");
+}
+
+mod copy_pointer {
+    use super::*;
+
+    /// `config()` with a pointer reading 2 earlier images; `src="` is id 3.
+    fn copy_config() -> Config {
+        Config {
+            image_copy: Some(ImageCopy {
+                image_start: 3,
+                sources: 2,
+                pointer: true,
+                features: true,
+            }),
+            ..config()
+        }
+    }
+
+    fn copy_model(seed: u64) -> (Cm3Model, VarMap) {
+        let vars = VarMap::new();
+        let vb = racm3_train::seeded_var_builder(&vars, seed, DType::F32, &Device::Cpu);
+        (Cm3Model::new(&copy_config(), vb).unwrap(), vars)
+    }
+
+    fn copy_fixed(vars: &VarMap) -> Cm3Model {
+        let weights: HashMap<String, Tensor> = vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+        Cm3Model::new(&copy_config(), vb).unwrap()
+    }
+
+    /// Documents of text (ids 71..97) around `src="` and an image of 4 codes (40..70), so
+    /// that later images have one and then two sources to copy from.
+    fn with_images(len: usize, seed: usize) -> Vec<u32> {
+        (0..len)
+            .map(|i| match i % 8 {
+                0 => 3,
+                1..=4 => (40 + (i * 13 + seed) % 30) as u32,
+                _ => (71 + (i * 7 + seed) % 26) as u32,
+            })
+            .collect()
+    }
+
+    // The pointer's scores are log-probabilities where it can copy (each row sums to 1),
+    // are π₀ p_vocab + Σ πₖ at the sources' codes, and decoding with a cache,
+    // token by token, batch 2, with fixed weights gives the training path's one pass.
+    #[test]
+    fn scores_are_a_mixture_and_decode_as_one_pass() {
+        let (training, vars) = copy_model(7);
+        let inference = copy_fixed(&vars);
+        let rows = [with_images(70, 0), with_images(70, 5)];
+        let batch = |range: std::ops::Range<usize>| {
+            let slices: Vec<&[u32]> = rows.iter().map(|row| &row[range.clone()]).collect();
+            Tensor::new(slices, &Device::Cpu).unwrap()
+        };
+        let output = training.forward_output(&batch(0..70), None).unwrap();
+        let copy = output.copy.as_ref().unwrap();
+        let full = training.forward(&batch(0..70), None).unwrap();
+        let scores: Vec<Vec<Vec<f32>>> = full.to_vec3().unwrap();
+        let logits: Vec<Vec<Vec<f32>>> = output.logits.to_vec3().unwrap();
+        let weights: Vec<Vec<Vec<f32>>> = copy.log_weights.to_vec3().unwrap();
+        let mut copying = 0;
+        for (row, (scores, logits)) in scores.iter().zip(&logits).enumerate() {
+            for (position, (scores, logits)) in scores.iter().zip(logits).enumerate() {
+                let codes = &copy.codes[(row * 70 + position) * 2..][..2];
+                if codes[0] == CopyMix::NONE {
+                    assert_eq!(scores, logits);
+                    continue;
+                }
+                copying += 1;
+                let total: f32 = scores.iter().map(|s| s.exp()).sum();
+                assert!((total - 1.0).abs() < 1e-4, "({row}, {position}): {total}");
+                // p(c) = π₀ p_vocab(c) + Σ_j π_j [c_j = c], for the first source's code.
+                let vocabulary = log_softmax(logits);
+                let weights: Vec<f32> = weights[row][position].iter().map(|w| w.exp()).collect();
+                let code = codes[0];
+                let want = weights[0] * vocabulary[code as usize].exp()
+                    + (0..2)
+                        .filter(|&j| codes[j] == code)
+                        .map(|j| weights[1 + j])
+                        .sum::<f32>();
+                let got = scores[code as usize].exp();
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "({row}, {position}): {got} vs {want}"
+                );
+                // A masked source would weigh e^-10000 = 0.
+                assert!(
+                    weights[1] > 1e-12,
+                    "({row}, {position}): the source has no weight"
+                );
+            }
+        }
+        // Images 2 to 9 of each row copy, from the second code's prediction on.
+        assert_eq!(copying, 2 * 8 * 4);
+        let diff = max_abs_diff(&inference.forward(&batch(0..70), None).unwrap(), &full).unwrap();
+        assert!(diff < 1e-4, "one pass: {diff}");
+        let mut cache = KvCache::new();
+        inference.forward(&batch(0..3), Some(&mut cache)).unwrap();
+        for position in 3..70 {
+            let step = inference
+                .forward(&batch(position..position + 1), Some(&mut cache))
+                .unwrap();
+            let diff = max_abs_diff(&step, &full.narrow(1, position, 1).unwrap()).unwrap();
+            assert!(diff < 1e-4, "position {position}: {diff}");
+        }
+    }
+
+    fn log_softmax(row: &[f32]) -> Vec<f32> {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        row.iter().map(|v| v - max - sum.ln()).collect()
+    }
+
+    // The training loss is the mean of −ln of the sampled distribution at each target, and
+    // every parameter, the pointer's included, receives a gradient from it.
+    #[test]
+    fn the_loss_is_the_sampled_distributions_and_reaches_every_parameter() {
+        let (model, vars) = copy_model(8);
+        let sequence = with_images(60, 2);
+        let output = model.forward_output(&ids(&sequence), None).unwrap();
+        let roles = vec![vec![Role::Main; sequence.len()]];
+        let loss = rag_loss(&output, &ids(&sequence), &roles, 0.1).unwrap();
+        let scores: Vec<Vec<f32>> = output.scores().unwrap().i(0).unwrap().to_vec2().unwrap();
+        let want = (0..sequence.len() - 1)
+            .map(|i| -log_softmax(&scores[i])[sequence[i + 1] as usize])
+            .sum::<f32>()
+            / (sequence.len() - 1) as f32;
+        assert!((loss.main - want).abs() < 1e-4, "{} vs {want}", loss.main);
+        let grads = loss.total.backward().unwrap();
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            let norm = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"))
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(norm > 0.0, "{name}: zero gradient");
+        }
+    }
 }
 
 mod decoding {

@@ -2,7 +2,9 @@
 //! resumes exactly.
 
 use candle_core::Device;
-use racm3_generate::{Cm3TrainConfig, Cm3Trainer, Config, Sequence, training_sequence};
+use racm3_generate::{
+    Cm3TrainConfig, Cm3Trainer, Config, ImageCopy, ImagePositions, Sequence, training_sequence,
+};
 use racm3_kernels::max_abs_diff;
 use racm3_tokenize::{CausalMasked, IdSpace};
 
@@ -104,5 +106,91 @@ fn checkpoints_round_trip_and_mismatches_are_named() {
     assert!(
         err.contains("model.safetensors") && err.contains("fc1.weight") && err.contains("128"),
         "{err}"
+    );
+}
+
+/// `<img alt="a b" src="[16 codes]">` documents of random ids (text 0..20, codebook 256),
+/// each main document after a retrieved one: for even `i` the same document (captions and
+/// codes), for odd `i` another.
+fn image_documents(ids: &IdSpace, count: usize, seed: u64) -> Vec<Sequence> {
+    use racm3_tokenize::Special;
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut document = || {
+        let mut tokens = vec![ids.special(Special::ImgAlt)];
+        tokens.extend((0..2).map(|_| rng.random_range(0..20)));
+        tokens.push(ids.special(Special::ImgSrc));
+        tokens.extend((0..16).map(|_| rng.random_range(ids.image_range())));
+        tokens.push(ids.special(Special::ImgEnd));
+        tokens
+    };
+    (0..count)
+        .map(|i| {
+            let main = document();
+            let retrieved = if i % 2 == 0 { main.clone() } else { document() };
+            let masked = CausalMasked {
+                loss_mask: vec![true; main.len()],
+                tokens: main,
+                spans: vec![],
+            };
+            training_sequence(&[retrieved], &masked, ids, 64).unwrap()
+        })
+        .collect()
+}
+
+// With the image copy pointer the tiny model learns within 60 steps to copy a retrieved
+// image when its caption matches the main document's, and not otherwise; the same model
+// without the pointer has not begun to copy by then.
+#[test]
+fn the_copy_pointer_learns_to_copy_what_matches() {
+    let ids = IdSpace::new(20, 256);
+    let train = image_documents(&ids, 512, 1);
+    let held_out = image_documents(&ids, 32, 2);
+    let same: Vec<Sequence> = held_out.iter().step_by(2).cloned().collect();
+    let other: Vec<Sequence> = held_out.iter().skip(1).step_by(2).cloned().collect();
+    let trained = |pointer: bool| {
+        let positions = ImagePositions {
+            first_id: ids.image_range().start,
+            codebook: 256,
+            grid: 16,
+        };
+        let model = Config {
+            image_positions: Some(positions),
+            image_copy: pointer.then_some(ImageCopy {
+                image_start: ids.special(racm3_tokenize::Special::ImgSrc),
+                sources: 1,
+                pointer: true,
+                features: false,
+            }),
+            ..Config::tiny(ids.len() as usize)
+        };
+        let settings = Cm3TrainConfig {
+            steps: 60,
+            batch_size: 8,
+            lr: 3e-3,
+            warmup: 5,
+            checkpoint_every: usize::MAX,
+            ..Cm3TrainConfig::new(model)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut trainer = Cm3Trainer::open(settings, ids, dir.path(), &Device::Cpu).unwrap();
+        trainer.train_until(60, &train, &[], |_| {}).unwrap();
+        let same = trainer.validation_loss(&same).unwrap();
+        let other = trainer.validation_loss(&other).unwrap();
+        (same, other)
+    };
+    // Per main document: 2 caption ids (ln 20 = 3.0 each; the pointer copies only codes),
+    // 16 codes (ln 256 = 5.5 each when not copied) and 5 structure tokens, 23 targets.
+    // Measured: 1.11 and 5.92 with the pointer, 4.48 and 4.51 without.
+    let (same, other) = trained(true);
+    assert!(same < 1.5, "pointer: matching documents cost {same}");
+    assert!(
+        other > same + 3.0,
+        "pointer: {other} on others against {same}"
+    );
+    let (same_without, other_without) = trained(false);
+    assert!(
+        same_without > 3.5 && (same_without - other_without).abs() < 0.5,
+        "no pointer: {same_without} on matching documents, {other_without} on others"
     );
 }

@@ -14,11 +14,11 @@ use std::time::Instant;
 use candle_core::Device;
 use racm3_data::{Document, Split};
 use racm3_generate::{
-    Cm3TrainConfig, Cm3Trainer, Config, ImagePositions, RETRIEVED_LOSS_WEIGHT, Sequence,
+    Cm3TrainConfig, Cm3Trainer, Config, ImageCopy, ImagePositions, RETRIEVED_LOSS_WEIGHT, Sequence,
 };
 use racm3_retrieve::{DEFAULT_THRESHOLD, QUERY_DROPOUT, RetrievalPolicy};
 use racm3_tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
-use racm3_tokenize::{Cm3Codec, IdSpace, TextTokenizer, TrainOptions};
+use racm3_tokenize::{Cm3Codec, IdSpace, Special, TextTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -84,6 +84,17 @@ pub struct RunSettings {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub image_positions: bool,
+    /// An image copy pointer over the retrieved images (`ImageCopy`): each image code may
+    /// be copied from the same grid place of a retrieved image, with learned weights.
+    /// Implies `image_positions`.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub image_copy: bool,
+    /// The retrieved images' codes at each place as input features of the position that
+    /// predicts that place (`ImageCopy::features`). Implies `image_positions`.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub image_features: bool,
     /// Share of sequences with retrieval whose first retrieved document is the main
     /// document itself (an exact copy), to teach reading the context.
     #[serde(default)]
@@ -115,6 +126,8 @@ impl Default for RunSettings {
             train_query_threshold: DEFAULT_THRESHOLD,
             caption_share: 0.0,
             image_positions: false,
+            image_copy: false,
+            image_features: false,
             copy_share: 0.0,
         }
     }
@@ -219,7 +232,13 @@ impl RunSettings {
         } else {
             skip
         };
-        let skip = if self.image_positions {
+        let skip = match (self.image_copy, self.image_features) {
+            (true, true) => format!("{skip}, image copy pointer and source features"),
+            (true, false) => format!("{skip}, image copy pointer"),
+            (false, true) => format!("{skip}, image source features"),
+            (false, false) => skip,
+        };
+        let skip = if self.image_positions || self.image_copy || self.image_features {
             format!("{skip}, image positions")
         } else {
             skip
@@ -351,11 +370,19 @@ pub fn prepare(
             Config::PRESETS.join(", ")
         )));
     };
-    if settings.image_positions {
+    if settings.image_positions || settings.image_copy || settings.image_features {
         model.image_positions = Some(ImagePositions {
             first_id: ids.image_range().start,
             codebook: vqgan.codebook_size(),
             grid: vqgan.tokens_per_image(),
+        });
+    }
+    if settings.image_copy || settings.image_features {
+        model.image_copy = Some(ImageCopy {
+            image_start: ids.special(Special::ImgSrc),
+            sources: settings.k.max(1),
+            pointer: settings.image_copy,
+            features: settings.image_features,
         });
     }
     let corpus = settings.corpus_config(model.max_seq_len);
