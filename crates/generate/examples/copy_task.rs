@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sources: 2,
             pointer: kind == "pointer",
             features: kind == "features",
+            captions: None,
         });
     }
     let mut rng = StdRng::seed_from_u64(1);

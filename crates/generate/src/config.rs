@@ -70,65 +70,171 @@ impl ImagePositions {
     }
 }
 
-/// What the decoder reads directly from earlier images (the retrieved ones) at the grid
-/// place g of the image code it predicts: the code at place g of each of the first
-/// `sources` complete images before it. A decoder without this had to grow an induction
-/// circuit to read retrieved images, and at our budget never did (BENCHMARKS.md, issue 23).
+/// What the decoder reads directly from the documents before it (the retrieved ones) at
+/// the place it predicts: for image code g, the code at grid place g of each of the first
+/// `sources` complete images before it; with [`CaptionCopy`], for caption token j, token j
+/// of each of the first `sources` complete captions before it. A decoder without this had
+/// to grow an induction circuit to read retrieved documents, and at our budget never did
+/// (BENCHMARKS.md, issue 23).
 ///
 /// Two ways to use them, either or both. The *pointer* (pointer-generator style; See et al.,
 /// 2017, arXiv:1704.04368) makes the next-token distribution a mixture of the vocabulary's
-/// and of the source codes, with weights from a softmax over a learned generate score and
+/// and of the source tokens, with weights from a softmax over a learned generate score and
 /// one score per source (a query from the current position against a key from the source
-/// code's position): exact copies. The *features* add a learned embedding of each source
-/// code to the input of the position: for sources drawn in another style, whose codes
-/// differ from the answer's but say what is there.
+/// token's position): exact copies. The *features* add each source token's embedding to
+/// the input of the position: for sources drawn in another style, whose codes differ from
+/// the answer's but say what is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageCopy {
     /// The id of `src="`, after which the first code of an image comes.
     pub image_start: u32,
-    /// How many earlier images it reads (the retrieved documents' K).
+    /// How many earlier documents it reads (the retrieved documents' K).
     pub sources: usize,
-    /// Mix a pointer to the source codes into the next-token distribution.
+    /// Mix a pointer to the source tokens into the next-token distribution.
     #[serde(default = "yes")]
     pub pointer: bool,
-    /// Add a learned embedding of each source code to the input of the position that
-    /// predicts its place: the aligned source as a feature, for sources whose codes differ
-    /// from the answer's (another rendition's drawing) but tell what it is.
+    /// Add the embedding of each source token to the input of the position that predicts
+    /// its place: the aligned source as a feature.
     #[serde(default)]
     pub features: bool,
+    /// Read captions too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionCopy>,
+}
+
+/// The ids that delimit captions, for [`ImageCopy`]. A caption is the text of `alt="…"`
+/// (from `<img alt="` to `" src="`), or, in a causally masked document, the text after a
+/// trailing `<mask:i>` (the infilled span, up to `<eos>`). Token j of an unmasked `alt`
+/// caption before is the candidate for token j; past its end, the span's closing id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptionCopy {
+    /// `<img alt="`.
+    pub alt: u32,
+    /// `<eos>`, which closes an infilled span.
+    pub eos: u32,
+    /// `<mask:0>`; the sentinels are `first_mask..first_mask + masks`.
+    pub first_mask: u32,
+    /// How many sentinels there are.
+    pub masks: u32,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// Where in a caption the next token goes.
+#[derive(Debug, Clone, Copy)]
+enum CaptionState {
+    Outside,
+    /// In `alt="…"` from `start`, `written` tokens so far; `masked` once a sentinel cut it.
+    Alt {
+        start: usize,
+        written: usize,
+        masked: bool,
+    },
+    /// In an infilled span after a trailing sentinel.
+    Infilled {
+        written: usize,
+    },
+}
+
 impl ImageCopy {
-    /// For each position of one whole sequence `ids`, the `sources` positions whose codes
-    /// it may copy as its next token, row-major (`ids.len() · sources`), `None` where
-    /// there is none. A position predicts code g when it is `src="` (g = 0) or the i-th
-    /// code of a run whose next place is g = i mod grid > 0; its candidates are code g of
-    /// each of the first `sources` runs of at least `grid` codes that ended before it.
-    pub fn candidates(&self, positions: &ImagePositions, ids: &[u32]) -> Vec<Option<usize>> {
+    /// For each position of one whole sequence `ids`, per source, the token it may copy as
+    /// its next token and the position whose hidden state keys it, row-major (`ids.len() ·
+    /// sources`), `None` where there is none. A position predicts image code g when it is
+    /// `src="` (g = 0) or the i-th code of a run whose next place is g = i mod grid > 0;
+    /// its candidates are code g of each of the first `sources` runs of at least `grid`
+    /// codes that ended before it. Captions: see [`CaptionCopy`].
+    pub fn candidates(&self, positions: &ImagePositions, ids: &[u32]) -> Vec<Option<(usize, u32)>> {
         let image = positions.first_id..positions.first_id + positions.codebook;
-        let mut sources: Vec<usize> = Vec::with_capacity(self.sources);
+        let mut images: Vec<usize> = Vec::with_capacity(self.sources);
+        // Each complete caption's first position and the position of its `" src="`.
+        let mut captions: Vec<(usize, usize)> = Vec::with_capacity(self.sources);
+        let mut caption = CaptionState::Outside;
         let mut out = Vec::with_capacity(ids.len() * self.sources);
         let mut run = 0;
-        for (position, id) in ids.iter().enumerate() {
-            let place = if *id == self.image_start {
+        for (position, &id) in ids.iter().enumerate() {
+            let place = if id == self.image_start {
                 run = 0;
                 Some(0)
-            } else if image.contains(id) {
+            } else if image.contains(&id) {
                 run += 1;
-                if run == positions.grid && sources.len() < self.sources {
-                    sources.push(position + 1 - positions.grid);
+                if run == positions.grid && images.len() < self.sources {
+                    images.push(position + 1 - positions.grid);
                 }
                 Some(run % positions.grid).filter(|&place| place > 0)
             } else {
                 run = 0;
                 None
             };
-            // A run becomes a source at its grid-th code, whose next place is none.
-            out.extend((0..self.sources).map(|slot| Some(sources.get(slot)? + place?)));
+            // The caption place the next token fills, and the id that closes the caption.
+            let mut caption_place = None;
+            if let Some(delimiters) = self.captions {
+                let is_text = id < positions.first_id;
+                let is_mask =
+                    (delimiters.first_mask..delimiters.first_mask + delimiters.masks).contains(&id);
+                caption = match caption {
+                    _ if id == delimiters.alt => CaptionState::Alt {
+                        start: position + 1,
+                        written: 0,
+                        masked: false,
+                    },
+                    CaptionState::Alt {
+                        start,
+                        masked: false,
+                        ..
+                    } if id == self.image_start => {
+                        if captions.len() < self.sources {
+                            captions.push((start, position));
+                        }
+                        CaptionState::Outside
+                    }
+                    CaptionState::Alt { start, written, .. } if is_mask => CaptionState::Alt {
+                        start,
+                        written,
+                        masked: true,
+                    },
+                    CaptionState::Alt {
+                        start,
+                        written,
+                        masked,
+                    } if is_text => CaptionState::Alt {
+                        start,
+                        written: written + 1,
+                        masked,
+                    },
+                    CaptionState::Outside | CaptionState::Infilled { .. } if is_mask => {
+                        CaptionState::Infilled { written: 0 }
+                    }
+                    CaptionState::Infilled { written } if is_text => CaptionState::Infilled {
+                        written: written + 1,
+                    },
+                    _ => CaptionState::Outside,
+                };
+                caption_place = match caption {
+                    CaptionState::Alt {
+                        written,
+                        masked: false,
+                        ..
+                    } => Some((written, self.image_start)),
+                    CaptionState::Infilled { written } => Some((written, delimiters.eos)),
+                    _ => None,
+                };
+            }
+            out.extend((0..self.sources).map(|slot| {
+                if let Some(place) = place {
+                    // A run becomes a source at its grid-th code, whose next place is none.
+                    let at = images.get(slot)? + place;
+                    return Some((at, ids[at]));
+                }
+                let (written, close) = caption_place?;
+                let &(start, end) = captions.get(slot)?;
+                match (start + written).cmp(&end) {
+                    std::cmp::Ordering::Less => Some((start + written, ids[start + written])),
+                    std::cmp::Ordering::Equal => Some((end, close)),
+                    std::cmp::Ordering::Greater => None,
+                }
+            }));
         }
         out
     }
@@ -301,12 +407,16 @@ mod tests {
             sources: 2,
             pointer: true,
             features: false,
+            captions: None,
         };
         let ids = [2, 10, 11, 12, 4, 2, 13, 14, 12, 4, 2, 10, 11, 12, 4];
-        let pairs: Vec<[Option<usize>; 2]> = copy
-            .candidates(&positions, &ids)
+        let candidates = copy.candidates(&positions, &ids);
+        for (at, token) in candidates.iter().flatten() {
+            assert_eq!(ids[*at], *token);
+        }
+        let pairs: Vec<[Option<usize>; 2]> = candidates
             .chunks(2)
-            .map(|pair| [pair[0], pair[1]])
+            .map(|pair| [pair[0].map(|(at, _)| at), pair[1].map(|(at, _)| at)])
             .collect();
         let none = [None, None];
         let want = [
@@ -327,6 +437,48 @@ mod tests {
             none,
         ];
         assert_eq!(pairs, want);
+    }
+
+    // Captions (text ids 0..10; alt 20, src 17, end 21, eos 22, sentinels 30..32; codes
+    // 10..16 in grids of 3): an `alt` caption copies token j of the one before and its
+    // closing `" src="` past its end; a masked caption is no source; the span after a
+    // trailing sentinel copies the same way and closes with `<eos>`.
+    #[test]
+    fn copy_candidates_in_captions() {
+        let positions = ImagePositions {
+            first_id: 10,
+            codebook: 6,
+            grid: 3,
+        };
+        let copy = ImageCopy {
+            image_start: 17,
+            sources: 1,
+            pointer: true,
+            features: false,
+            captions: Some(CaptionCopy {
+                alt: 20,
+                eos: 22,
+                first_mask: 30,
+                masks: 2,
+            }),
+        };
+        let ids = [
+            20, 5, 6, 17, 10, 11, 12, 21, // a source: caption [5, 6]
+            20, 5, 17, 13, 14, 15, 21, // caption [5] copies 5, then offers 6
+            20, 30, 17, 10, 10, 10, 21, // a masked caption copies nothing
+            30, 5, 6, 22, // the infilled span copies [5, 6], then <eos>
+        ];
+        let candidates = copy.candidates(&positions, &ids);
+        let at = |position: usize| candidates[position];
+        assert_eq!(at(0), None);
+        assert_eq!(at(8), Some((1, 5)));
+        assert_eq!(at(9), Some((2, 6)));
+        assert_eq!(at(11), Some((5, 11)), "image codes still copy");
+        assert_eq!(at(16), None);
+        assert_eq!(at(22), Some((1, 5)));
+        assert_eq!(at(23), Some((2, 6)));
+        assert_eq!(at(24), Some((3, 22)));
+        assert_eq!(at(25), None);
     }
 
     #[test]

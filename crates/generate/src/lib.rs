@@ -17,7 +17,7 @@ mod sequence;
 #[cfg(feature = "train")]
 mod train;
 
-pub use config::{Config, ImageCopy, ImagePositions};
+pub use config::{CaptionCopy, Config, ImageCopy, ImagePositions};
 pub use model::{Cm3Model, Cm3Output, CopyMix, KvCache};
 pub use sequence::{Loss, RETRIEVED_LOSS_WEIGHT, Role, Sequence, rag_loss, training_sequence};
 #[cfg(feature = "train")]

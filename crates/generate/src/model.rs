@@ -513,6 +513,8 @@ struct Pointer {
     /// From a position's final hidden state: its query, its key, then the vocabulary's
     /// score, in one product.
     projection: Dense,
+    /// The vocabulary's learned prior.
+    vocabulary_bias: Tensor,
     /// A learned prior per source (the first retrieved document is the best match).
     source_bias: Tensor,
     key_width: usize,
@@ -536,11 +538,23 @@ impl CopyHead {
         let key_width = cfg.head_dim();
         let pointer = if copy.pointer {
             Some(Pointer {
-                projection: Dense::new(
-                    cfg.hidden_size,
-                    2 * key_width + 1,
-                    true,
-                    vb.pp("projection"),
+                // Small, as the embedding's: the scores start near 0 and their gradients
+                // small; with candle's Kaiming init (scores of std ~2 and 2/3 of the mass on
+                // the sources at step 0) the run's val loss ended 0.16 nats worse
+                // (BENCHMARKS.md, gen5-ra-ptr).
+                projection: Dense::from_weight(&vb.pp("projection").get_with_hints(
+                    (2 * key_width + 1, cfg.hidden_size),
+                    "weight",
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )?)?,
+                // The vocabulary starts with 0.9 of the mass: a pointer must earn its share.
+                vocabulary_bias: vb.get_with_hints(
+                    1,
+                    "vocabulary_bias",
+                    Init::Const((9.0 * copy.sources as f64).ln()),
                 )?,
                 source_bias: vb.get_with_hints(copy.sources, "source_bias", Init::Const(0.0))?,
                 key_width,
@@ -578,10 +592,10 @@ impl CopyHead {
         for tokens in history {
             let candidates = self.copy.candidates(&self.positions, tokens);
             for candidate in &candidates[(tokens.len() - steps) * sources..] {
-                places.positions.push(*candidate);
+                places.positions.push(candidate.map(|(at, _)| at));
                 places
                     .codes
-                    .push(candidate.map_or(CopyMix::NONE, |at| tokens[at]));
+                    .push(candidate.map_or(CopyMix::NONE, |(_, token)| token));
             }
         }
         places
@@ -634,7 +648,9 @@ impl CopyHead {
         let projected = hidden.apply(&pointer.projection)?;
         let queries = projected.narrow(2, 0, key_width)?;
         let keys = projected.narrow(2, key_width, key_width)?;
-        let vocabulary_score = projected.narrow(2, 2 * key_width, 1)?;
+        let vocabulary_score = projected
+            .narrow(2, 2 * key_width, 1)?
+            .broadcast_add(&pointer.vocabulary_bias)?;
         let keys = match cached_keys {
             Some(cached) => Tensor::cat(&[cached, &keys], 1)?,
             None => keys.contiguous()?,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use candle_nn::{VarBuilder, VarMap};
 use racm3_generate::{
-    Cm3Model, Config, CopyMix, ImageCopy, ImagePositions, KvCache, Role, rag_loss,
+    CaptionCopy, Cm3Model, Config, CopyMix, ImageCopy, ImagePositions, KvCache, Role, rag_loss,
 };
 use racm3_kernels::max_abs_diff;
 
@@ -199,6 +199,12 @@ mod copy_pointer {
                 sources: 2,
                 pointer: true,
                 features: true,
+                captions: Some(CaptionCopy {
+                    alt: 1,
+                    eos: 2,
+                    first_mask: 90,
+                    masks: 4,
+                }),
             }),
             ..config()
         }
@@ -222,14 +228,17 @@ mod copy_pointer {
         Cm3Model::new(&copy_config(), vb).unwrap()
     }
 
-    /// Documents of text (ids 71..97) around `src="` and an image of 4 codes (40..70), so
-    /// that later images have one and then two sources to copy from.
+    /// Documents `<img alt="t t" src="[4 codes]"> t` (alt 1, src 3, text 4..40, codes
+    /// 40..70, `">` 71), so that later documents have one and then two sources to copy
+    /// from.
     fn with_images(len: usize, seed: usize) -> Vec<u32> {
         (0..len)
-            .map(|i| match i % 8 {
-                0 => 3,
-                1..=4 => (40 + (i * 13 + seed) % 30) as u32,
-                _ => (71 + (i * 7 + seed) % 26) as u32,
+            .map(|i| match i % 10 {
+                0 => 1,
+                3 => 3,
+                4..=7 => (40 + (i * 13 + seed) % 30) as u32,
+                8 => 71,
+                _ => (4 + (i * 7 + seed) % 36) as u32,
             })
             .collect()
     }
@@ -284,8 +293,9 @@ mod copy_pointer {
                 );
             }
         }
-        // Images 2 to 9 of each row copy, from the second code's prediction on.
-        assert_eq!(copying, 2 * 8 * 4);
+        // Documents 2 to 7 of each row copy: their 2 caption tokens, the `" src="` after
+        // them, and their 4 codes.
+        assert_eq!(copying, 2 * 6 * 7);
         let diff = max_abs_diff(&inference.forward(&batch(0..70), None).unwrap(), &full).unwrap();
         assert!(diff < 1e-4, "one pass: {diff}");
         let mut cache = KvCache::new();

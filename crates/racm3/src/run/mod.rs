@@ -14,7 +14,8 @@ use std::time::Instant;
 use candle_core::Device;
 use racm3_data::{Document, Split};
 use racm3_generate::{
-    Cm3TrainConfig, Cm3Trainer, Config, ImageCopy, ImagePositions, RETRIEVED_LOSS_WEIGHT, Sequence,
+    CaptionCopy, Cm3TrainConfig, Cm3Trainer, Config, ImageCopy, ImagePositions,
+    RETRIEVED_LOSS_WEIGHT, Sequence,
 };
 use racm3_retrieve::{DEFAULT_THRESHOLD, QUERY_DROPOUT, RetrievalPolicy};
 use racm3_tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
@@ -95,6 +96,11 @@ pub struct RunSettings {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub image_features: bool,
+    /// The copy of `--image-copy` / `--image-features` reads the retrieved documents'
+    /// captions too, token j for token j (`CaptionCopy`).
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub caption_copy: bool,
     /// Share of sequences with retrieval whose first retrieved document is the main
     /// document itself (an exact copy), to teach reading the context.
     #[serde(default)]
@@ -128,6 +134,7 @@ impl Default for RunSettings {
             image_positions: false,
             image_copy: false,
             image_features: false,
+            caption_copy: false,
             copy_share: 0.0,
         }
     }
@@ -200,6 +207,11 @@ impl RunSettings {
                 self.copy_share
             )));
         }
+        if self.caption_copy && !(self.image_copy || self.image_features) {
+            return Err(Error::BadInput(
+                "--caption-copy extends --image-copy or --image-features; give one of them".into(),
+            ));
+        }
         if !(0.0..1.0).contains(&self.query_dropout) {
             return Err(Error::BadInput(format!(
                 "--query-dropout must be in [0, 1), not {}",
@@ -237,6 +249,11 @@ impl RunSettings {
             (true, false) => format!("{skip}, image copy pointer"),
             (false, true) => format!("{skip}, image source features"),
             (false, false) => skip,
+        };
+        let skip = if self.caption_copy {
+            format!("{skip} over captions too")
+        } else {
+            skip
         };
         let skip = if self.image_positions || self.image_copy || self.image_features {
             format!("{skip}, image positions")
@@ -383,6 +400,15 @@ pub fn prepare(
             sources: settings.k.max(1),
             pointer: settings.image_copy,
             features: settings.image_features,
+            captions: settings.caption_copy.then(|| {
+                let first_mask = ids.special(Special::Mask(0));
+                CaptionCopy {
+                    alt: ids.special(Special::ImgAlt),
+                    eos: ids.special(Special::Eos),
+                    first_mask,
+                    masks: ids.len() - first_mask,
+                }
+            }),
         });
     }
     let corpus = settings.corpus_config(model.max_seq_len);
