@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sources: 2,
             pointer: kind == "pointer",
             features: kind == "features",
+            images: true,
             captions: None,
         });
     }

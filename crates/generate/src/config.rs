@@ -97,7 +97,10 @@ pub struct ImageCopy {
     /// its place: the aligned source as a feature.
     #[serde(default)]
     pub features: bool,
-    /// Read captions too.
+    /// Read images (a pointer over captions alone turns this off).
+    #[serde(default = "yes")]
+    pub images: bool,
+    /// Read captions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captions: Option<CaptionCopy>,
 }
@@ -222,7 +225,7 @@ impl ImageCopy {
                 };
             }
             out.extend((0..self.sources).map(|slot| {
-                if let Some(place) = place {
+                if let Some(place) = place.filter(|_| self.images) {
                     // A run becomes a source at its grid-th code, whose next place is none.
                     let at = images.get(slot)? + place;
                     return Some((at, ids[at]));
@@ -363,9 +366,11 @@ impl Config {
             if copy.sources == 0
                 || copy.sources > 64
                 || copy.image_start as usize >= self.vocab_size
+                || !(copy.pointer || copy.features)
+                || !(copy.images || copy.captions.is_some())
             {
                 return Err(format!(
-                    "image_copy {copy:?}: sources must be 1 to 64, image_start an id below {} and pointer or features on",
+                    "image_copy {copy:?}: sources must be 1 to 64, image_start an id below {}, pointer or features on, and images or captions read",
                     self.vocab_size
                 ));
             }
@@ -407,6 +412,7 @@ mod tests {
             sources: 2,
             pointer: true,
             features: false,
+            images: true,
             captions: None,
         };
         let ids = [2, 10, 11, 12, 4, 2, 13, 14, 12, 4, 2, 10, 11, 12, 4];
@@ -442,7 +448,8 @@ mod tests {
     // Captions (text ids 0..10; alt 20, src 17, end 21, eos 22, sentinels 30..32; codes
     // 10..16 in grids of 3): an `alt` caption copies token j of the one before and its
     // closing `" src="` past its end; a masked caption is no source; the span after a
-    // trailing sentinel copies the same way and closes with `<eos>`.
+    // trailing sentinel copies the same way and closes with `<eos>`; `images: false`
+    // leaves the codes out.
     #[test]
     fn copy_candidates_in_captions() {
         let positions = ImagePositions {
@@ -455,6 +462,7 @@ mod tests {
             sources: 1,
             pointer: true,
             features: false,
+            images: true,
             captions: Some(CaptionCopy {
                 alt: 20,
                 eos: 22,
@@ -479,6 +487,14 @@ mod tests {
         assert_eq!(at(23), Some((2, 6)));
         assert_eq!(at(24), Some((3, 22)));
         assert_eq!(at(25), None);
+        // Captions alone: the same caption candidates, none for image codes.
+        let captions_only = ImageCopy {
+            images: false,
+            ..copy
+        }
+        .candidates(&positions, &ids);
+        assert_eq!(captions_only[11], None);
+        assert_eq!(captions_only[9], Some((2, 6)));
     }
 
     #[test]

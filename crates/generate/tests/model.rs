@@ -199,6 +199,7 @@ mod copy_pointer {
                 sources: 2,
                 pointer: true,
                 features: true,
+                images: true,
                 captions: Some(CaptionCopy {
                     alt: 1,
                     eos: 2,

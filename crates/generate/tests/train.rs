@@ -161,6 +161,7 @@ fn the_copy_pointer_learns_to_copy_what_matches() {
                 sources: 1,
                 pointer: true,
                 features: false,
+                images: true,
                 captions: None,
             }),
             ..Config::tiny(ids.len() as usize)

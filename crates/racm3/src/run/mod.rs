@@ -96,8 +96,9 @@ pub struct RunSettings {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub image_features: bool,
-    /// The copy of `--image-copy` / `--image-features` reads the retrieved documents'
-    /// captions too, token j for token j (`CaptionCopy`).
+    /// A copy pointer over the retrieved documents' captions, token j for token j
+    /// (`CaptionCopy`); with `--image-copy` or `--image-features` their copy reads
+    /// captions too.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub caption_copy: bool,
@@ -207,11 +208,6 @@ impl RunSettings {
                 self.copy_share
             )));
         }
-        if self.caption_copy && !(self.image_copy || self.image_features) {
-            return Err(Error::BadInput(
-                "--caption-copy extends --image-copy or --image-features; give one of them".into(),
-            ));
-        }
         if !(0.0..1.0).contains(&self.query_dropout) {
             return Err(Error::BadInput(format!(
                 "--query-dropout must be in [0, 1), not {}",
@@ -250,10 +246,10 @@ impl RunSettings {
             (false, true) => format!("{skip}, image source features"),
             (false, false) => skip,
         };
-        let skip = if self.caption_copy {
-            format!("{skip} over captions too")
-        } else {
-            skip
+        let skip = match (self.caption_copy, self.image_copy || self.image_features) {
+            (true, true) => format!("{skip} over captions too"),
+            (true, false) => format!("{skip}, caption copy pointer"),
+            (false, _) => skip,
         };
         let skip = if self.image_positions || self.image_copy || self.image_features {
             format!("{skip}, image positions")
@@ -387,19 +383,24 @@ pub fn prepare(
             Config::PRESETS.join(", ")
         )));
     };
-    if settings.image_positions || settings.image_copy || settings.image_features {
+    if settings.image_positions
+        || settings.image_copy
+        || settings.image_features
+        || settings.caption_copy
+    {
         model.image_positions = Some(ImagePositions {
             first_id: ids.image_range().start,
             codebook: vqgan.codebook_size(),
             grid: vqgan.tokens_per_image(),
         });
     }
-    if settings.image_copy || settings.image_features {
+    if settings.image_copy || settings.image_features || settings.caption_copy {
         model.image_copy = Some(ImageCopy {
             image_start: ids.special(Special::ImgSrc),
             sources: settings.k.max(1),
-            pointer: settings.image_copy,
+            pointer: settings.image_copy || settings.caption_copy,
             features: settings.image_features,
+            images: settings.image_copy || settings.image_features,
             captions: settings.caption_copy.then(|| {
                 let first_mask = ids.special(Special::Mask(0));
                 CaptionCopy {
