@@ -248,13 +248,24 @@ fn train_records_its_settings_and_reuses_its_caches() {
 
     let trained = train(
         &work.path().join("no-memory-here"),
-        &["--steps", "2", "--image-positions"],
+        &[
+            "--steps",
+            "2",
+            "--image-positions",
+            "--image-copy",
+            "--caption-copy",
+        ],
     );
     assert!(trained.status.success(), "{}", stderr(&trained));
     assert!(run.join("model.safetensors").exists());
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["image_positions"]["grid"], 64, "{config}");
+    let copy = &config["image_copy"];
+    assert_eq!(copy["sources"], 1, "{config}");
+    assert_eq!(copy["pointer"], true, "{config}");
+    assert_eq!(copy["images"], true, "{config}");
+    assert!(copy["captions"]["alt"].is_u64(), "{config}");
     let settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("train.json")).unwrap()).unwrap();
     assert_eq!(settings["k"], 1);
@@ -262,6 +273,8 @@ fn train_records_its_settings_and_reuses_its_caches() {
     assert_eq!(settings["query_dropout"], 0.0);
     assert_eq!(settings["steps"], 2);
     assert_eq!(settings["image_positions"], true);
+    assert_eq!(settings["image_copy"], true);
+    assert_eq!(settings["caption_copy"], true);
 
     let negative = racm3(
         &fixtures(),
