@@ -398,23 +398,32 @@ mod tests {
         assert_eq!(positions.rows(&[12, 4], 2), (vec![2, 3], 0));
     }
 
+    /// Image codes 10..16 in grids of 3.
+    fn codes_in_grids_of_3() -> ImagePositions {
+        ImagePositions {
+            first_id: 10,
+            codebook: 6,
+            grid: 3,
+        }
+    }
+
+    fn pointer(image_start: u32, sources: usize, captions: Option<CaptionCopy>) -> ImageCopy {
+        ImageCopy {
+            image_start,
+            sources,
+            pointer: true,
+            features: false,
+            images: true,
+            captions,
+        }
+    }
+
     // Runs of 3 codes (ids 10..16) after `src="` (2): the first image has nothing to copy,
     // the second copies from the first, the third from both, each code from its own place.
     #[test]
     fn copy_candidates_are_the_same_place_in_earlier_images() {
-        let positions = ImagePositions {
-            first_id: 10,
-            codebook: 6,
-            grid: 3,
-        };
-        let copy = ImageCopy {
-            image_start: 2,
-            sources: 2,
-            pointer: true,
-            features: false,
-            images: true,
-            captions: None,
-        };
+        let positions = codes_in_grids_of_3();
+        let copy = pointer(2, 2, None);
         let ids = [2, 10, 11, 12, 4, 2, 13, 14, 12, 4, 2, 10, 11, 12, 4];
         let candidates = copy.candidates(&positions, &ids);
         for (at, token) in candidates.iter().flatten() {
@@ -452,24 +461,14 @@ mod tests {
     // leaves the codes out.
     #[test]
     fn copy_candidates_in_captions() {
-        let positions = ImagePositions {
-            first_id: 10,
-            codebook: 6,
-            grid: 3,
+        let positions = codes_in_grids_of_3();
+        let delimiters = CaptionCopy {
+            alt: 20,
+            eos: 22,
+            first_mask: 30,
+            masks: 2,
         };
-        let copy = ImageCopy {
-            image_start: 17,
-            sources: 1,
-            pointer: true,
-            features: false,
-            images: true,
-            captions: Some(CaptionCopy {
-                alt: 20,
-                eos: 22,
-                first_mask: 30,
-                masks: 2,
-            }),
-        };
+        let copy = pointer(17, 1, Some(delimiters));
         let ids = [
             20, 5, 6, 17, 10, 11, 12, 21, // a source: caption [5, 6]
             20, 5, 17, 13, 14, 15, 21, // caption [5] copies 5, then offers 6

@@ -24,14 +24,22 @@ fn config() -> Config {
 }
 
 fn model(seed: u64) -> (Cm3Model, VarMap) {
+    model_of(&config(), seed)
+}
+
+fn model_of(config: &Config, seed: u64) -> (Cm3Model, VarMap) {
     let vars = VarMap::new();
     let vb = racm3_train::seeded_var_builder(&vars, seed, DType::F32, &Device::Cpu);
-    (Cm3Model::new(&config(), vb).unwrap(), vars)
+    (Cm3Model::new(config, vb).unwrap(), vars)
+}
+
+fn fixed(vars: &VarMap) -> Cm3Model {
+    fixed_of(&config(), vars)
 }
 
 /// The same weights as fixed tensors, as `Cm3Model::load` gives them: no gradient is
 /// tracked, so the model runs candle's fused kernels and a contiguous weight layout.
-fn fixed(vars: &VarMap) -> Cm3Model {
+fn fixed_of(config: &Config, vars: &VarMap) -> Cm3Model {
     let weights: HashMap<String, Tensor> = vars
         .data()
         .lock()
@@ -40,7 +48,23 @@ fn fixed(vars: &VarMap) -> Cm3Model {
         .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
         .collect();
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    Cm3Model::new(&config(), vb).unwrap()
+    Cm3Model::new(config, vb).unwrap()
+}
+
+/// Asserts that every variable in `vars` received a non-zero gradient.
+fn assert_every_variable_has_a_gradient(vars: &VarMap, grads: &candle_core::backprop::GradStore) {
+    for (name, var) in vars.data().lock().unwrap().iter() {
+        let norm = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"))
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "{name}: zero gradient");
+    }
 }
 
 fn ids(values: &[u32]) -> Tensor {
@@ -151,21 +175,7 @@ fn every_parameter_gets_a_gradient() {
         .unwrap();
     let targets = Tensor::new(&sequence[1..], &Device::Cpu).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
-    let grads = loss.backward().unwrap();
-    let data = vars.data().lock().unwrap();
-    for (name, var) in data.iter() {
-        let grad = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let norm = grad
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(norm > 0.0, "{name}: zero gradient");
-    }
+    assert_every_variable_has_a_gradient(&vars, &loss.backward().unwrap());
 }
 
 // A sequence past max_seq_len (256 for tiny) is an error that says so, with or without a
@@ -211,24 +221,6 @@ mod copy_pointer {
         }
     }
 
-    fn copy_model(seed: u64) -> (Cm3Model, VarMap) {
-        let vars = VarMap::new();
-        let vb = racm3_train::seeded_var_builder(&vars, seed, DType::F32, &Device::Cpu);
-        (Cm3Model::new(&copy_config(), vb).unwrap(), vars)
-    }
-
-    fn copy_fixed(vars: &VarMap) -> Cm3Model {
-        let weights: HashMap<String, Tensor> = vars
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
-            .collect();
-        let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-        Cm3Model::new(&copy_config(), vb).unwrap()
-    }
-
     /// Documents `<img alt="t t" src="[4 codes]"> t` (alt 1, src 3, text 4..40, codes
     /// 40..70, `">` 71), so that later documents have one and then two sources to copy
     /// from.
@@ -249,8 +241,8 @@ mod copy_pointer {
     // token by token, batch 2, with fixed weights gives the training path's one pass.
     #[test]
     fn scores_are_a_mixture_and_decode_as_one_pass() {
-        let (training, vars) = copy_model(7);
-        let inference = copy_fixed(&vars);
+        let (training, vars) = model_of(&copy_config(), 7);
+        let inference = fixed_of(&copy_config(), &vars);
         let rows = [with_images(70, 0), with_images(70, 5)];
         let batch = |range: std::ops::Range<usize>| {
             let slices: Vec<&[u32]> = rows.iter().map(|row| &row[range.clone()]).collect();
@@ -320,7 +312,7 @@ mod copy_pointer {
     // every parameter, the pointer's included, receives a gradient from it.
     #[test]
     fn the_loss_is_the_sampled_distributions_and_reaches_every_parameter() {
-        let (model, vars) = copy_model(8);
+        let (model, vars) = model_of(&copy_config(), 8);
         let sequence = with_images(60, 2);
         let output = model.forward_output(&ids(&sequence), None).unwrap();
         let roles = vec![vec![Role::Main; sequence.len()]];
@@ -331,19 +323,7 @@ mod copy_pointer {
             .sum::<f32>()
             / (sequence.len() - 1) as f32;
         assert!((loss.main - want).abs() < 1e-4, "{} vs {want}", loss.main);
-        let grads = loss.total.backward().unwrap();
-        for (name, var) in vars.data().lock().unwrap().iter() {
-            let norm = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{name}: no gradient"))
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(norm > 0.0, "{name}: zero gradient");
-        }
+        assert_every_variable_has_a_gradient(&vars, &loss.total.backward().unwrap());
     }
 }
 

@@ -9,17 +9,22 @@ use racm3_kernels::max_abs_diff;
 use racm3_tokenize::{CausalMasked, IdSpace};
 
 /// Sequences whose main document repeats its retrieved document, shifted by one.
+/// `[retrieved <break> main <eos>]`, every main token a target.
+fn unmasked_after(retrieved: Vec<u32>, main: Vec<u32>, ids: &IdSpace) -> Sequence {
+    let masked = CausalMasked {
+        loss_mask: vec![true; main.len()],
+        tokens: main,
+        spans: vec![],
+    };
+    training_sequence(&[retrieved], &masked, ids, 64).unwrap()
+}
+
 fn data(ids: &IdSpace, count: usize) -> Vec<Sequence> {
     (0..count)
         .map(|i| {
             let retrieved: Vec<u32> = (0..6).map(|j| ((i * 7 + j * 3) % 20) as u32).collect();
             let main: Vec<u32> = retrieved.iter().map(|t| (t + 1) % 20).collect();
-            let masked = CausalMasked {
-                loss_mask: vec![true; main.len()],
-                tokens: main,
-                spans: vec![],
-            };
-            training_sequence(&[retrieved], &masked, ids, 64).unwrap()
+            unmasked_after(retrieved, main, ids)
         })
         .collect()
 }
@@ -128,12 +133,7 @@ fn image_documents(ids: &IdSpace, count: usize, seed: u64) -> Vec<Sequence> {
         .map(|i| {
             let main = document();
             let retrieved = if i % 2 == 0 { main.clone() } else { document() };
-            let masked = CausalMasked {
-                loss_mask: vec![true; main.len()],
-                tokens: main,
-                spans: vec![],
-            };
-            training_sequence(&[retrieved], &masked, ids, 64).unwrap()
+            unmasked_after(retrieved, main, ids)
         })
         .collect()
 }
