@@ -19,7 +19,7 @@ pub use encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, Query, START_TOKEN, doc
 pub use error::{Error, Result};
 pub use policy::{
     DEFAULT_K, DEFAULT_SEARCH_K, DEFAULT_THRESHOLD, MAX_PROMPT_K, QUERY_DROPOUT, Retrieval,
-    RetrievalPolicy, Retrieved, retrieve, retrieve_for_query, retrieve_for_training,
+    RetrievalPolicy, Retrieved, TrainingQuery, retrieve, retrieve_for_query, retrieve_for_training,
 };
 pub use preprocess::{OPENAI_MEAN, OPENAI_STD, pixel_values};
 pub use recall::{ENTITY_RECALL_AT, EntityRecall, Recall, entity_recall, recall_at_k};

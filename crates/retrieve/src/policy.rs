@@ -194,7 +194,17 @@ pub fn drop_tokens(ids: &[u32], rate: f64, rng: &mut impl rand::Rng) -> Vec<u32>
 /// The share of query text tokens dropped in training (the paper's 20%).
 pub const QUERY_DROPOUT: f64 = 0.2;
 
-/// Retrieval for a training document: the query is its text or its image, chosen at random
+/// What a training document is retrieved by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingQuery {
+    /// Its text or its image, chosen at random (the paper's).
+    TextOrImage,
+    /// Its image whenever it has one: the query a captioning prompt has, whose caption
+    /// is what is asked for.
+    Image,
+}
+
+/// Retrieval for a training document: the query is its text or its image as `query` says
 /// (the text with `query_dropout` of its tokens dropped), and the document itself is
 /// excluded.
 pub fn retrieve_for_training(
@@ -202,6 +212,7 @@ pub fn retrieve_for_training(
     memory: &Memory,
     document: &Document,
     policy: &RetrievalPolicy,
+    query: TrainingQuery,
     query_dropout: f64,
     rng: &mut impl rand::Rng,
 ) -> Result<Retrieval> {
@@ -209,7 +220,7 @@ pub fn retrieve_for_training(
     let text = document_text(document);
     let image = document.images().next().map(|image| &image.pixels);
     let use_text = match (&text, image) {
-        (Some(_), Some(_)) => rng.random_bool(0.5),
+        (Some(_), Some(_)) => query == TrainingQuery::TextOrImage && rng.random_bool(0.5),
         (Some(_), None) => true,
         (None, Some(_)) => false,
         (None, None) => {

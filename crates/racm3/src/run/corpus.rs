@@ -14,7 +14,7 @@ use std::path::Path;
 use racm3_data::Document;
 use racm3_generate::{CopyProbe, Sequence, training_sequence};
 use racm3_memory::Memory;
-use racm3_retrieve::{ClipEncoder, RetrievalPolicy, retrieve_for_training};
+use racm3_retrieve::{ClipEncoder, RetrievalPolicy, TrainingQuery, retrieve_for_training};
 use racm3_tokenize::vqgan::ImageTokenizer;
 use racm3_tokenize::{
     CausalMasked, Cm3Codec, IdSpace, caption_mask, causal_mask_seeded, segments_of,
@@ -117,6 +117,7 @@ pub fn retrieve_all(
     encoder: &ClipEncoder,
     memory: &Memory,
     config: &CorpusConfig,
+    query: TrainingQuery,
     stats_over: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<(HashMap<String, Vec<String>>, RetrievalStats), Error> {
@@ -129,6 +130,7 @@ pub fn retrieve_all(
             memory,
             document,
             &config.policy,
+            query,
             config.query_dropout,
             &mut rng,
         )?;
@@ -153,12 +155,14 @@ pub fn retrieve_all(
 }
 
 /// The training sequences of `documents`: `[ret_1 <break> … ret_K <break> main <eos>]`
-/// with CM3 masking on the main document. Documents whose tokens are missing or too long
+/// with CM3 masking on the main document, the retrieved documents from `retrieved`, or for
+/// captioning prompts from `retrieved_by_image` when given. Documents whose tokens are missing or too long
 /// are skipped and counted.
 pub fn sequences(
     documents: &[Document],
     tokens: &Tokens,
     retrieved: &HashMap<String, Vec<String>>,
+    retrieved_by_image: Option<&HashMap<String, Vec<String>>>,
     codec: &Cm3Codec,
     config: &CorpusConfig,
 ) -> Result<(Vec<Sequence>, usize), Error> {
@@ -180,11 +184,16 @@ pub fn sequences(
         } else {
             None
         };
+        let captioning = caption_masked.is_some();
         let masked = match caption_masked {
             Some(masked) => masked,
             None => causal_mask_seeded(main, codec.ids(), config.seed.wrapping_add(index as u64))?,
         };
         let without = config.baseline || rng.random_bool(config.no_retrieval_share.clamp(0.0, 1.0));
+        let retrieved = match retrieved_by_image {
+            Some(by_image) if captioning => by_image,
+            _ => retrieved,
+        };
         let mut neighbours: Vec<Vec<u32>> = if without {
             Vec::new()
         } else {
@@ -383,8 +392,15 @@ mod tests {
             copy_share,
         };
         for copy_share in [1.0, 0.0] {
-            let (made, skipped) =
-                sequences(&documents, &tokens, &retrieved, &codec, &config(copy_share)).unwrap();
+            let (made, skipped) = sequences(
+                &documents,
+                &tokens,
+                &retrieved,
+                None,
+                &codec,
+                &config(copy_share),
+            )
+            .unwrap();
             assert_eq!((made.len(), skipped), (3, 0));
             for (sequence, word) in made.iter().zip(words) {
                 assert_eq!(sequence.retrieved, 2);
@@ -399,6 +415,64 @@ mod tests {
                 assert!(
                     sequence.tokens.starts_with(&expected),
                     "copy share {copy_share}, {word}: {:?}",
+                    codec.render(&sequence.tokens)
+                );
+            }
+        }
+    }
+
+    /// Captioning prompts read `retrieved_by_image` when it is given, every other
+    /// sequence `retrieved`.
+    #[test]
+    fn captioning_prompts_read_the_retrieval_by_image() {
+        let words = ["red apple", "blue whale", "green tree"];
+        let texts: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let text = TextTokenizer::train(&texts, &TrainOptions::default()).unwrap();
+        let codec = Cm3Codec::new(text, 16);
+        let documents: Vec<Document> = words.iter().map(|w| document(w)).collect();
+        let tokens: Tokens = words
+            .iter()
+            .map(|w| {
+                let image = Segment::Image {
+                    alt: w.to_string(),
+                    codes: vec![1, 2, 3, 4],
+                };
+                (w.to_string(), codec.encode(&[image]).unwrap())
+            })
+            .collect();
+        let by_text: HashMap<String, Vec<String>> = words
+            .iter()
+            .map(|w| (w.to_string(), vec![words[0].to_string()]))
+            .collect();
+        let by_image: HashMap<String, Vec<String>> = words
+            .iter()
+            .map(|w| (w.to_string(), vec![words[2].to_string()]))
+            .collect();
+        let config = |caption_share| CorpusConfig {
+            policy: RetrievalPolicy::top(1),
+            no_retrieval_share: 0.0,
+            baseline: false,
+            max_len: 256,
+            query_dropout: 0.0,
+            seed: 3,
+            caption_share,
+            copy_share: 0.0,
+        };
+        for (caption_share, first) in [(1.0, words[2]), (0.0, words[0])] {
+            let (made, _) = sequences(
+                &documents,
+                &tokens,
+                &by_text,
+                Some(&by_image),
+                &codec,
+                &config(caption_share),
+            )
+            .unwrap();
+            assert_eq!(made.len(), 3);
+            for sequence in &made {
+                assert!(
+                    sequence.tokens.starts_with(&tokens[first]),
+                    "caption share {caption_share}: {:?}",
                     codec.render(&sequence.tokens)
                 );
             }

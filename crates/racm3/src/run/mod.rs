@@ -17,7 +17,7 @@ use racm3_generate::{
     CaptionCopy, Cm3TrainConfig, Cm3Trainer, Config, ImageCopy, ImagePositions,
     RETRIEVED_LOSS_WEIGHT, Sequence,
 };
-use racm3_retrieve::{DEFAULT_THRESHOLD, QUERY_DROPOUT, RetrievalPolicy};
+use racm3_retrieve::{DEFAULT_THRESHOLD, QUERY_DROPOUT, RetrievalPolicy, TrainingQuery};
 use racm3_tokenize::vqgan::{ImageTokenizer, codes_fingerprint};
 use racm3_tokenize::{Cm3Codec, IdSpace, Special, TextTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,12 @@ pub struct RunSettings {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long))]
     pub caption_copy: bool,
+    /// Captioning prompts (the documents whose caption alone is masked, `--caption-share`)
+    /// read documents retrieved by their image, as captioning does at inference, instead
+    /// of by their text or image at random (their text is the answer).
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub caption_image_query: bool,
     /// Share of sequences with retrieval whose first retrieved document is the main
     /// document itself (an exact copy), to teach reading the context.
     #[serde(default)]
@@ -136,6 +142,7 @@ impl Default for RunSettings {
             image_copy: false,
             image_features: false,
             caption_copy: false,
+            caption_image_query: false,
             copy_share: 0.0,
         }
     }
@@ -250,6 +257,11 @@ impl RunSettings {
             (true, true) => format!("{skip} over captions too"),
             (true, false) => format!("{skip}, caption copy pointer"),
             (false, _) => skip,
+        };
+        let skip = if self.caption_image_query {
+            format!("{skip}, captioning prompts retrieved by image")
+        } else {
+            skip
         };
         let skip = if self.image_positions || self.image_copy || self.image_features {
             format!("{skip}, image positions")
@@ -442,6 +454,7 @@ pub fn prepare(
         tokenize_documents(&everything, &codec, &vqgan, |n| stage.advance(n as u64))
     })?;
     let mut retrieval_stats = None;
+    let mut retrieved_by_image = None;
     let retrieved = if settings.baseline {
         Default::default()
     } else {
@@ -455,37 +468,61 @@ pub fn prepare(
             "retrieved-k{}-dropout{}{skip}",
             settings.k, settings.query_dropout
         );
-        let stats_path = cache.join(format!("{name}-stats.json"));
-        let found = cached(&cache.join(format!("{name}.json")), || {
-            let Some(memory) = open_memory()? else {
-                return Err(Error::BadInput("give --memory to retrieve from".into()));
-            };
-            let encoder = crate::memory::encoder_for(&memory, paths.clip.as_deref())?;
-            let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
-            let stage = observer.stage("retrieving");
-            stage.set_total(queries.len() as u64);
-            let (found, stats) = retrieve_all(
-                &queries,
-                &encoder,
-                &memory,
-                &corpus,
-                train_docs.len(),
-                |n| stage.advance(n as u64),
-            )?;
-            cached(&stats_path, || Ok::<_, Error>(stats))?;
-            Ok(found)
-        })?;
-        retrieval_stats = std::fs::read(&stats_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let retrieve_by = |name: &str, query: TrainingQuery| {
+            let stats_path = cache.join(format!("{name}-stats.json"));
+            let found = cached(&cache.join(format!("{name}.json")), || {
+                let Some(memory) = open_memory()? else {
+                    return Err(Error::BadInput("give --memory to retrieve from".into()));
+                };
+                let encoder = crate::memory::encoder_for(&memory, paths.clip.as_deref())?;
+                let queries: Vec<Document> = train_docs.iter().chain(&val_docs).cloned().collect();
+                let stage = observer.stage("retrieving");
+                stage.set_total(queries.len() as u64);
+                let (found, stats) = retrieve_all(
+                    &queries,
+                    &encoder,
+                    &memory,
+                    &corpus,
+                    query,
+                    train_docs.len(),
+                    |n| stage.advance(n as u64),
+                )?;
+                cached(&stats_path, || Ok::<_, Error>(stats))?;
+                Ok(found)
+            })?;
+            let stats: Option<RetrievalStats> = std::fs::read(&stats_path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            Ok::<_, Error>((found, stats))
+        };
+        let (found, stats) = retrieve_by(&name, TrainingQuery::TextOrImage)?;
+        retrieval_stats = stats;
+        if settings.caption_image_query {
+            retrieved_by_image =
+                Some(retrieve_by(&format!("{name}-image"), TrainingQuery::Image)?.0);
+        }
         found
     };
-    let (train, skipped) = sequences(&train_docs, &tokens, &retrieved, &codec, &corpus)?;
+    let (train, skipped) = sequences(
+        &train_docs,
+        &tokens,
+        &retrieved,
+        retrieved_by_image.as_ref(),
+        &codec,
+        &corpus,
+    )?;
     let val_corpus = CorpusConfig {
         no_retrieval_share: 0.0,
         ..corpus
     };
-    let (val, _) = sequences(&val_docs, &tokens, &retrieved, &codec, &val_corpus)?;
+    let (val, _) = sequences(
+        &val_docs,
+        &tokens,
+        &retrieved,
+        retrieved_by_image.as_ref(),
+        &codec,
+        &val_corpus,
+    )?;
     let probe_path = cache.join(format!("probe-cases-seed{}.json", settings.seed));
     let probe = if probe_path.exists() || paths.memory.is_some() {
         let cases = cached(&probe_path, || match open_memory()? {
