@@ -77,6 +77,11 @@ pub enum MemoryCommand {
         /// the flag to shard the keys over several servers.
         #[arg(long = "pg-server")]
         pg_servers: Vec<String>,
+        /// What a key holds: joint (RA-CM3's mean of the text and image embeddings) or
+        /// joint+image (that, and the image embedding beside it, so a query that is only an
+        /// image is scored image against image; twice the size).
+        #[arg(long, default_value = "joint")]
+        keys: String,
     },
     /// Add a dataset's documents to an existing memory (a knowledge update, no rebuild).
     /// Documents whose ids are already stored are skipped.
@@ -177,11 +182,13 @@ pub fn run(command: MemoryCommand) -> Result<()> {
             out,
             index,
             pg_servers,
+            keys,
         } => {
-            let encoder = load_clip(&clip)?;
+            let encoder =
+                load_clip(&clip)?.with_layout(racm3::retrieve::KeyLayout::from_name(&keys)?);
             let mut memory = Memory::create_on_servers(
                 &out,
-                encoder.dim(),
+                encoder.key_dim(),
                 &index,
                 &pg_servers,
                 encoder.describe(),

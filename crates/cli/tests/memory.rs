@@ -192,6 +192,68 @@ fn clip_memory_and_retrieve_from_the_command_line() {
         "{}",
         stderr(&nowhere)
     );
+
+    // Joint+image keys: twice the values, and a drawing as the query finds the document
+    // that holds that very drawing first, at cosine 1, image against image.
+    let images = work.path().join("images");
+    let images_arg = images.to_str().unwrap();
+    let built = racm3(
+        &home,
+        &[
+            "memory",
+            "build",
+            "emoji",
+            "--clip",
+            clip_arg,
+            "--out",
+            images_arg,
+            "--keys",
+            "joint+image",
+            "--index",
+            "flat",
+        ],
+    );
+    assert!(built.status.success(), "{}", stderr(&built));
+    let joint_dim = json(&racm3(&home, &["memory", "info", mem_arg, "--json"]))["dim"].clone();
+    let info = json(&racm3(&home, &["memory", "info", images_arg, "--json"]));
+    assert_eq!(
+        info["dim"].as_u64().unwrap(),
+        2 * joint_dim.as_u64().unwrap(),
+        "{info}"
+    );
+    let apple = home.join("emoji/emoji-datasource-twitter-16.0.0/img/twitter/64/1f34e.png");
+    let found = json(&racm3(
+        &home,
+        &[
+            "retrieve",
+            "--memory",
+            images_arg,
+            "--image",
+            apple.to_str().unwrap(),
+            "-k",
+            "1",
+            "--query-threshold",
+            "2",
+            "--json",
+        ],
+    ));
+    let top = &found.as_array().unwrap()[0];
+    assert_eq!(top["id"], "emoji/twitter/1f34e", "{found}");
+    assert!(
+        (top["score"].as_f64().unwrap() - 1.0).abs() < 1e-4,
+        "{found}"
+    );
+    let unknown = racm3(
+        &home,
+        &[
+            "memory", "build", "emoji", "--clip", clip_arg, "--out", "unused", "--keys", "pixels",
+        ],
+    );
+    assert!(
+        stderr(&unknown).contains("unknown key layout 'pixels'"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 // `racm3 train` records what it was trained with (train.json, read by `eval --variant`),

@@ -32,7 +32,7 @@ pub fn load_clip(dir: &Path) -> Result<ClipEncoder, crate::Error> {
 }
 
 /// The CLIP in `clip` if given, else the one `memory` records as its keys' maker; either way
-/// one whose keys have the memory's size.
+/// one whose keys have the memory's size, laid out as the memory records.
 pub fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder, crate::Error> {
     let recorded = memory.encoder()["name"].as_str().map(PathBuf::from);
     let Some(dir) = clip.map(Path::to_owned).or(recorded) else {
@@ -41,12 +41,14 @@ pub fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder, 
             memory.dir().display()
         )));
     };
-    let encoder = load_clip(&dir)?;
-    if encoder.dim() != memory.dim() {
+    let layout = racm3_retrieve::KeyLayout::of_description(memory.encoder())
+        .context(|| format!("opening the memory in {}", memory.dir().display()))?;
+    let encoder = load_clip(&dir)?.with_layout(layout);
+    if encoder.key_dim() != memory.dim() {
         return Err(crate::Error::BadInput(format!(
             "the CLIP in {} makes {}-d keys but the memory in {} holds {}-d keys; pass the --clip that built it",
             dir.display(),
-            encoder.dim(),
+            encoder.key_dim(),
             memory.dir().display(),
             memory.dim()
         )));

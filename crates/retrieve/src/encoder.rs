@@ -5,6 +5,12 @@
 //! embeddings, each l2-normalized; a text-only or image-only document uses the one it has,
 //! and a query is encoded the same way. The mean is normalized again so that every key
 //! and query is a unit vector and inner product is cosine similarity.
+//!
+//! A memory may also keep each document's image embedding beside that joint key
+//! ([`KeyLayout::JointAndImage`]), so that a query that is only an image is scored image
+//! against image. A small CLIP's joint key lets a drawing find drawings of the same style
+//! more than of the same thing, since half of every key is text (BENCHMARKS.md, "Image
+//! keys").
 
 use std::path::Path;
 
@@ -108,6 +114,73 @@ pub struct Query<'a> {
     pub image: Option<&'a RgbImage>,
 }
 
+/// What a memory's keys hold; the memory's manifest records it as the encoder's `keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyLayout {
+    /// RA-CM3's key: the normalized mean of the text and image embeddings (`dim` values).
+    #[default]
+    Joint,
+    /// The joint key and then the image embedding (zeros without an image), both scaled
+    /// by 1/√2 so the key stays a unit vector (`2 · dim` values). Text queries, and
+    /// queries of text and image, are scored against the joint half as with
+    /// [`KeyLayout::Joint`]; a query that is only an image against the image half. Every
+    /// score is still a cosine.
+    JointAndImage,
+}
+
+impl KeyLayout {
+    /// The name in a manifest and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Joint => "joint",
+            Self::JointAndImage => "joint+image",
+        }
+    }
+
+    /// The layout named `name`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "joint" => Ok(Self::Joint),
+            "joint+image" => Ok(Self::JointAndImage),
+            other => Err(Error::BadInput(format!(
+                "unknown key layout '{other}': expected joint or joint+image"
+            ))),
+        }
+    }
+
+    /// The layout an encoder description (a memory's manifest) records; memories made
+    /// before layouts existed hold joint keys.
+    pub fn of_description(encoder: &serde_json::Value) -> Result<Self> {
+        match &encoder["keys"] {
+            serde_json::Value::Null => Ok(Self::Joint),
+            serde_json::Value::String(name) => Self::from_name(name),
+            other => Err(Error::BadInput(format!(
+                "the memory's encoder records keys = {other}, not a layout name"
+            ))),
+        }
+    }
+
+    /// Key values for embeddings of `dim` values.
+    pub fn key_dim(self, dim: usize) -> usize {
+        match self {
+            Self::Joint => dim,
+            Self::JointAndImage => 2 * dim,
+        }
+    }
+
+    /// The cosine between two documents' joint keys, which the redundancy skip compares.
+    pub fn joint_similarity(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Self::Joint => racm3_memory::dot(a, b),
+            // Each half carries 1/√2, so the joint halves' product is half the cosine.
+            Self::JointAndImage => {
+                let half = a.len() / 2;
+                2.0 * racm3_memory::dot(&a[..half], &b[..half])
+            }
+        }
+    }
+}
+
 /// CLIP as racm3's retriever encoder: documents and queries in, unit vectors out.
 #[derive(Debug, Clone)]
 pub struct ClipEncoder {
@@ -115,6 +188,7 @@ pub struct ClipEncoder {
     tokenizer: ClipTokenizer,
     device: Device,
     name: String,
+    layout: KeyLayout,
 }
 
 /// Inputs per forward pass when embedding many documents.
@@ -128,7 +202,18 @@ impl ClipEncoder {
             tokenizer,
             device,
             name,
+            layout: KeyLayout::Joint,
         }
+    }
+
+    /// This encoder making keys and queries of `layout`.
+    pub fn with_layout(self, layout: KeyLayout) -> Self {
+        Self { layout, ..self }
+    }
+
+    /// The layout of the keys and queries it makes.
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
     }
 
     /// Loads a CLIP folder: `config.json`, `model.safetensors` and `tokenizer.json`, as
@@ -154,9 +239,14 @@ impl ClipEncoder {
         &self.tokenizer
     }
 
-    /// The key dimension (the projection size).
+    /// The embedding dimension (the projection size).
     pub fn dim(&self) -> usize {
         self.model.config().projection_dim
+    }
+
+    /// The values in a key and a query: the memory's dimension.
+    pub fn key_dim(&self) -> usize {
+        self.layout.key_dim(self.dim())
     }
 
     /// What a memory records about the encoder that made its keys.
@@ -164,8 +254,9 @@ impl ClipEncoder {
         serde_json::json!({
             "encoder": "clip",
             "name": self.name,
-            "dim": self.dim(),
+            "dim": self.key_dim(),
             "image_size": self.model.config().vision_config.image_size,
+            "keys": self.layout.name(),
         })
     }
 
@@ -202,7 +293,8 @@ impl ClipEncoder {
     }
 
     /// The key of a query: its text's and image's unit embeddings averaged, then
-    /// normalized; either alone when only one is given.
+    /// normalized; either alone when only one is given. Laid out for the encoder's
+    /// [`KeyLayout`].
     pub fn query_key(&self, query: &Query) -> Result<Vec<f32>> {
         let text = query
             .text
@@ -212,12 +304,37 @@ impl ClipEncoder {
             .image
             .map(|image| self.embed_images(std::slice::from_ref(image)))
             .transpose()?;
-        combine(text.as_deref(), image.as_deref())
-            .ok_or_else(|| Error::BadInput("a query needs text, an image, or both".into()))
+        self.query_of_embeddings(text.as_deref(), image.as_deref())
     }
 
-    /// Keys of documents, n × dim row-major: each the normalized mean of its text's and
-    /// its first image's unit embeddings. Text is every caption and text part, in order.
+    /// The search vector of a query given as unit embeddings (text, image or both), laid
+    /// out for the encoder's [`KeyLayout`]: its inner product with a key is a cosine.
+    pub fn query_of_embeddings(
+        &self,
+        text: Option<&[f32]>,
+        image: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        let joint = combine(text, image)
+            .ok_or_else(|| Error::BadInput("a query needs text, an image, or both".into()))?;
+        Ok(match self.layout {
+            KeyLayout::Joint => joint,
+            // √2 undoes the keys' 1/√2, so scores stay cosines; the other half is zero.
+            KeyLayout::JointAndImage => {
+                let scaled = joint.iter().map(|v| v * std::f32::consts::SQRT_2);
+                let zeros = std::iter::repeat_n(0.0, joint.len());
+                if text.is_none() {
+                    zeros.chain(scaled).collect()
+                } else {
+                    scaled.chain(zeros).collect()
+                }
+            }
+        })
+    }
+
+    /// Keys of documents, n × [`Self::key_dim`] row-major: each the normalized mean of its
+    /// text's and its first image's unit embeddings (and with
+    /// [`KeyLayout::JointAndImage`], that image embedding after it). Text is every caption
+    /// and text part, in order.
     pub fn document_keys(&self, documents: &[Document]) -> Result<Vec<f32>> {
         let dim = self.dim();
         let texts: Vec<Option<String>> = documents.iter().map(document_text).collect();
@@ -229,7 +346,7 @@ impl ClipEncoder {
         let text_keys = self.embed_texts(&with_text)?;
         let image_keys = self.embed_images(&images)?;
         let (mut next_text, mut next_image) = (0, 0);
-        let mut keys = Vec::with_capacity(documents.len() * dim);
+        let mut keys = Vec::with_capacity(documents.len() * self.key_dim());
         for (doc, text) in documents.iter().zip(&texts) {
             let text_key = text.as_ref().map(|_| {
                 next_text += 1;
@@ -245,7 +362,17 @@ impl ClipEncoder {
                     doc.id()
                 ))
             })?;
-            keys.extend(key);
+            match self.layout {
+                KeyLayout::Joint => keys.extend(key),
+                KeyLayout::JointAndImage => {
+                    let half = std::f32::consts::FRAC_1_SQRT_2;
+                    keys.extend(key.iter().map(|v| v * half));
+                    match image_key {
+                        Some(image) => keys.extend(image.iter().map(|v| v * half)),
+                        None => keys.extend(std::iter::repeat_n(0.0, dim)),
+                    }
+                }
+            }
         }
         Ok(keys)
     }

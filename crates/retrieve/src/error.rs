@@ -38,16 +38,20 @@ pub enum Error {
     BadInput(String),
     /// A memory whose keys were not made by this encoder.
     #[error(
-        "the memory at {memory} holds keys of dimension {memory_dim}, but this CLIP makes {clip_dim}: \
-         query it with the CLIP that built it"
+        "the memory at {memory} holds {memory_layout} keys of dimension {memory_dim}, but this CLIP makes \
+         {clip_layout} keys of dimension {clip_dim}: query it with the CLIP that built it"
     )]
     EncoderMismatch {
         /// The memory folder.
         memory: PathBuf,
         /// Its key dimension.
         memory_dim: usize,
-        /// The encoder's embedding dimension.
+        /// Its key layout's name.
+        memory_layout: &'static str,
+        /// The encoder's key dimension.
         clip_dim: usize,
+        /// The encoder's key layout's name.
+        clip_layout: &'static str,
     },
     /// A tensor operation failed.
     #[error(transparent)]

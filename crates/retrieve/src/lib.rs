@@ -15,7 +15,9 @@ mod preprocess;
 mod recall;
 pub mod train;
 
-pub use encoder::{ClipEncoder, ClipTokenizer, END_TOKEN, Query, START_TOKEN, document_text};
+pub use encoder::{
+    ClipEncoder, ClipTokenizer, END_TOKEN, KeyLayout, Query, START_TOKEN, document_text,
+};
 pub use error::{Error, Result};
 pub use policy::{
     DEFAULT_K, DEFAULT_SEARCH_K, DEFAULT_THRESHOLD, MAX_PROMPT_K, QUERY_DROPOUT, Retrieval,

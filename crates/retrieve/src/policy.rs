@@ -5,11 +5,11 @@
 //! (query dropout), so the generator learns to use imperfect retrievals.
 
 use racm3_data::Document;
-use racm3_memory::{Memory, MemorySearch, dot};
+use racm3_memory::{Memory, MemorySearch};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 
-use crate::encoder::{ClipEncoder, Query, document_text};
+use crate::encoder::{ClipEncoder, KeyLayout, Query, document_text};
 use crate::error::{Error, Result};
 
 /// Documents retrieved into a prompt unless told (the paper's K).
@@ -133,6 +133,7 @@ pub fn retrieve(
         k: policy.k.min(available),
         ..*policy
     };
+    let layout = KeyLayout::of_description(memory.encoder())?;
     let keep = |row: u64| Some(row) != excluded_row;
     let how = MemorySearch {
         exact: policy.exact,
@@ -152,7 +153,7 @@ pub fn retrieve(
             let candidate = memory.key(hit.label).expect("a searched row has a key");
             let redundant = found.documents.iter().any(|taken| {
                 let taken_key = memory.key(taken.row).expect("a chosen row has a key");
-                dot(candidate, taken_key) > policy.pairwise_threshold
+                layout.joint_similarity(candidate, taken_key) > policy.pairwise_threshold
             });
             if redundant {
                 found.redundant += 1;
@@ -235,7 +236,8 @@ pub fn retrieve_for_training(
             .tokenizer()
             .encode_words(text.as_deref().unwrap_or_default())?;
         let kept = drop_tokens(&words, query_dropout, rng);
-        encoder.embed_token_rows(&[encoder.tokenizer().frame(&kept)])?
+        let text = encoder.embed_token_rows(&[encoder.tokenizer().frame(&kept)])?;
+        encoder.query_of_embeddings(Some(&text), None)?
     } else {
         encoder.query_key(&Query { text: None, image })?
     };
@@ -255,11 +257,14 @@ pub fn retrieve_for_query(
 }
 
 fn check_dims(encoder: &ClipEncoder, memory: &Memory) -> Result<()> {
-    if encoder.dim() != memory.dim() {
+    let layout = KeyLayout::of_description(memory.encoder())?;
+    if encoder.key_dim() != memory.dim() || encoder.layout() != layout {
         return Err(Error::EncoderMismatch {
             memory: memory.dir().to_owned(),
             memory_dim: memory.dim(),
-            clip_dim: encoder.dim(),
+            memory_layout: layout.name(),
+            clip_dim: encoder.key_dim(),
+            clip_layout: encoder.layout().name(),
         });
     }
     Ok(())

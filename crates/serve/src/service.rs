@@ -38,10 +38,10 @@ impl Service {
         generator: Option<Generator>,
         limits: Limits,
     ) -> Result<Self, ApiError> {
-        if encoder.dim() != memory.dim() {
+        if encoder.key_dim() != memory.dim() {
             return Err(ApiError::Invalid(format!(
                 "the CLIP makes {}-d keys but the memory in {} holds {}-d keys",
-                encoder.dim(),
+                encoder.key_dim(),
                 memory.dir().display(),
                 memory.dim()
             )));
@@ -441,7 +441,7 @@ impl Service {
     fn embedding(&self, embedding: &[f32]) -> Result<Vec<f32>, ApiError> {
         if embedding.len() != self.encoder.dim() {
             return Err(ApiError::Invalid(format!(
-                "embedding_input has {} values; the memory's keys have {}",
+                "embedding_input has {} values; the CLIP's embeddings have {}",
                 embedding.len(),
                 self.encoder.dim()
             )));
@@ -452,7 +452,8 @@ impl Service {
                 "embedding_input must be finite and not all zero".into(),
             ));
         }
-        Ok(embedding.iter().map(|v| v / norm).collect())
+        let unit: Vec<f32> = embedding.iter().map(|v| v / norm).collect();
+        Ok(self.encoder.query_of_embeddings(Some(&unit), None)?)
     }
 }
 

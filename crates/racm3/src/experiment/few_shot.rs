@@ -120,7 +120,7 @@ fn fashion_memory(dir: &Path, train: &[&Document], clip: &ClipEncoder) -> Result
         std::fs::remove_dir_all(dir)
             .map_err(|err| Error::BadInput(format!("removing {}: {err}", dir.display())))?;
     }
-    let mut memory = Memory::create(dir, clip.dim(), "flat", clip.describe())?;
+    let mut memory = Memory::create(dir, clip.key_dim(), "flat", clip.describe())?;
     let documents: Vec<Document> = train
         .iter()
         .take(MEMORY_DOCUMENTS)

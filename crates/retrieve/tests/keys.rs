@@ -1,0 +1,215 @@
+//! Key layouts on the committed CLIP: joint+image keys carry RA-CM3's joint key and the
+//! image embedding, text queries score as with joint keys, image queries image against
+//! image, and a memory refuses an encoder of another layout.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use racm3_data::{Document, Source, Split};
+use racm3_memory::{Memory, dot};
+use racm3_retrieve::{ClipEncoder, KeyLayout, Query, RetrievalPolicy, retrieve_for_query};
+
+fn committed_clip() -> ClipEncoder {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/clip-emoji-small");
+    ClipEncoder::load(&dir, &Device::Cpu).unwrap()
+}
+
+fn picture(rgb: [u8; 3], square: bool) -> image::RgbImage {
+    image::RgbImage::from_fn(64, 64, |x, y| {
+        let inside = if square {
+            (16..48).contains(&x) && (16..48).contains(&y)
+        } else {
+            (24..40).contains(&y)
+        };
+        image::Rgb(if inside { rgb } else { [255, 255, 255] })
+    })
+}
+
+/// Four captioned pictures and one text-only document.
+fn documents() -> Vec<Document> {
+    let source = |entity: &str| Source {
+        dataset: "test".into(),
+        entity: entity.into(),
+        split: Split::Train,
+        references: vec![],
+        attributes: Default::default(),
+    };
+    let mut documents = Vec::new();
+    for (name, rgb, square) in [
+        ("red square", [220, 30, 30], true),
+        ("green stripe", [30, 180, 40], false),
+        ("blue square", [30, 60, 220], true),
+        ("yellow stripe", [240, 220, 20], false),
+    ] {
+        let mut document = Document::new(name.replace(' ', "-"), source(name));
+        document.push_image(name, picture(rgb, square));
+        documents.push(document);
+    }
+    let mut text_only = Document::new("note", source("note"));
+    text_only.push_text("a note about a red square");
+    documents.push(text_only);
+    documents
+}
+
+fn rows(keys: &[f32], dim: usize) -> Vec<&[f32]> {
+    keys.chunks_exact(dim).collect()
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() < 1e-5
+}
+
+#[test]
+fn joint_and_image_keys_hold_the_joint_key_and_the_image_embedding() {
+    let joint = committed_clip();
+    let both = committed_clip().with_layout(KeyLayout::JointAndImage);
+    let dim = joint.dim();
+    assert_eq!(both.key_dim(), 2 * dim);
+    assert_eq!(both.describe()["keys"], "joint+image");
+    assert_eq!(both.describe()["dim"], 2 * dim);
+    let documents = documents();
+    let joint_keys = joint.document_keys(&documents).unwrap();
+    let both_keys = both.document_keys(&documents).unwrap();
+    let images: Vec<_> = documents[..4]
+        .iter()
+        .map(|d| d.images().next().unwrap().pixels.clone())
+        .collect();
+    let image_embeddings = joint.embed_images(&images).unwrap();
+    let half = std::f32::consts::FRAC_1_SQRT_2;
+    for (index, (key, joint_key)) in rows(&both_keys, 2 * dim)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+        .enumerate()
+    {
+        assert!(
+            close(dot(key, key), 1.0) || index == 4,
+            "key {index} is not a unit vector"
+        );
+        for (value, expected) in key[..dim].iter().zip(joint_key) {
+            assert!(close(*value, expected * half), "joint half of key {index}");
+        }
+        let image_half = &key[dim..];
+        if index < 4 {
+            let embedding = &image_embeddings[index * dim..(index + 1) * dim];
+            for (value, expected) in image_half.iter().zip(embedding) {
+                assert!(close(*value, expected * half), "image half of key {index}");
+            }
+        } else {
+            assert!(
+                image_half.iter().all(|v| *v == 0.0),
+                "a text-only key has no image half"
+            );
+        }
+    }
+    // A text query scores every document as the joint layout does: the same cosines.
+    let text = Query {
+        text: Some("a red square"),
+        image: None,
+    };
+    let (joint_query, both_query) = (
+        joint.query_key(&text).unwrap(),
+        both.query_key(&text).unwrap(),
+    );
+    for (key, joint_key) in rows(&both_keys, 2 * dim)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+    {
+        assert!(close(dot(&both_query, key), dot(&joint_query, joint_key)));
+    }
+    // An image query scores image against image: the cosine of the two image embeddings,
+    // and zero against a document with no image.
+    let query_image = picture([200, 40, 40], true);
+    let image_query = both
+        .query_key(&Query {
+            text: None,
+            image: Some(&query_image),
+        })
+        .unwrap();
+    let query_embedding = joint
+        .embed_images(std::slice::from_ref(&query_image))
+        .unwrap();
+    for (index, key) in rows(&both_keys, 2 * dim).into_iter().enumerate() {
+        let expected = if index < 4 {
+            dot(
+                &query_embedding,
+                &image_embeddings[index * dim..(index + 1) * dim],
+            )
+        } else {
+            0.0
+        };
+        assert!(
+            close(dot(&image_query, key), expected),
+            "image query against key {index}"
+        );
+    }
+    // Two documents' redundancy is their joint keys' cosine in either layout.
+    let (a, b) = (rows(&both_keys, 2 * dim)[0], rows(&both_keys, 2 * dim)[2]);
+    let (ja, jb) = (rows(&joint_keys, dim)[0], rows(&joint_keys, dim)[2]);
+    assert!(close(
+        KeyLayout::JointAndImage.joint_similarity(a, b),
+        KeyLayout::Joint.joint_similarity(ja, jb)
+    ));
+}
+
+fn memory_of(dir: &Path, encoder: &ClipEncoder) -> Memory {
+    let documents = documents();
+    let mut memory = Memory::create(dir, encoder.key_dim(), "flat", encoder.describe()).unwrap();
+    memory
+        .add(&documents, &encoder.document_keys(&documents).unwrap())
+        .unwrap();
+    memory.commit().unwrap();
+    memory
+}
+
+#[test]
+fn an_image_query_finds_the_same_picture_and_a_memory_refuses_another_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("memory");
+    let both = committed_clip().with_layout(KeyLayout::JointAndImage);
+    let memory = memory_of(&path, &both);
+    let reopened = Memory::open(&path).unwrap();
+    assert_eq!(
+        KeyLayout::of_description(reopened.encoder()).unwrap(),
+        KeyLayout::JointAndImage
+    );
+    let policy = RetrievalPolicy::top(1).without_skips();
+    for (id, rgb, square) in [
+        ("green-stripe", [30, 180, 40], false),
+        ("blue-square", [30, 60, 220], true),
+    ] {
+        let image = picture(rgb, square);
+        let found = retrieve_for_query(
+            &both,
+            &memory,
+            &Query {
+                text: None,
+                image: Some(&image),
+            },
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(found.documents[0].id, id);
+        assert!(close(found.documents[0].score, 1.0), "{found:?}");
+    }
+    let error = retrieve_for_query(
+        &committed_clip(),
+        &memory,
+        &Query {
+            text: Some("a red square"),
+            image: None,
+        },
+        &policy,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("joint+image keys") && error.contains("joint keys"),
+        "{error}"
+    );
+    assert!(KeyLayout::from_name("image").is_err());
+    assert!(KeyLayout::of_description(&serde_json::json!({"keys": 3})).is_err());
+    assert_eq!(
+        KeyLayout::of_description(&serde_json::json!({})).unwrap(),
+        KeyLayout::Joint
+    );
+}
