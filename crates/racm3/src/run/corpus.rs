@@ -354,15 +354,39 @@ mod tests {
         document
     }
 
+    const WORDS: [&str; 3] = ["red apple", "blue whale", "green tree"];
+
+    /// A codec whose BPE learned [`WORDS`], and a text document of each.
+    fn codec_and_documents() -> (Cm3Codec, Vec<Document>) {
+        let texts: Vec<String> = WORDS.iter().map(|w| w.to_string()).collect();
+        let text = TextTokenizer::train(&texts, &TrainOptions::default()).unwrap();
+        (
+            Cm3Codec::new(text, 16),
+            WORDS.iter().map(|w| document(w)).collect(),
+        )
+    }
+
+    /// The corpus settings with K retrieved documents and the given caption and copy
+    /// shares; no retrieval dropped, no query dropout.
+    fn corpus_config(k: usize, caption_share: f64, copy_share: f64) -> CorpusConfig {
+        CorpusConfig {
+            policy: RetrievalPolicy::top(k),
+            no_retrieval_share: 0.0,
+            baseline: false,
+            max_len: 256,
+            query_dropout: 0.0,
+            seed: 3,
+            caption_share,
+            copy_share,
+        }
+    }
+
     /// At copy share 1 every sequence starts with its main document itself, then its first
     /// retrieved one; at 0 with its two retrieved ones. K stays K either way.
     #[test]
     fn copy_share_puts_the_document_itself_first() {
-        let words = ["red apple", "blue whale", "green tree"];
-        let texts: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-        let text = TextTokenizer::train(&texts, &TrainOptions::default()).unwrap();
-        let codec = Cm3Codec::new(text, 16);
-        let documents: Vec<Document> = words.iter().map(|w| document(w)).collect();
+        let words = WORDS;
+        let (codec, documents) = codec_and_documents();
         let tokens: Tokens = words
             .iter()
             .map(|w| {
@@ -381,16 +405,7 @@ mod tests {
         };
         let retrieved: HashMap<String, Vec<String>> =
             words.iter().map(|w| (w.to_string(), others(w))).collect();
-        let config = |copy_share| CorpusConfig {
-            policy: RetrievalPolicy::top(2),
-            no_retrieval_share: 0.0,
-            baseline: false,
-            max_len: 256,
-            query_dropout: 0.0,
-            seed: 3,
-            caption_share: 0.0,
-            copy_share,
-        };
+        let config = |copy_share| corpus_config(2, 0.0, copy_share);
         for copy_share in [1.0, 0.0] {
             let (made, skipped) = sequences(
                 &documents,
@@ -425,11 +440,8 @@ mod tests {
     /// sequence `retrieved`.
     #[test]
     fn captioning_prompts_read_the_retrieval_by_image() {
-        let words = ["red apple", "blue whale", "green tree"];
-        let texts: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-        let text = TextTokenizer::train(&texts, &TrainOptions::default()).unwrap();
-        let codec = Cm3Codec::new(text, 16);
-        let documents: Vec<Document> = words.iter().map(|w| document(w)).collect();
+        let words = WORDS;
+        let (codec, documents) = codec_and_documents();
         let tokens: Tokens = words
             .iter()
             .map(|w| {
@@ -448,16 +460,7 @@ mod tests {
             .iter()
             .map(|w| (w.to_string(), vec![words[2].to_string()]))
             .collect();
-        let config = |caption_share| CorpusConfig {
-            policy: RetrievalPolicy::top(1),
-            no_retrieval_share: 0.0,
-            baseline: false,
-            max_len: 256,
-            query_dropout: 0.0,
-            seed: 3,
-            caption_share,
-            copy_share: 0.0,
-        };
+        let config = |caption_share| corpus_config(1, caption_share, 0.0);
         for (caption_share, first) in [(1.0, words[2]), (0.0, words[0])] {
             let (made, _) = sequences(
                 &documents,
