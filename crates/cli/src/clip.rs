@@ -8,7 +8,7 @@ use racm3::Device;
 use racm3::data::Split;
 use racm3::experiment::demo::CLIP as DEFAULT_CLIP;
 use racm3::memory::load_clip;
-use racm3::retrieve::ClipTrainConfig;
+use racm3::retrieve::{ClipTrainConfig, PIXEL_KEYS_FILE, PixelKeyOptions, PixelKeys};
 use racm3::training::{ClipRecall, clip_recall, pairs_of};
 
 use crate::data::load_dataset;
@@ -85,6 +85,38 @@ pub enum ClipCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fit the pixel keys that let a drawing find its entity in other renditions (a linear
+    /// discriminant map of a small thumbnail, fitted on images labelled by entity), and
+    /// save them in the CLIP folder, where `memory build --keys joint+pixels` and the
+    /// experiment's memory use them.
+    ///
+    /// Example: racm3 clip fit-pixel-keys emoji --clip checkpoints/clip-emoji-small
+    FitPixelKeys {
+        /// Datasets whose documents' images are fitted on, labelled by entity.
+        #[arg(default_values_t = ["emoji".to_string()])]
+        datasets: Vec<String>,
+        /// The CLIP folder to save them in (as pixel-keys.safetensors).
+        #[arg(long, default_value = DEFAULT_CLIP)]
+        clip: PathBuf,
+        /// The split fitted on; held-out entities stay unseen.
+        #[arg(long, default_value = "train")]
+        split: Split,
+        /// Thumbnail side in pixels.
+        #[arg(long, default_value_t = PixelKeyOptions::default().side)]
+        side: usize,
+        /// Values per key.
+        #[arg(long, default_value_t = PixelKeyOptions::default().dims)]
+        dims: usize,
+        /// Ridge on the within-entity scatter, as a share of its mean eigenvalue.
+        #[arg(long, default_value_t = PixelKeyOptions::default().regularization)]
+        regularization: f64,
+        /// Each image is also fitted on shrunk and grown by this share (0: as it is only).
+        #[arg(long, default_value_t = PixelKeyOptions::default().zoom)]
+        zoom: f64,
+        /// Leave out unreadable samples instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+    },
 }
 
 pub fn run(command: ClipCommand) -> Result<()> {
@@ -131,7 +163,64 @@ pub fn run(command: ClipCommand) -> Result<()> {
             let recall = clip_recall(&encoder, &pairs)?;
             print_recall(&dataset, split, &recall, json)
         }
+        ClipCommand::FitPixelKeys {
+            datasets,
+            clip,
+            split,
+            side,
+            dims,
+            regularization,
+            zoom,
+            skip_bad,
+        } => {
+            let options = PixelKeyOptions {
+                side,
+                dims,
+                regularization,
+                zoom,
+            };
+            fit_pixel_keys(&datasets, &clip, split, options, skip_bad)
+        }
     }
+}
+
+fn fit_pixel_keys(
+    datasets: &[String],
+    clip: &Path,
+    split: Split,
+    options: PixelKeyOptions,
+    skip_bad: bool,
+) -> Result<()> {
+    if !clip.join("config.json").is_file() {
+        bail!("{} is not a CLIP folder (no config.json)", clip.display());
+    }
+    let (mut images, mut entities) = (Vec::new(), Vec::new());
+    for dataset in datasets {
+        for document in load_dataset(dataset, skip_bad)?.documents {
+            if document.source.split != split {
+                continue;
+            }
+            if let Some(image) = document.images().next() {
+                images.push(image.pixels.clone());
+                entities.push(format!("{dataset}/{}", document.source.entity));
+            }
+        }
+    }
+    let labels: Vec<&str> = entities.iter().map(String::as_str).collect();
+    let keys = PixelKeys::fit(&images, &labels, options)?;
+    let path = clip.join(PIXEL_KEYS_FILE);
+    keys.save(&path)?;
+    let distinct: std::collections::HashSet<&str> = labels.iter().copied().collect();
+    println!(
+        "pixel keys ({}x{} thumbnails, {} values) fitted on {} {split} images of {} entities; saved in {}",
+        options.side,
+        options.side,
+        options.dims,
+        images.len(),
+        distinct.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 fn train(

@@ -77,9 +77,11 @@ pub enum MemoryCommand {
         /// the flag to shard the keys over several servers.
         #[arg(long = "pg-server")]
         pg_servers: Vec<String>,
-        /// What a key holds: joint (RA-CM3's mean of the text and image embeddings) or
+        /// What a key holds: joint (RA-CM3's mean of the text and image embeddings),
         /// joint+image (that, and the image embedding beside it, so a query that is only an
-        /// image is scored image against image; twice the size).
+        /// image is scored image against image; twice the size) or joint+pixels (the joint
+        /// key and the CLIP folder's pixel keys, from `racm3 clip fit-pixel-keys`, which find
+        /// an entity across renditions more often).
         #[arg(long, default_value = "joint")]
         keys: String,
     },
@@ -185,7 +187,7 @@ pub fn run(command: MemoryCommand) -> Result<()> {
             keys,
         } => {
             let encoder =
-                load_clip(&clip)?.with_layout(racm3::retrieve::KeyLayout::from_name(&keys)?);
+                load_clip(&clip)?.with_layout(racm3::retrieve::KeyLayout::from_name(&keys)?)?;
             let mut memory = Memory::create_on_servers(
                 &out,
                 encoder.key_dim(),

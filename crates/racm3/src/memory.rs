@@ -43,7 +43,9 @@ pub fn encoder_for(memory: &Memory, clip: Option<&Path>) -> Result<ClipEncoder, 
     };
     let layout = racm3_retrieve::KeyLayout::of_description(memory.encoder())
         .context(|| format!("opening the memory in {}", memory.dir().display()))?;
-    let encoder = load_clip(&dir)?.with_layout(layout);
+    let encoder = load_clip(&dir)?
+        .with_layout(layout)
+        .context(|| format!("opening the memory in {}", memory.dir().display()))?;
     if encoder.key_dim() != memory.dim() {
         return Err(crate::Error::BadInput(format!(
             "the CLIP in {} makes {}-d keys but the memory in {} holds {}-d keys; pass the --clip that built it",

@@ -10,7 +10,9 @@
 //! ([`KeyLayout::JointAndImage`]), so that a query that is only an image is scored image
 //! against image. A small CLIP's joint key lets a drawing find drawings of the same style
 //! more than of the same thing, since half of every key is text (BENCHMARKS.md, "Image
-//! keys").
+//! keys"). A CLIP folder may also carry [`PixelKeys`] fitted on renditions of the train
+//! entities; [`KeyLayout::JointAndPixels`] keeps their key beside the joint one instead,
+//! which finds an entity across renditions more often still.
 
 use std::path::Path;
 
@@ -21,6 +23,7 @@ use racm3_tokenize::TextTokenizer;
 
 use crate::clip::{ClipModel, Config, l2_normalize};
 use crate::error::{Error, Result};
+use crate::pixel_keys::{PIXEL_KEYS_FILE, PixelKeys};
 use crate::preprocess::pixel_values;
 
 /// OpenAI's spelling of CLIP's start and end tokens.
@@ -126,6 +129,9 @@ pub enum KeyLayout {
     /// [`KeyLayout::Joint`]; a query that is only an image against the image half. Every
     /// score is still a cosine.
     JointAndImage,
+    /// The joint key and then the CLIP folder's [`PixelKeys`] key of the image, each scaled
+    /// by 1/√2, scored as [`KeyLayout::JointAndImage`] is.
+    JointAndPixels,
 }
 
 impl KeyLayout {
@@ -134,6 +140,7 @@ impl KeyLayout {
         match self {
             Self::Joint => "joint",
             Self::JointAndImage => "joint+image",
+            Self::JointAndPixels => "joint+pixels",
         }
     }
 
@@ -142,8 +149,9 @@ impl KeyLayout {
         match name {
             "joint" => Ok(Self::Joint),
             "joint+image" => Ok(Self::JointAndImage),
+            "joint+pixels" => Ok(Self::JointAndPixels),
             other => Err(Error::BadInput(format!(
-                "unknown key layout '{other}': expected joint or joint+image"
+                "unknown key layout '{other}': expected joint, joint+image or joint+pixels"
             ))),
         }
     }
@@ -160,22 +168,28 @@ impl KeyLayout {
         }
     }
 
-    /// Key values for embeddings of `dim` values.
-    pub fn key_dim(self, dim: usize) -> usize {
-        match self {
-            Self::Joint => dim,
-            Self::JointAndImage => 2 * dim,
+    /// The values of the joint part of a memory's keys, from its description and key size.
+    /// Memories record it since pixel keys came; before, joint+image keys were halves.
+    pub fn joint_dim(self, encoder: &serde_json::Value, key_dim: usize) -> Result<usize> {
+        match (self, encoder["joint_dim"].as_u64()) {
+            (Self::Joint, _) => Ok(key_dim),
+            (_, Some(joint)) if (joint as usize) < key_dim => Ok(joint as usize),
+            (Self::JointAndImage, None) => Ok(key_dim / 2),
+            (_, joint) => Err(Error::BadInput(format!(
+                "the memory's encoder records {} keys of {key_dim} values with joint_dim {joint:?}",
+                self.name()
+            ))),
         }
     }
 
-    /// The cosine between two documents' joint keys, which the redundancy skip compares.
-    pub fn joint_similarity(self, a: &[f32], b: &[f32]) -> f32 {
+    /// The cosine between two documents' joint keys (their first `joint_dim` values), which
+    /// the redundancy skip compares.
+    pub fn joint_similarity(self, joint_dim: usize, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Self::Joint => racm3_memory::dot(a, b),
-            // Each half carries 1/√2, so the joint halves' product is half the cosine.
-            Self::JointAndImage => {
-                let half = a.len() / 2;
-                2.0 * racm3_memory::dot(&a[..half], &b[..half])
+            // Each part carries 1/√2, so the joint parts' product is half the cosine.
+            Self::JointAndImage | Self::JointAndPixels => {
+                2.0 * racm3_memory::dot(&a[..joint_dim], &b[..joint_dim])
             }
         }
     }
@@ -189,6 +203,7 @@ pub struct ClipEncoder {
     device: Device,
     name: String,
     layout: KeyLayout,
+    pixel_keys: Option<PixelKeys>,
 }
 
 /// Inputs per forward pass when embedding many documents.
@@ -203,12 +218,34 @@ impl ClipEncoder {
             device,
             name,
             layout: KeyLayout::Joint,
+            pixel_keys: None,
         }
     }
 
-    /// This encoder making keys and queries of `layout`.
-    pub fn with_layout(self, layout: KeyLayout) -> Self {
-        Self { layout, ..self }
+    /// This encoder making keys and queries of `layout`; [`KeyLayout::JointAndPixels`]
+    /// needs pixel keys (see [`ClipEncoder::with_pixel_keys`]).
+    pub fn with_layout(self, layout: KeyLayout) -> Result<Self> {
+        if layout == KeyLayout::JointAndPixels && self.pixel_keys.is_none() {
+            return Err(Error::BadInput(format!(
+                "joint+pixels keys need pixel keys, and the CLIP {} has no {PIXEL_KEYS_FILE}: \
+                 fit them with `racm3 clip fit-pixel-keys`",
+                self.name
+            )));
+        }
+        Ok(Self { layout, ..self })
+    }
+
+    /// This encoder with `pixel_keys` for [`KeyLayout::JointAndPixels`].
+    pub fn with_pixel_keys(self, pixel_keys: PixelKeys) -> Self {
+        Self {
+            pixel_keys: Some(pixel_keys),
+            ..self
+        }
+    }
+
+    /// Its pixel keys, if its folder has them.
+    pub fn pixel_keys(&self) -> Option<&PixelKeys> {
+        self.pixel_keys.as_ref()
     }
 
     /// The layout of the keys and queries it makes.
@@ -217,7 +254,8 @@ impl ClipEncoder {
     }
 
     /// Loads a CLIP folder: `config.json`, `model.safetensors` and `tokenizer.json`, as
-    /// Hugging Face saves a `CLIPModel` with its tokenizer, or as `racm3 clip train` writes.
+    /// Hugging Face saves a `CLIPModel` with its tokenizer, or as `racm3 clip train` writes,
+    /// and [`PIXEL_KEYS_FILE`] where there is one.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let model = ClipModel::load(dir, device)?;
         let tokenizer_path = dir.join("tokenizer.json");
@@ -226,7 +264,13 @@ impl ClipEncoder {
         let tokenizer = ClipTokenizer::new(text, model.config())
             .map_err(|err| Error::Tokenizer(format!("{}: {err}", tokenizer_path.display())))?;
         let name = dir.display().to_string();
-        Ok(Self::new(model, tokenizer, device.clone(), name))
+        let encoder = Self::new(model, tokenizer, device.clone(), name);
+        let pixel_keys = dir.join(PIXEL_KEYS_FILE);
+        Ok(if pixel_keys.exists() {
+            encoder.with_pixel_keys(PixelKeys::load(&pixel_keys)?)
+        } else {
+            encoder
+        })
     }
 
     /// The model.
@@ -246,7 +290,17 @@ impl ClipEncoder {
 
     /// The values in a key and a query: the memory's dimension.
     pub fn key_dim(&self) -> usize {
-        self.layout.key_dim(self.dim())
+        self.dim() + self.image_key_dim()
+    }
+
+    /// The values of a key's image part after the joint key (none for joint keys).
+    fn image_key_dim(&self) -> usize {
+        match (self.layout, &self.pixel_keys) {
+            (KeyLayout::Joint, _) => 0,
+            (KeyLayout::JointAndImage, _) => self.dim(),
+            // with_layout let this layout in only with pixel keys.
+            (KeyLayout::JointAndPixels, keys) => keys.as_ref().map_or(0, PixelKeys::dims),
+        }
     }
 
     /// What a memory records about the encoder that made its keys.
@@ -255,6 +309,7 @@ impl ClipEncoder {
             "encoder": "clip",
             "name": self.name,
             "dim": self.key_dim(),
+            "joint_dim": self.dim(),
             "image_size": self.model.config().vision_config.image_size,
             "keys": self.layout.name(),
         })
@@ -296,6 +351,14 @@ impl ClipEncoder {
     /// normalized; either alone when only one is given. Laid out for the encoder's
     /// [`KeyLayout`].
     pub fn query_key(&self, query: &Query) -> Result<Vec<f32>> {
+        if let (KeyLayout::JointAndPixels, None, Some(image), Some(keys)) =
+            (self.layout, query.text, query.image, &self.pixel_keys)
+        {
+            return Ok(image_part_query(
+                self.dim(),
+                &keys.embed(std::slice::from_ref(image))?,
+            ));
+        }
         let text = query
             .text
             .map(|text| self.embed_texts(&[text]))
@@ -307,8 +370,10 @@ impl ClipEncoder {
         self.query_of_embeddings(text.as_deref(), image.as_deref())
     }
 
-    /// The search vector of a query given as unit embeddings (text, image or both), laid
-    /// out for the encoder's [`KeyLayout`]: its inner product with a key is a cosine.
+    /// The search vector of a query given as unit CLIP embeddings (text, image or both),
+    /// laid out for the encoder's [`KeyLayout`]: its inner product with a key is a cosine.
+    /// An image alone under [`KeyLayout::JointAndPixels`] is queried by its pixels, so
+    /// [`ClipEncoder::query_key`] with the image instead.
     pub fn query_of_embeddings(
         &self,
         text: Option<&[f32]>,
@@ -316,18 +381,23 @@ impl ClipEncoder {
     ) -> Result<Vec<f32>> {
         let joint = combine(text, image)
             .ok_or_else(|| Error::BadInput("a query needs text, an image, or both".into()))?;
-        Ok(match self.layout {
-            KeyLayout::Joint => joint,
-            // √2 undoes the keys' 1/√2, so scores stay cosines; the other half is zero.
-            KeyLayout::JointAndImage => {
-                let scaled = joint.iter().map(|v| v * std::f32::consts::SQRT_2);
-                let zeros = std::iter::repeat_n(0.0, joint.len());
-                if text.is_none() {
-                    zeros.chain(scaled).collect()
-                } else {
-                    scaled.chain(zeros).collect()
-                }
+        let image_dim = self.image_key_dim();
+        Ok(match (self.layout, text) {
+            (KeyLayout::Joint, _) => joint,
+            (KeyLayout::JointAndImage, None) => image_part_query(self.dim(), &joint),
+            (KeyLayout::JointAndPixels, None) => {
+                return Err(Error::BadInput(
+                    "an image-only query of joint+pixels keys is made from the image, not \
+                     its CLIP embedding"
+                        .into(),
+                ));
             }
+            // √2 undoes the keys' 1/√2, so scores stay cosines; the image part is zero.
+            (_, Some(_)) => joint
+                .iter()
+                .map(|v| v * std::f32::consts::SQRT_2)
+                .chain(std::iter::repeat_n(0.0, image_dim))
+                .collect(),
         })
     }
 
@@ -345,6 +415,12 @@ impl ClipEncoder {
             .collect();
         let text_keys = self.embed_texts(&with_text)?;
         let image_keys = self.embed_images(&images)?;
+        let pixel_keys = match (self.layout, &self.pixel_keys) {
+            (KeyLayout::JointAndPixels, Some(keys)) => keys.embed(&images)?,
+            _ => Vec::new(),
+        };
+        let image_dim = self.image_key_dim();
+        let no_image = vec![0.0; image_dim];
         let (mut next_text, mut next_image) = (0, 0);
         let mut keys = Vec::with_capacity(documents.len() * self.key_dim());
         for (doc, text) in documents.iter().zip(&texts) {
@@ -362,17 +438,19 @@ impl ClipEncoder {
                     doc.id()
                 ))
             })?;
-            match self.layout {
-                KeyLayout::Joint => keys.extend(key),
-                KeyLayout::JointAndImage => {
-                    let half = std::f32::consts::FRAC_1_SQRT_2;
-                    keys.extend(key.iter().map(|v| v * half));
-                    match image_key {
-                        Some(image) => keys.extend(image.iter().map(|v| v * half)),
-                        None => keys.extend(std::iter::repeat_n(0.0, dim)),
-                    }
+            let image_part = match (self.layout, image_key) {
+                (KeyLayout::Joint, _) => {
+                    keys.extend(key);
+                    continue;
                 }
-            }
+                (KeyLayout::JointAndImage, Some(image)) => image,
+                (KeyLayout::JointAndPixels, Some(_)) => {
+                    &pixel_keys[(next_image - 1) * image_dim..next_image * image_dim]
+                }
+                (_, None) => &no_image,
+            };
+            let half = std::f32::consts::FRAC_1_SQRT_2;
+            keys.extend(key.iter().chain(image_part).map(|v| v * half));
         }
         Ok(keys)
     }
@@ -390,6 +468,15 @@ pub fn document_text(document: &Document) -> Option<String> {
         .filter(|piece| !piece.is_empty())
         .collect();
     (!pieces.is_empty()).then(|| pieces.join(" "))
+}
+
+/// The search vector of an image-only query whose unit key is `image`: zeros over the
+/// `joint_dim` joint values, then the key scaled by √2, which undoes the keys' 1/√2 so
+/// scores stay cosines.
+fn image_part_query(joint_dim: usize, image: &[f32]) -> Vec<f32> {
+    std::iter::repeat_n(0.0, joint_dim)
+        .chain(image.iter().map(|v| v * std::f32::consts::SQRT_2))
+        .collect()
 }
 
 /// The normalized mean of two unit vectors, or the one that is present.

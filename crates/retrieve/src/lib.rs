@@ -10,6 +10,7 @@
 pub mod clip;
 mod encoder;
 mod error;
+mod pixel_keys;
 pub mod policy;
 mod preprocess;
 mod recall;
@@ -19,6 +20,7 @@ pub use encoder::{
     ClipEncoder, ClipTokenizer, END_TOKEN, KeyLayout, Query, START_TOKEN, document_text,
 };
 pub use error::{Error, Result};
+pub use pixel_keys::{PIXEL_KEYS_FILE, PixelKeyOptions, PixelKeys};
 pub use policy::{
     DEFAULT_K, DEFAULT_SEARCH_K, DEFAULT_THRESHOLD, MAX_PROMPT_K, QUERY_DROPOUT, Retrieval,
     RetrievalPolicy, Retrieved, TrainingQuery, retrieve, retrieve_for_query, retrieve_for_training,

@@ -134,6 +134,7 @@ pub fn retrieve(
         ..*policy
     };
     let layout = KeyLayout::of_description(memory.encoder())?;
+    let joint_dim = layout.joint_dim(memory.encoder(), memory.dim())?;
     let keep = |row: u64| Some(row) != excluded_row;
     let how = MemorySearch {
         exact: policy.exact,
@@ -153,7 +154,7 @@ pub fn retrieve(
             let candidate = memory.key(hit.label).expect("a searched row has a key");
             let redundant = found.documents.iter().any(|taken| {
                 let taken_key = memory.key(taken.row).expect("a chosen row has a key");
-                layout.joint_similarity(candidate, taken_key) > policy.pairwise_threshold
+                layout.joint_similarity(joint_dim, candidate, taken_key) > policy.pairwise_threshold
             });
             if redundant {
                 found.redundant += 1;

@@ -1,6 +1,7 @@
 //! Key layouts on the committed CLIP: joint+image keys carry RA-CM3's joint key and the
-//! image embedding, text queries score as with joint keys, image queries image against
-//! image, and a memory refuses an encoder of another layout.
+//! image embedding, joint+pixels keys the joint key and the pixel key; text queries score
+//! as with joint keys, image queries image against image, and a memory refuses an encoder
+//! of another layout.
 
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,9 @@ fn close(a: f32, b: f32) -> bool {
 #[test]
 fn joint_and_image_keys_hold_the_joint_key_and_the_image_embedding() {
     let joint = committed_clip();
-    let both = committed_clip().with_layout(KeyLayout::JointAndImage);
+    let both = committed_clip()
+        .with_layout(KeyLayout::JointAndImage)
+        .unwrap();
     let dim = joint.dim();
     assert_eq!(both.key_dim(), 2 * dim);
     assert_eq!(both.describe()["keys"], "joint+image");
@@ -146,8 +149,8 @@ fn joint_and_image_keys_hold_the_joint_key_and_the_image_embedding() {
     let (a, b) = (rows(&both_keys, 2 * dim)[0], rows(&both_keys, 2 * dim)[2]);
     let (ja, jb) = (rows(&joint_keys, dim)[0], rows(&joint_keys, dim)[2]);
     assert!(close(
-        KeyLayout::JointAndImage.joint_similarity(a, b),
-        KeyLayout::Joint.joint_similarity(ja, jb)
+        KeyLayout::JointAndImage.joint_similarity(dim, a, b),
+        KeyLayout::Joint.joint_similarity(dim, ja, jb)
     ));
 }
 
@@ -165,7 +168,9 @@ fn memory_of(dir: &Path, encoder: &ClipEncoder) -> Memory {
 fn an_image_query_finds_the_same_picture_and_a_memory_refuses_another_layout() {
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("memory");
-    let both = committed_clip().with_layout(KeyLayout::JointAndImage);
+    let both = committed_clip()
+        .with_layout(KeyLayout::JointAndImage)
+        .unwrap();
     let memory = memory_of(&path, &both);
     let reopened = Memory::open(&path).unwrap();
     assert_eq!(
@@ -211,5 +216,137 @@ fn an_image_query_finds_the_same_picture_and_a_memory_refuses_another_layout() {
     assert_eq!(
         KeyLayout::of_description(&serde_json::json!({})).unwrap(),
         KeyLayout::Joint
+    );
+}
+
+#[test]
+fn joint_and_pixels_keys_hold_the_joint_key_and_the_pixel_key() {
+    let joint = committed_clip();
+    let pixel_keys = joint
+        .pixel_keys()
+        .expect("the committed CLIP has pixel keys")
+        .clone();
+    let pixels = committed_clip()
+        .with_layout(KeyLayout::JointAndPixels)
+        .unwrap();
+    let (dim, extra) = (joint.dim(), pixel_keys.dims());
+    assert_eq!(pixels.key_dim(), dim + extra);
+    assert_eq!(pixels.describe()["keys"], "joint+pixels");
+    assert_eq!(pixels.describe()["joint_dim"], dim);
+    let documents = documents();
+    let joint_keys = joint.document_keys(&documents).unwrap();
+    let keys = pixels.document_keys(&documents).unwrap();
+    let images: Vec<_> = documents[..4]
+        .iter()
+        .map(|d| d.images().next().unwrap().pixels.clone())
+        .collect();
+    let pixel_embeddings = pixel_keys.embed(&images).unwrap();
+    let half = std::f32::consts::FRAC_1_SQRT_2;
+    for (index, (key, joint_key)) in rows(&keys, dim + extra)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+        .enumerate()
+    {
+        for (value, expected) in key[..dim].iter().zip(joint_key) {
+            assert!(close(*value, expected * half), "joint part of key {index}");
+        }
+        let expected: Vec<f32> = match index {
+            0..4 => pixel_embeddings[index * extra..(index + 1) * extra].to_vec(),
+            _ => vec![0.0; extra],
+        };
+        for (value, expected) in key[dim..].iter().zip(expected) {
+            assert!(close(*value, expected * half), "pixel part of key {index}");
+        }
+    }
+    // Text queries score the joint part; image queries the pixel keys' cosine.
+    let text = Query {
+        text: Some("a red square"),
+        image: None,
+    };
+    let text_query = pixels.query_key(&text).unwrap();
+    let joint_query = joint.query_key(&text).unwrap();
+    let query_image = picture([200, 40, 40], true);
+    let image_query = pixels
+        .query_key(&Query {
+            text: None,
+            image: Some(&query_image),
+        })
+        .unwrap();
+    let query_pixels = pixel_keys
+        .embed(std::slice::from_ref(&query_image))
+        .unwrap();
+    for (index, (key, joint_key)) in rows(&keys, dim + extra)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+        .enumerate()
+    {
+        assert!(close(dot(&text_query, key), dot(&joint_query, joint_key)));
+        let expected = match index {
+            0..4 => dot(
+                &query_pixels,
+                &pixel_embeddings[index * extra..(index + 1) * extra],
+            ),
+            _ => 0.0,
+        };
+        assert!(
+            close(dot(&image_query, key), expected),
+            "image query against key {index}"
+        );
+    }
+    // An image-only query needs the image itself, not its CLIP embedding.
+    let embedding = joint
+        .embed_images(std::slice::from_ref(&query_image))
+        .unwrap();
+    assert!(pixels.query_of_embeddings(None, Some(&embedding)).is_err());
+}
+
+#[test]
+fn joint_and_pixels_needs_pixel_keys_and_a_memory_of_its_layout() {
+    let clip_dir = tempfile::tempdir().unwrap();
+    let committed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/clip-emoji-small");
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(committed.join(file), clip_dir.path().join(file)).unwrap();
+    }
+    let without = ClipEncoder::load(clip_dir.path(), &Device::Cpu).unwrap();
+    assert!(without.pixel_keys().is_none());
+    let error = without
+        .with_layout(KeyLayout::JointAndPixels)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("fit-pixel-keys"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pixels = committed_clip()
+        .with_layout(KeyLayout::JointAndPixels)
+        .unwrap();
+    let memory = memory_of(&dir.path().join("memory"), &pixels);
+    let reopened = Memory::open(&dir.path().join("memory")).unwrap();
+    let layout = KeyLayout::of_description(reopened.encoder()).unwrap();
+    assert_eq!(layout, KeyLayout::JointAndPixels);
+    assert_eq!(
+        layout
+            .joint_dim(reopened.encoder(), reopened.dim())
+            .unwrap(),
+        pixels.dim()
+    );
+    let image = picture([30, 60, 220], true);
+    let query = Query {
+        text: None,
+        image: Some(&image),
+    };
+    let policy = RetrievalPolicy::top(1).without_skips();
+    let found = retrieve_for_query(&pixels, &memory, &query, &policy).unwrap();
+    assert_eq!(found.documents[0].id, "blue-square");
+    assert!(close(found.documents[0].score, 1.0), "{found:?}");
+    let image_keys = committed_clip()
+        .with_layout(KeyLayout::JointAndImage)
+        .unwrap();
+    let error = retrieve_for_query(&image_keys, &memory, &query, &policy)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("joint+pixels keys") && error.contains("joint+image keys"),
+        "{error}"
     );
 }

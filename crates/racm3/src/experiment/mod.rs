@@ -158,10 +158,18 @@ pub const MEMORY_SOURCES: [(&str, Option<Split>); 5] = [
     ("emoji-noto-v1", None),
 ];
 
-/// The experiment memory's keys: the joint key and the image embedding, since its image
-/// queries (captioning's) find the same entity 3.6 times as often image against image
-/// (BENCHMARKS.md, "Image keys").
-pub const MEMORY_KEYS: racm3_retrieve::KeyLayout = racm3_retrieve::KeyLayout::JointAndImage;
+/// The experiment memory's keys for `clip`: the joint key and its pixel keys where its
+/// folder has them (the committed CLIP's does), else the joint key and the image
+/// embedding. Image queries (captioning's) find the same entity among 2 for 0.042 of the
+/// held-out drawings by joint keys, 0.132 by the committed CLIP's image embeddings and
+/// 0.497 by its pixel keys (BENCHMARKS.md, "Image keys").
+pub fn memory_keys(clip: &racm3_retrieve::ClipEncoder) -> racm3_retrieve::KeyLayout {
+    if clip.pixel_keys().is_some() {
+        racm3_retrieve::KeyLayout::JointAndPixels
+    } else {
+        racm3_retrieve::KeyLayout::JointAndImage
+    }
+}
 
 /// The experiment memory's index: exact. An HNSW graph over joint+image keys, walked by a
 /// text query that scores the joint half alone, found the same entity among 2 for 0.614 of
@@ -169,13 +177,13 @@ pub const MEMORY_KEYS: racm3_retrieve::KeyLayout = racm3_retrieve::KeyLayout::Jo
 pub const MEMORY_INDEX: &str = "flat";
 
 /// Builds the experiment's memory ([`MEMORY_SOURCES`]) in the new folder `dir`, keyed by
-/// `clip` with [`MEMORY_KEYS`] in a [`MEMORY_INDEX`] index.
+/// `clip` with [`memory_keys`] in a [`MEMORY_INDEX`] index.
 pub fn build_memory(
     dir: &Path,
     clip: &racm3_retrieve::ClipEncoder,
     observer: &dyn Observer,
 ) -> Result<racm3_memory::Memory, Error> {
-    let clip = &clip.clone().with_layout(MEMORY_KEYS);
+    let clip = &clip.clone().with_layout(memory_keys(clip))?;
     let mut memory =
         racm3_memory::Memory::create(dir, clip.key_dim(), MEMORY_INDEX, clip.describe())
             .context(|| format!("creating the memory in {}", dir.display()))?;
