@@ -8,7 +8,9 @@ documents. Reads what `dump_embeddings` writes; needs numpy.
     python3 tools/image_keys.py /tmp/emb
 
 The linear maps (within-entity projections, LDA) are fitted on the train entities'
-renditions only; the held-out entities are never fitted on.
+renditions only; the held-out entities are never fitted on. The last rows fit LDA on the
+renditions as they are and also zoomed about their centre, which is what
+`racm3 clip fit-pixel-keys` does (with its own resampling, so its figures differ a little).
 """
 import sys
 
@@ -89,3 +91,24 @@ for side in (8, 16):
     x, q = thumbnails(memory["pixels"], side), thumbnails(held_out["pixels"], side)
     center, project = lda(x[train], memory["entity"][train], 1.0, 64)
     row(f"{side}x{side} RGB thumbnails through LDA (64 dims, fitted on train entities)", unit((q - center) @ project), unit((x - center) @ project))
+
+
+def zoom(pixels, scale):
+    """Nearest-neighbour zoom about the centre; shrunk images framed in white."""
+    n = pixels.shape[1]
+    middle = (n - 1) / 2
+    source = np.clip(np.round((np.arange(n) - middle) / scale + middle).astype(int), 0, n - 1)
+    out = pixels[:, source][:, :, source].copy()
+    if scale < 1:
+        outside = np.abs(np.arange(n) - middle) / scale > middle + 0.5
+        out[:, outside] = 255
+        out[:, :, outside] = 255
+    return out
+
+
+x, q = thumbnails(memory["pixels"], 16), thumbnails(held_out["pixels"], 16)
+for scales in ((0.85, 1.15), (0.8, 0.9, 1.1, 1.2)):
+    fitted = np.vstack([thumbnails(memory["pixels"][train], 16)] + [thumbnails(zoom(memory["pixels"][train], s), 16) for s in scales])
+    labels = np.concatenate([memory["entity"][train]] * (1 + len(scales)))
+    center, project = lda(fitted, labels, 1.0, 64)
+    row(f"16x16 thumbnails through LDA, fitted also zoomed by {', '.join(map(str, scales))}", unit((q - center) @ project), unit((x - center) @ project))

@@ -266,5 +266,10 @@ fn print_recall(dataset: &str, split: Split, recall: &ClipRecall, json: bool) ->
     println!(
         "  same entity: text->image ({texts} captions) R@1 {e1:.3} R@2 {e2:.3} R@10 {e10:.3}; image->other rendition ({images} images) R@1 {o1:.3} R@2 {o2:.3} R@10 {o10:.3}"
     );
+    if let Some([p1, p2, p10]) = recall.entity.image_to_other_rendition_by_pixels {
+        println!(
+            "  same entity by pixel keys: image->other rendition R@1 {p1:.3} R@2 {p2:.3} R@10 {p10:.3}"
+        );
+    }
     Ok(())
 }

@@ -427,6 +427,14 @@ fn committed_clip_recalls_held_out_emoji() {
         entity["image_to_other_rendition"][2].as_f64().unwrap() > 0.5,
         "{entity}"
     );
+    // The committed pixel keys find another rendition far more often (0.671 measured).
+    assert!(
+        entity["image_to_other_rendition_by_pixels"][1]
+            .as_f64()
+            .unwrap()
+            > 0.6,
+        "{entity}"
+    );
 }
 
 // Three `memory add` processes started at once on one memory, one of them with --wait:

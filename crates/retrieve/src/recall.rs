@@ -75,6 +75,9 @@ pub struct EntityRecall {
     /// An image against the images of every other rendition (never its own): the same
     /// entity among the first 1, 2, 10.
     pub image_to_other_rendition: [f64; 3],
+    /// The same by the encoder's pixel keys, where its folder has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_to_other_rendition_by_pixels: Option<[f64; 3]>,
 }
 
 /// The ranks at which recall is reported.
@@ -93,13 +96,13 @@ pub fn entity_recall(encoder: &ClipEncoder, pairs: &[Pair]) -> Result<EntityReca
         .collect();
     let text_keys =
         encoder.embed_texts(&texts.iter().map(|(text, _)| *text).collect::<Vec<_>>())?;
-    // The share of queries whose entity is among the first k candidates, for each k.
-    let recall = |queries: Vec<(&[f32], &str, Option<&str>)>| -> [f64; 3] {
+    // The share of queries whose entity is among the first k images (keys of `dim` values).
+    let recall = |queries: Vec<(&[f32], &str, Option<&str>)>, keys: &[f32], dim: usize| {
         let mut found = [0usize; 3];
         for (query, entity, own_rendition) in &queries {
             let mut scored: Vec<(f32, &str)> = pairs
                 .iter()
-                .zip(image_keys.chunks_exact(dim))
+                .zip(keys.chunks_exact(dim))
                 .filter(|(pair, _)| Some(pair.rendition.as_str()) != *own_rendition)
                 .map(|(pair, key)| (dot(query, key), pair.entity.as_str()))
                 .collect();
@@ -116,15 +119,30 @@ pub fn entity_recall(encoder: &ClipEncoder, pairs: &[Pair]) -> Result<EntityReca
         .zip(text_keys.chunks_exact(dim))
         .map(|((_, entity), key)| (key, *entity, None))
         .collect();
-    let image_queries = pairs
-        .iter()
-        .zip(image_keys.chunks_exact(dim))
-        .map(|(pair, key)| (key, pair.entity.as_str(), Some(pair.rendition.as_str())))
-        .collect();
+    fn image_queries<'a>(
+        pairs: &'a [Pair],
+        keys: &'a [f32],
+        dim: usize,
+    ) -> Vec<(&'a [f32], &'a str, Option<&'a str>)> {
+        pairs
+            .iter()
+            .zip(keys.chunks_exact(dim))
+            .map(|(pair, key)| (key, pair.entity.as_str(), Some(pair.rendition.as_str())))
+            .collect()
+    }
+    let by_pixels = match encoder.pixel_keys() {
+        Some(pixel_keys) => {
+            let keys = pixel_keys.embed(&images)?;
+            let dim = pixel_keys.dims();
+            Some(recall(image_queries(pairs, &keys, dim), &keys, dim))
+        }
+        None => None,
+    };
     Ok(EntityRecall {
         texts: texts.len(),
         images: pairs.len(),
-        text_to_entity: recall(text_queries),
-        image_to_other_rendition: recall(image_queries),
+        text_to_entity: recall(text_queries, &image_keys, dim),
+        image_to_other_rendition: recall(image_queries(pairs, &image_keys, dim), &image_keys, dim),
+        image_to_other_rendition_by_pixels: by_pixels,
     })
 }

@@ -306,4 +306,8 @@ fn renditions_of_an_entity_become_neighbours() {
     assert_eq!((recall.texts, recall.images), (4, 8));
     assert_eq!(recall.text_to_entity[0], 1.0, "{recall:?}");
     assert_eq!(recall.image_to_other_rendition[0], 1.0, "{recall:?}");
+    assert_eq!(
+        recall.image_to_other_rendition_by_pixels, None,
+        "no pixel keys"
+    );
 }
