@@ -4,7 +4,7 @@
 
 use candle_core::{IndexOp, Result, Tensor};
 
-use crate::model::{Cm3Model, KvCache};
+use crate::model::{Cm3Model, CopyMix, KvCache};
 use crate::sampler::{Sampler, Structure, guidance};
 
 /// A guidance stream: a prompt without the condition (for classifier-free guidance the
@@ -17,6 +17,19 @@ pub struct Guidance<'a> {
     pub unconditional_prompt: &'a [u32],
     /// The guidance scale; 1 is no guidance.
     pub scale: f32,
+}
+
+/// How a decoder with a copy pointer mixes its sources while it samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyDecoding {
+    /// Every source in every step's mixture, as trained: a caption may take one word from
+    /// one retrieved caption and the next from another.
+    #[default]
+    Mixed,
+    /// A source leaves the mixture once a sampled token differs from the token it offered
+    /// for that place, so what is copied comes from one source (RAG-Sequence's one
+    /// document per output, made hard). The vocabulary always stays.
+    OneSource,
 }
 
 /// Samples up to `max_new` tokens after `prompt`, stopping after a token for which `stop`
@@ -57,6 +70,30 @@ pub fn sample_batch(
     max_new: usize,
     stop: impl Fn(u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
+    sample_batch_copying(
+        model,
+        prompt,
+        streams,
+        structures,
+        samplers,
+        max_new,
+        stop,
+        CopyDecoding::Mixed,
+    )
+}
+
+/// [`sample_batch`] with the copy pointer's sources mixed as `copy` says.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_batch_copying(
+    model: &Cm3Model,
+    prompt: &[u32],
+    streams: &[Guidance],
+    structures: &mut [Structure],
+    samplers: &mut [Sampler],
+    max_new: usize,
+    stop: impl Fn(u32) -> bool,
+    copy: CopyDecoding,
+) -> Result<Vec<Vec<u32>>> {
     let rows = structures.len();
     if samplers.len() != rows {
         candle_core::bail!(
@@ -93,7 +130,46 @@ pub fn sample_batch(
             .squeeze(1)?
             .to_vec2::<f32>()
     };
-    let (mut cache, mut logits) = start(prompt)?;
+    // With one source per output: each row's sources still in the mixture, and the
+    // token each offers for the place about to be sampled.
+    let one_source = copy == CopyDecoding::OneSource && model.config().image_copy.is_some();
+    let sources = model.config().image_copy.map_or(0, |copy| copy.sources);
+    let mut dropped = vec![false; rows * sources];
+    let mut offered = vec![CopyMix::NONE; rows * sources];
+    let start_offering =
+        |prompt: &[u32], offered: &mut Vec<u32>| -> Result<(KvCache, Vec<Vec<f32>>)> {
+            let mut cache = KvCache::new();
+            let output = model.forward_output(
+                &Tensor::new(prompt, device)?.unsqueeze(0)?,
+                Some(&mut cache),
+            )?;
+            let last = output
+                .scores()?
+                .i((0, prompt.len() - 1))?
+                .to_vec1::<f32>()?;
+            if let Some(mix) = &output.copy {
+                let place = &mix.codes[(prompt.len() - 1) * sources..prompt.len() * sources];
+                *offered = place.repeat(rows);
+            }
+            Ok((cache.repeat(rows)?, vec![last; rows]))
+        };
+    let step_offering = |cache: &mut KvCache,
+                         tokens: &[u32],
+                         dropped: &[bool],
+                         offered: &mut Vec<u32>|
+     -> Result<Vec<Vec<f32>>> {
+        let next = Tensor::new(tokens, device)?.unsqueeze(1)?;
+        let output = model.forward_output(&next, Some(cache))?;
+        if let Some(mix) = &output.copy {
+            offered.clone_from(&mix.codes);
+        }
+        output.scores_without(dropped)?.squeeze(1)?.to_vec2::<f32>()
+    };
+    let (mut cache, mut logits) = if one_source {
+        start_offering(prompt, &mut offered)?
+    } else {
+        start(prompt)?
+    };
     let mut guides = streams
         .iter()
         .map(|stream| {
@@ -131,6 +207,13 @@ pub fn sample_batch(
                 candle_core::bail!("every token was banned at step {position}");
             };
             structures[row].observe(token);
+            if one_source {
+                let row_offers = &offered[row * sources..(row + 1) * sources];
+                let row_dropped = &mut dropped[row * sources..(row + 1) * sources];
+                for (drop, &offer) in row_dropped.iter_mut().zip(row_offers) {
+                    *drop |= offer != CopyMix::NONE && offer != token;
+                }
+            }
             generated[row].push(token);
             stopped[row] = stop(token) || generated[row].len() == max_new;
             tokens.push(token);
@@ -138,7 +221,11 @@ pub fn sample_batch(
         if stopped.iter().all(|&done| done) {
             break;
         }
-        logits = step(&mut cache, &tokens)?;
+        logits = if one_source {
+            step_offering(&mut cache, &tokens, &dropped, &mut offered)?
+        } else {
+            step(&mut cache, &tokens)?
+        };
         for (cache, unconditional_logits, _) in &mut guides {
             *unconditional_logits = step(cache, &tokens)?;
         }

@@ -450,11 +450,23 @@ impl Cm3Output {
     /// logits up to a constant without a pointer). Computed without gradient: training goes
     /// through [`crate::rag_loss`] on the output itself.
     pub fn scores(&self) -> Result<Tensor> {
+        self.scores_without(&[])
+    }
+
+    /// [`Cm3Output::scores`] with the sources marked in `dropped` (row-major, b · sources;
+    /// empty: none) taken out of the mixture, which is renormalized over the rest.
+    pub fn scores_without(&self, dropped: &[bool]) -> Result<Tensor> {
         let Some(copy) = &self.copy else {
             return Ok(self.logits.clone());
         };
         let (rows, steps, vocab) = self.logits.dims3()?;
         let sources = copy.sources();
+        if !dropped.is_empty() && dropped.len() != rows * sources {
+            candle_core::bail!(
+                "{} dropped-source flags for {rows} rows of {sources} sources",
+                dropped.len()
+            );
+        }
         let mut values = self.logits.flatten_all()?.to_vec1::<f32>()?;
         let weights = copy.log_weights.flatten_all()?.to_vec1::<f32>()?;
         for position in 0..rows * steps {
@@ -463,7 +475,19 @@ impl Cm3Output {
                 continue;
             }
             let row = &mut values[position * vocab..(position + 1) * vocab];
-            let weights = &weights[position * (sources + 1)..(position + 1) * (sources + 1)];
+            let mut weights =
+                weights[position * (sources + 1)..(position + 1) * (sources + 1)].to_vec();
+            if !dropped.is_empty() {
+                let batch_row = position / steps;
+                let dropped = &dropped[batch_row * sources..(batch_row + 1) * sources];
+                for (weight, &drop) in weights[1..].iter_mut().zip(dropped) {
+                    if drop {
+                        *weight = f32::NEG_INFINITY;
+                    }
+                }
+                let total = weights.iter().copied().fold(f32::NEG_INFINITY, log_add_exp);
+                weights.iter_mut().for_each(|weight| *weight -= total);
+            }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let normalizer = max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
             row.iter_mut()

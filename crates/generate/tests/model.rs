@@ -302,6 +302,116 @@ mod copy_pointer {
         }
     }
 
+    // Taking a source out of the mixture renormalizes it over the vocabulary and the rest:
+    // p(c) = (π₀ p_vocab(c) + π₁ [c₁ = c]) / (π₀ + π₁) with the second source out.
+    #[test]
+    fn a_dropped_source_leaves_the_mixture() {
+        let (model, _) = model_of(&copy_config(), 7);
+        let sequence = with_images(40, 3);
+        let output = model.forward_output(&ids(&sequence), None).unwrap();
+        let copy = output.copy.as_ref().unwrap();
+        let kept: Vec<Vec<f32>> = output
+            .scores_without(&[false, true])
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let logits: Vec<Vec<f32>> = output.logits.i(0).unwrap().to_vec2().unwrap();
+        let weights: Vec<Vec<f32>> = copy.log_weights.i(0).unwrap().to_vec2().unwrap();
+        let mut checked = 0;
+        for position in 0..sequence.len() {
+            let codes = &copy.codes[position * 2..position * 2 + 2];
+            if codes[1] == CopyMix::NONE {
+                continue;
+            }
+            let weights: Vec<f32> = weights[position].iter().map(|w| w.exp()).collect();
+            let vocabulary = log_softmax(&logits[position]);
+            let total = weights[0] + weights[1];
+            for code in [codes[0], codes[1]] {
+                let want = (weights[0] * vocabulary[code as usize].exp()
+                    + if codes[0] == code { weights[1] } else { 0.0 })
+                    / total;
+                let got = kept[position][code as usize].exp();
+                assert!((got - want).abs() < 1e-5, "{position}: {got} vs {want}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 0);
+        assert!(
+            output.scores_without(&[true]).is_err(),
+            "one flag per source"
+        );
+    }
+
+    // Decoding with one source per output is, step by step, the whole sequence's scores
+    // with every source dropped that offered a token other than the one sampled.
+    #[test]
+    fn one_source_decoding_drops_a_source_that_was_not_followed() {
+        use racm3_generate::decode::{CopyDecoding, sample_batch_copying};
+        use racm3_generate::sampler::{Sampler, SamplingConfig, Structure, argmax};
+        let (_, vars) = model_of(&copy_config(), 11);
+        // A pointer that copies: the vocabulary's share starts at e^-10 of the sources'.
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            if name.ends_with("vocabulary_bias") {
+                var.set(&Tensor::new(&[-10f32], &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+        }
+        let model = fixed_of(&copy_config(), &vars);
+        // Two whole documents, then a third's `<img alt="`: its caption can copy from two.
+        let prompt = with_images(21, 4);
+        let ids_space = racm3_tokenize::IdSpace::new(40, 30);
+        let structure = || Structure::new(ids_space, 4);
+        let greedy = SamplingConfig {
+            temperature: 0.0,
+            ..SamplingConfig::default()
+        };
+        let steps = 6;
+        let drawn = sample_batch_copying(
+            &model,
+            &prompt,
+            &[],
+            &mut [structure()],
+            &mut [Sampler::new(greedy, 0)],
+            steps,
+            |_| false,
+            CopyDecoding::OneSource,
+        )
+        .unwrap()
+        .remove(0);
+        let mut sequence = prompt.clone();
+        let mut dropped = [false, false];
+        let mut ever_dropped = false;
+        let mut reference = structure();
+        prompt.iter().for_each(|&t| reference.observe(t));
+        for _ in 0..steps {
+            let output = model.forward_output(&ids(&sequence), None).unwrap();
+            let last = sequence.len() - 1;
+            let mut scores: Vec<f32> = output
+                .scores_without(&dropped)
+                .unwrap()
+                .i((0, last))
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            reference.apply(&mut scores);
+            let token = argmax(&scores).unwrap();
+            reference.observe(token);
+            let offers = &output.copy.as_ref().unwrap().codes[last * 2..last * 2 + 2];
+            for (drop, &offer) in dropped.iter_mut().zip(offers) {
+                *drop |= offer != CopyMix::NONE && offer != token;
+            }
+            ever_dropped |= dropped.iter().any(|&d| d);
+            sequence.push(token);
+        }
+        assert_eq!(drawn, sequence[prompt.len()..].to_vec());
+        assert!(
+            ever_dropped,
+            "the untrained pointer's sources were never dropped"
+        );
+    }
+
     fn log_softmax(row: &[f32]) -> Vec<f32> {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
