@@ -127,6 +127,9 @@ fn writers_take_turns_and_never_drop_each_others_commits() {
     );
     first.commit().unwrap();
     drop(first);
+    // The lock is free once `first` is gone, but a process another test spawns at that
+    // moment holds a copy of its descriptor (and so the flock) until it execs: wait.
+    second.wait_for_writer(true);
     second
         .add(&documents(11..12), &more[11 * DIM..12 * DIM])
         .unwrap();

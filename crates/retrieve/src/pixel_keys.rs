@@ -2,11 +2,12 @@
 //! fitted by linear discriminant analysis on renditions labelled by entity.
 //!
 //! A small CLIP's image tower, trained mostly against captions, groups drawings by style
-//! (BENCHMARKS.md, "Image keys"): among the experiment's memory a held-out Twemoji drawing
-//! finds a document of its entity among the first 2 for 14% of drawings by its CLIP image
-//! embedding, for 39% by a centred 8x8 thumbnail, and for 47% through this map. Renditions
-//! of one emoji share layout and colours, which a thumbnail keeps; the discriminant map
-//! keeps the directions along which entities differ more than renditions of one entity.
+//! (BENCHMARKS.md, "Image keys", "Pixel keys"): among the experiment's memory a held-out
+//! Twemoji drawing finds a document of its entity among the first 2 (plain top-k) for 14% of
+//! drawings by its CLIP image embedding, 39% by a centred 8x8 thumbnail and 51% through this
+//! map. Renditions of one emoji share layout and colours, which a thumbnail keeps; the
+//! discriminant map keeps the directions along which entities differ more than renditions
+//! of one entity.
 //! The map is fitted on the train entities only, so held-out entities are never seen.
 //!
 //! A CLIP folder may carry one as [`PIXEL_KEYS_FILE`]; memories built with

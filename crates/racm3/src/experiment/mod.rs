@@ -162,7 +162,7 @@ pub const MEMORY_SOURCES: [(&str, Option<Split>); 5] = [
 /// folder has them (the committed CLIP's does), else the joint key and the image
 /// embedding. Image queries (captioning's) find the same entity among 2 for 0.042 of the
 /// held-out drawings by joint keys, 0.132 by the committed CLIP's image embeddings and
-/// 0.497 by its pixel keys (BENCHMARKS.md, "Image keys").
+/// 0.497 by its pixel keys (BENCHMARKS.md, "Pixel keys").
 pub fn memory_keys(clip: &racm3_retrieve::ClipEncoder) -> racm3_retrieve::KeyLayout {
     if clip.pixel_keys().is_some() {
         racm3_retrieve::KeyLayout::JointAndPixels
