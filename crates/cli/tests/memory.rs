@@ -254,6 +254,84 @@ fn clip_memory_and_retrieve_from_the_command_line() {
         "{}",
         stderr(&unknown)
     );
+
+    // Joint+pixels keys need the CLIP folder's pixel keys, which `clip fit-pixel-keys`
+    // fits on the train split and saves there; then a drawing finds itself by them.
+    let pixels = work.path().join("pixels");
+    let pixels_arg = pixels.to_str().unwrap();
+    let build_pixels = [
+        "memory",
+        "build",
+        "emoji",
+        "--clip",
+        clip_arg,
+        "--out",
+        pixels_arg,
+        "--keys",
+        "joint+pixels",
+        "--index",
+        "flat",
+    ];
+    let refused = racm3(&home, &build_pixels);
+    assert!(
+        !refused.status.success() && stderr(&refused).contains("fit-pixel-keys"),
+        "{}",
+        stderr(&refused)
+    );
+    let not_clip = racm3(
+        &home,
+        &["clip", "fit-pixel-keys", "emoji", "--clip", mem_arg],
+    );
+    assert!(
+        stderr(&not_clip).contains("not a CLIP folder"),
+        "{}",
+        stderr(&not_clip)
+    );
+    let fitted = racm3(
+        &home,
+        &[
+            "clip",
+            "fit-pixel-keys",
+            "emoji",
+            "--clip",
+            clip_arg,
+            "--side",
+            "8",
+            "--dims",
+            "8",
+        ],
+    );
+    assert!(fitted.status.success(), "{}", stderr(&fitted));
+    assert!(clip.join("pixel-keys.safetensors").is_file());
+    let built = racm3(&home, &build_pixels);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let info = json(&racm3(&home, &["memory", "info", pixels_arg, "--json"]));
+    assert_eq!(
+        info["dim"].as_u64().unwrap(),
+        joint_dim.as_u64().unwrap() + 8,
+        "{info}"
+    );
+    let found = json(&racm3(
+        &home,
+        &[
+            "retrieve",
+            "--memory",
+            pixels_arg,
+            "--image",
+            apple.to_str().unwrap(),
+            "-k",
+            "1",
+            "--query-threshold",
+            "2",
+            "--json",
+        ],
+    ));
+    let top = &found.as_array().unwrap()[0];
+    assert_eq!(top["id"], "emoji/twitter/1f34e", "{found}");
+    assert!(
+        (top["score"].as_f64().unwrap() - 1.0).abs() < 1e-4,
+        "{found}"
+    );
 }
 
 // `racm3 train` records what it was trained with (train.json, read by `eval --variant`),
