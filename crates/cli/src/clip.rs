@@ -8,7 +8,7 @@ use racm3::Device;
 use racm3::data::Split;
 use racm3::experiment::demo::CLIP as DEFAULT_CLIP;
 use racm3::memory::load_clip;
-use racm3::retrieve::{ClipTrainConfig, PIXEL_KEYS_FILE, PixelKeyOptions, PixelKeys};
+use racm3::retrieve::{ClipTrainConfig, PixelKeyOptions};
 use racm3::training::{ClipRecall, clip_recall, pairs_of};
 
 use crate::data::load_dataset;
@@ -191,34 +191,16 @@ fn fit_pixel_keys(
     options: PixelKeyOptions,
     skip_bad: bool,
 ) -> Result<()> {
-    if !clip.join("config.json").is_file() {
-        bail!("{} is not a CLIP folder (no config.json)", clip.display());
-    }
-    let (mut images, mut entities) = (Vec::new(), Vec::new());
-    for dataset in datasets {
-        for document in load_dataset(dataset, skip_bad)?.documents {
-            if document.source.split != split {
-                continue;
-            }
-            if let Some(image) = document.images().next() {
-                images.push(image.pixels.clone());
-                entities.push(format!("{dataset}/{}", document.source.entity));
-            }
-        }
-    }
-    let labels: Vec<&str> = entities.iter().map(String::as_str).collect();
-    let keys = PixelKeys::fit(&images, &labels, options)?;
-    let path = clip.join(PIXEL_KEYS_FILE);
-    keys.save(&path)?;
-    let distinct: std::collections::HashSet<&str> = labels.iter().copied().collect();
+    let fitted =
+        racm3::training::fit_pixel_keys(datasets, clip, split, options, skip_bad, &Terminal)?;
     println!(
         "pixel keys ({}x{} thumbnails, {} values) fitted on {} {split} images of {} entities; saved in {}",
         options.side,
         options.side,
         options.dims,
-        images.len(),
-        distinct.len(),
-        path.display()
+        fitted.images,
+        fitted.entities,
+        fitted.path.display()
     );
     Ok(())
 }

@@ -112,68 +112,45 @@ pub fn sample_batch_copying(
         candle_core::bail!("sampling needs a prompt of at least one token");
     }
     let device = model.device();
-    // The prompt once, then its cache and last logits for every row.
-    let start = |prompt: &[u32]| -> Result<(KvCache, Vec<Vec<f32>>)> {
+    // With one source per output, each row's sources still in the mixture (no flags: all).
+    let one_source = copy == CopyDecoding::OneSource && model.config().image_copy.is_some();
+    let sources = model.config().image_copy.map_or(0, |copy| copy.sources);
+    let mut dropped = vec![false; if one_source { rows * sources } else { 0 }];
+    // The prompt once, then its cache, its last scores for every row, and what each source
+    // offers next (every row alike).
+    let start = |prompt: &[u32]| -> Result<(KvCache, Vec<Vec<f32>>, Vec<u32>)> {
         let mut cache = KvCache::new();
-        let logits = model.forward(
+        let output = model.forward_output(
             &Tensor::new(prompt, device)?.unsqueeze(0)?,
             Some(&mut cache),
         )?;
-        let last = logits.i((0, prompt.len() - 1))?.to_vec1::<f32>()?;
-        Ok((cache.repeat(rows)?, vec![last; rows]))
+        let last = prompt.len() - 1;
+        let scores = output.scores()?.i((0, last))?.to_vec1::<f32>()?;
+        let offers = output.copy.as_ref().map_or_else(Vec::new, |mix| {
+            mix.codes[last * sources..(last + 1) * sources].repeat(rows)
+        });
+        Ok((cache.repeat(rows)?, vec![scores; rows], offers))
     };
-    // (rows, 1, vocab) -> each row's logits.
-    let step = |cache: &mut KvCache, tokens: &[u32]| -> Result<Vec<Vec<f32>>> {
-        let next = Tensor::new(tokens, device)?.unsqueeze(1)?;
-        model
-            .forward(&next, Some(cache))?
-            .squeeze(1)?
-            .to_vec2::<f32>()
-    };
-    // With one source per output: each row's sources still in the mixture, and the
-    // token each offers for the place about to be sampled.
-    let one_source = copy == CopyDecoding::OneSource && model.config().image_copy.is_some();
-    let sources = model.config().image_copy.map_or(0, |copy| copy.sources);
-    let mut dropped = vec![false; rows * sources];
-    let mut offered = vec![CopyMix::NONE; rows * sources];
-    let start_offering =
-        |prompt: &[u32], offered: &mut Vec<u32>| -> Result<(KvCache, Vec<Vec<f32>>)> {
-            let mut cache = KvCache::new();
-            let output = model.forward_output(
-                &Tensor::new(prompt, device)?.unsqueeze(0)?,
-                Some(&mut cache),
-            )?;
-            let last = output
-                .scores()?
-                .i((0, prompt.len() - 1))?
-                .to_vec1::<f32>()?;
-            if let Some(mix) = &output.copy {
-                let place = &mix.codes[(prompt.len() - 1) * sources..prompt.len() * sources];
-                *offered = place.repeat(rows);
-            }
-            Ok((cache.repeat(rows)?, vec![last; rows]))
-        };
-    let step_offering = |cache: &mut KvCache,
-                         tokens: &[u32],
-                         dropped: &[bool],
-                         offered: &mut Vec<u32>|
-     -> Result<Vec<Vec<f32>>> {
+    // (rows, 1, vocab) -> each row's scores without the `dropped` sources, and what each
+    // source offers next.
+    let step = |cache: &mut KvCache,
+                tokens: &[u32],
+                dropped: &[bool]|
+     -> Result<(Vec<Vec<f32>>, Vec<u32>)> {
         let next = Tensor::new(tokens, device)?.unsqueeze(1)?;
         let output = model.forward_output(&next, Some(cache))?;
-        if let Some(mix) = &output.copy {
-            offered.clone_from(&mix.codes);
-        }
-        output.scores_without(dropped)?.squeeze(1)?.to_vec2::<f32>()
+        let scores = output
+            .scores_without(dropped)?
+            .squeeze(1)?
+            .to_vec2::<f32>()?;
+        Ok((scores, output.copy.map_or_else(Vec::new, |mix| mix.codes)))
     };
-    let (mut cache, mut logits) = if one_source {
-        start_offering(prompt, &mut offered)?
-    } else {
-        start(prompt)?
-    };
+    // `offered`: the token each source offers for the place about to be sampled.
+    let (mut cache, mut logits, mut offered) = start(prompt)?;
     let mut guides = streams
         .iter()
         .map(|stream| {
-            let (cache, logits) = start(stream.unconditional_prompt)?;
+            let (cache, logits, _) = start(stream.unconditional_prompt)?;
             Ok((cache, logits, stream.scale))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -207,8 +184,9 @@ pub fn sample_batch_copying(
                 candle_core::bail!("every token was banned at step {position}");
             };
             structures[row].observe(token);
-            if one_source {
-                let row_offers = &offered[row * sources..(row + 1) * sources];
+            if let (true, Some(row_offers)) =
+                (one_source, offered.get(row * sources..(row + 1) * sources))
+            {
                 let row_dropped = &mut dropped[row * sources..(row + 1) * sources];
                 for (drop, &offer) in row_dropped.iter_mut().zip(row_offers) {
                     *drop |= offer != CopyMix::NONE && offer != token;
@@ -221,13 +199,9 @@ pub fn sample_batch_copying(
         if stopped.iter().all(|&done| done) {
             break;
         }
-        logits = if one_source {
-            step_offering(&mut cache, &tokens, &dropped, &mut offered)?
-        } else {
-            step(&mut cache, &tokens)?
-        };
+        (logits, offered) = step(&mut cache, &tokens, &dropped)?;
         for (cache, unconditional_logits, _) in &mut guides {
-            *unconditional_logits = step(cache, &tokens)?;
+            *unconditional_logits = step(cache, &tokens, &[])?.0;
         }
     }
     Ok(generated)

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use racm3::Device;
 use racm3::data::Split;
-use racm3::generate::sampler::SamplingConfig;
 use racm3::progress::Quiet;
 use racm3::retrieve::RetrievalPolicy;
 use racm3::tasks::{Generator, Retriever, SampleSettings};
@@ -36,16 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         memory: &memory,
         policy: RetrievalPolicy::top(2),
     };
-    let greedy = SampleSettings {
-        samples: 1,
-        sampling: SamplingConfig {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-        },
-        seed: 0,
-        retrieval_guidance: 1.0,
-    };
+    let greedy = SampleSettings::greedy();
     let held_out = racm3::datasets::twemoji_entities(Split::Val, &Quiet)?;
     let step = (held_out.len() / count).max(1);
     std::fs::create_dir_all(&out)?;

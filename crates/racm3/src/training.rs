@@ -1,7 +1,7 @@
 //! Training the image tokenizer and the retriever on datasets by name, as `racm3 vq train`
 //! and `racm3 clip train` do: load the data, run the model's trainer with a "training"
-//! stage, and measure the saved model on the val split. The trainers themselves live in
-//! their stages ([`racm3_tokenize::vqgan::VqTrainer`], [`racm3_retrieve::ClipTrainer`]).
+//! stage, and measure the saved model on the val split; and fitting a CLIP folder's pixel
+//! keys, as `racm3 clip fit-pixel-keys` does. The trainers themselves live in their stages ([`racm3_tokenize::vqgan::VqTrainer`], [`racm3_retrieve::ClipTrainer`]).
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,8 +11,8 @@ use image::RgbImage;
 use racm3_data::{Document, Split};
 use racm3_retrieve::train::Pair;
 use racm3_retrieve::{
-    ClipEncoder, ClipTrainConfig, ClipTrainer, EntityRecall, Recall, document_text, entity_recall,
-    recall_at_k,
+    ClipEncoder, ClipTrainConfig, ClipTrainer, EntityRecall, PIXEL_KEYS_FILE, PixelKeyOptions,
+    PixelKeys, Recall, document_text, entity_recall, recall_at_k,
 };
 use racm3_tokenize::vqgan::{
     Evaluation, VqTrainConfig, VqTrainer, Vqgan, evaluate, images_to_tensor,
@@ -257,5 +257,57 @@ pub fn train_clip(
         first_step,
         seconds,
         recall,
+    })
+}
+
+/// What fitting pixel keys did.
+#[derive(Debug, Clone)]
+pub struct PixelKeysFitted {
+    /// Images fitted on.
+    pub images: usize,
+    /// Distinct entities among them.
+    pub entities: usize,
+    /// Where the keys were saved.
+    pub path: std::path::PathBuf,
+}
+
+/// Fits pixel keys on the first image of every document in `split` of `datasets`, labelled
+/// by dataset and entity, and saves them (atomically) in the CLIP folder `clip`, where
+/// [`racm3_retrieve::ClipEncoder::load`] finds them.
+pub fn fit_pixel_keys(
+    datasets: &[String],
+    clip: &Path,
+    split: Split,
+    options: PixelKeyOptions,
+    skip_bad: bool,
+    observer: &dyn Observer,
+) -> Result<PixelKeysFitted, Error> {
+    if !clip.join("config.json").is_file() {
+        return Err(Error::BadInput(format!(
+            "{} is not a CLIP folder (no config.json)",
+            clip.display()
+        )));
+    }
+    let (mut images, mut entities) = (Vec::new(), Vec::new());
+    for dataset in datasets {
+        for document in crate::datasets::load(dataset, skip_bad, observer)?.documents {
+            if document.source.split != split {
+                continue;
+            }
+            if let Some(image) = document.images().next() {
+                images.push(image.pixels.clone());
+                entities.push(format!("{dataset}/{}", document.source.entity));
+            }
+        }
+    }
+    let labels: Vec<&str> = entities.iter().map(String::as_str).collect();
+    let keys = PixelKeys::fit(&images, &labels, options)?;
+    let path = clip.join(PIXEL_KEYS_FILE);
+    keys.save(&path)?;
+    let distinct: std::collections::HashSet<&str> = labels.iter().copied().collect();
+    Ok(PixelKeysFitted {
+        images: images.len(),
+        entities: distinct.len(),
+        path,
     })
 }

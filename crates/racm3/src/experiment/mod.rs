@@ -32,7 +32,6 @@ use image::RgbImage;
 use racm3_data::{Document, Split};
 use racm3_evaluate::fid::InceptionFid;
 use racm3_evaluate::score_captions;
-use racm3_generate::sampler::SamplingConfig;
 use racm3_retrieve::RetrievalPolicy;
 use serde_json::{Value, json};
 
@@ -530,16 +529,7 @@ fn caption_task(
     real: &[RgbImage],
     references: &[Vec<String>],
 ) -> Result<Value, Error> {
-    let greedy = SampleSettings {
-        samples: 1,
-        sampling: SamplingConfig {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-        },
-        seed: 0,
-        retrieval_guidance: 1.0,
-    };
+    let greedy = SampleSettings::greedy();
     let mut written = Vec::with_capacity(real.len());
     for (image, document) in real.iter().zip(documents) {
         let out = match prompting {

@@ -84,6 +84,21 @@ pub struct SampleSettings {
 pub const MAX_SAMPLES: usize = 64;
 
 impl SampleSettings {
+    /// One greedy sample (temperature 0, seed 0, no retrieval guidance): how the
+    /// evaluation captions.
+    pub fn greedy() -> Self {
+        Self {
+            samples: 1,
+            sampling: SamplingConfig {
+                temperature: 0.0,
+                top_k: None,
+                top_p: None,
+            },
+            seed: 0,
+            retrieval_guidance: 1.0,
+        }
+    }
+
     /// Refuses settings no task can sample with: no samples, more than [`MAX_SAMPLES`], or
     /// sampling values outside their ranges ([`SamplingConfig::validate`]).
     pub fn validate(&self) -> Result<(), Error> {
