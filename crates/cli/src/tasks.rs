@@ -12,7 +12,8 @@ use racm3::experiment::demo::{GENERATOR as DEFAULT_GENERATOR, VQGAN as DEFAULT_V
 use racm3::generate::sampler::{DEFAULT_CFG, SamplingConfig, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD, RetrievalPolicy};
 use racm3::tasks::{
-    Context, Demonstration, GeneratedImage, GeneratedText, Loaded, Outputs, SampleSettings,
+    Context, DRAWING_COPY_BIAS, Demonstration, GeneratedImage, GeneratedText, Loaded, Outputs,
+    SampleSettings,
 };
 use serde_json::json;
 
@@ -73,10 +74,15 @@ pub struct SamplingArgs {
     /// Retrieval guidance scale against a stream without the retrieved documents; 1 is none.
     #[arg(long, default_value_t = 1.0)]
     retrieval_guidance: f32,
+    /// Added to the copy pointer's log-weight of each retrieved source (0: as trained;
+    /// b multiplies the odds of copying by e^b); by default 8 for caption to image, else 0.
+    #[arg(long, allow_negative_numbers = true)]
+    copy_bias: Option<f32>,
 }
 
 impl SamplingArgs {
-    fn settings(&self, default_temperature: f64) -> Result<SampleSettings> {
+    /// The settings, with `default_temperature` and `default_copy_bias` where not given.
+    fn settings(&self, default_temperature: f64, default_copy_bias: f32) -> Result<SampleSettings> {
         let settings = SampleSettings {
             samples: self.samples,
             sampling: SamplingConfig {
@@ -86,6 +92,7 @@ impl SamplingArgs {
             },
             seed: self.seed,
             retrieval_guidance: self.retrieval_guidance,
+            copy_bias: self.copy_bias.unwrap_or(default_copy_bias),
         };
         settings.validate()?;
         Ok(settings)
@@ -260,7 +267,7 @@ fn print_images(out: &Outputs<GeneratedImage>, args: &ModelArgs, written: &Path)
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let settings = args.sampling.settings(1.0)?;
+    let settings = args.sampling.settings(1.0, DRAWING_COPY_BIAS)?;
     validate_guidance("cfg", args.cfg)?;
     let loaded = load(&args.model)?;
     let out = loaded.generator.text_to_image(
@@ -280,7 +287,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 pub fn caption(args: CaptionArgs) -> Result<()> {
-    let settings = args.sampling.settings(0.0)?;
+    let settings = args.sampling.settings(0.0, 0.0)?;
     let image = read_image(&args.image)?;
     let loaded = load(&args.model)?;
     let out = loaded.generator.image_to_caption(
@@ -299,7 +306,7 @@ pub fn infill(args: InfillArgs) -> Result<()> {
     let retriever = loaded.retriever();
     match (args.caption.split_once("<mask>"), &args.rows) {
         (Some((before, after)), None) => {
-            let settings = args.sampling.settings(0.0)?;
+            let settings = args.sampling.settings(0.0, 0.0)?;
             let out = loaded.generator.infill_caption(
                 &image,
                 before,
@@ -310,7 +317,7 @@ pub fn infill(args: InfillArgs) -> Result<()> {
             print_texts(&out, &args.model)?;
         }
         (None, Some(rows)) => {
-            let settings = args.sampling.settings(1.0)?;
+            let settings = args.sampling.settings(1.0, 0.0)?;
             let out = loaded.generator.infill_image(
                 &image,
                 &args.caption,

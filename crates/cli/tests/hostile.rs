@@ -112,6 +112,7 @@ fn out_of_range_sampling_values_are_refused_by_name() {
         ("top-p", "2"),
         ("top-k", "0"),
         ("retrieval-guidance", "-1"),
+        ("copy-bias", "21"),
     ];
     let work = tempfile::tempdir().unwrap();
     for (flag, value) in table {

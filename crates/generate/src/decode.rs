@@ -30,6 +30,22 @@ pub enum CopyDecoding {
     /// for that place, so what is copied comes from one source (RAG-Sequence's one
     /// document per output, made hard). The vocabulary always stays.
     OneSource,
+    /// A source leaves the mixture once a sampled token is another source's offer and not
+    /// its own, so copies come from one source, while tokens from the vocabulary, which
+    /// follow no source, drop none: for images, where a drawing may depart from its source
+    /// in a few places and copy again after.
+    FollowOne,
+}
+
+/// How a decoder with a copy pointer copies while it samples: which sources stay in the
+/// mixture, and how much more than trained it copies.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Copying {
+    /// Which sources each step mixes.
+    pub sources: CopyDecoding,
+    /// Added to every source's log-weight before the mixture is renormalized: 0 samples
+    /// as trained, b > 0 multiplies the odds of copying by e^b.
+    pub bias: f32,
 }
 
 /// Samples up to `max_new` tokens after `prompt`, stopping after a token for which `stop`
@@ -78,11 +94,11 @@ pub fn sample_batch(
         samplers,
         max_new,
         stop,
-        CopyDecoding::Mixed,
+        Copying::default(),
     )
 }
 
-/// [`sample_batch`] with the copy pointer's sources mixed as `copy` says.
+/// [`sample_batch`] with the copy pointer copying as `copy` says.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_batch_copying(
     model: &Cm3Model,
@@ -92,7 +108,7 @@ pub fn sample_batch_copying(
     samplers: &mut [Sampler],
     max_new: usize,
     stop: impl Fn(u32) -> bool,
-    copy: CopyDecoding,
+    copy: Copying,
 ) -> Result<Vec<Vec<u32>>> {
     let rows = structures.len();
     if samplers.len() != rows {
@@ -113,7 +129,7 @@ pub fn sample_batch_copying(
     }
     let device = model.device();
     // With one source per output, each row's sources still in the mixture (no flags: all).
-    let one_source = copy == CopyDecoding::OneSource && model.config().image_copy.is_some();
+    let one_source = copy.sources != CopyDecoding::Mixed && model.config().image_copy.is_some();
     let sources = model.config().image_copy.map_or(0, |copy| copy.sources);
     let mut dropped = vec![false; if one_source { rows * sources } else { 0 }];
     // The prompt once, then its cache, its last scores for every row, and what each source
@@ -125,7 +141,10 @@ pub fn sample_batch_copying(
             Some(&mut cache),
         )?;
         let last = prompt.len() - 1;
-        let scores = output.scores()?.i((0, last))?.to_vec1::<f32>()?;
+        let scores = output
+            .scores_without(&[], copy.bias)?
+            .i((0, last))?
+            .to_vec1::<f32>()?;
         let offers = output.copy.as_ref().map_or_else(Vec::new, |mix| {
             mix.codes[last * sources..(last + 1) * sources].repeat(rows)
         });
@@ -140,7 +159,7 @@ pub fn sample_batch_copying(
         let next = Tensor::new(tokens, device)?.unsqueeze(1)?;
         let output = model.forward_output(&next, Some(cache))?;
         let scores = output
-            .scores_without(dropped)?
+            .scores_without(dropped, copy.bias)?
             .squeeze(1)?
             .to_vec2::<f32>()?;
         Ok((scores, output.copy.map_or_else(Vec::new, |mix| mix.codes)))
@@ -187,9 +206,12 @@ pub fn sample_batch_copying(
             if let (true, Some(row_offers)) =
                 (one_source, offered.get(row * sources..(row + 1) * sources))
             {
-                let row_dropped = &mut dropped[row * sources..(row + 1) * sources];
-                for (drop, &offer) in row_dropped.iter_mut().zip(row_offers) {
-                    *drop |= offer != CopyMix::NONE && offer != token;
+                let followed_one = row_offers.contains(&token);
+                if copy.sources == CopyDecoding::OneSource || followed_one {
+                    let row_dropped = &mut dropped[row * sources..(row + 1) * sources];
+                    for (drop, &offer) in row_dropped.iter_mut().zip(row_offers) {
+                        *drop |= offer != CopyMix::NONE && offer != token;
+                    }
                 }
             }
             generated[row].push(token);

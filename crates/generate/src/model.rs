@@ -450,12 +450,13 @@ impl Cm3Output {
     /// logits up to a constant without a pointer). Computed without gradient: training goes
     /// through [`crate::rag_loss`] on the output itself.
     pub fn scores(&self) -> Result<Tensor> {
-        self.scores_without(&[])
+        self.scores_without(&[], 0.0)
     }
 
     /// [`Cm3Output::scores`] with the sources marked in `dropped` (row-major, b · sources;
-    /// empty: none) taken out of the mixture, which is renormalized over the rest.
-    pub fn scores_without(&self, dropped: &[bool]) -> Result<Tensor> {
+    /// empty: none) taken out of the mixture and `copy_bias` added to every other source's
+    /// log-weight (0: as trained; e^bias times the odds of copying), renormalized.
+    pub fn scores_without(&self, dropped: &[bool], copy_bias: f32) -> Result<Tensor> {
         let Some(copy) = &self.copy else {
             return Ok(self.logits.clone());
         };
@@ -477,12 +478,13 @@ impl Cm3Output {
             let row = &mut values[position * vocab..(position + 1) * vocab];
             let mut weights =
                 weights[position * (sources + 1)..(position + 1) * (sources + 1)].to_vec();
-            if !dropped.is_empty() {
+            if !dropped.is_empty() || copy_bias != 0.0 {
                 let batch_row = position / steps;
-                let dropped = &dropped[batch_row * sources..(batch_row + 1) * sources];
-                for (weight, &drop) in weights[1..].iter_mut().zip(dropped) {
-                    if drop {
+                for (source, weight) in weights[1..].iter_mut().enumerate() {
+                    if dropped.get(batch_row * sources + source) == Some(&true) {
                         *weight = f32::NEG_INFINITY;
+                    } else {
+                        *weight += copy_bias;
                     }
                 }
                 let total = weights.iter().copied().fold(f32::NEG_INFINITY, log_add_exp);

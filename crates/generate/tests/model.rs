@@ -302,59 +302,73 @@ mod copy_pointer {
         }
     }
 
-    // Taking a source out of the mixture renormalizes it over the vocabulary and the rest:
-    // p(c) = (π₀ p_vocab(c) + π₁ [c₁ = c]) / (π₀ + π₁) with the second source out.
+    // Taking a source out of the mixture renormalizes it over the vocabulary and the rest,
+    // and a copy bias b scales the sources' weights by e^b first: with the second source
+    // out, p(c) = (π₀ p_vocab(c) + e^b π₁ [c₁ = c]) / (π₀ + e^b π₁).
     #[test]
-    fn a_dropped_source_leaves_the_mixture() {
+    fn a_dropped_source_leaves_the_mixture_and_a_bias_scales_the_rest() {
         let (model, _) = model_of(&copy_config(), 7);
         let sequence = with_images(40, 3);
         let output = model.forward_output(&ids(&sequence), None).unwrap();
         let copy = output.copy.as_ref().unwrap();
-        let kept: Vec<Vec<f32>> = output
-            .scores_without(&[false, true])
-            .unwrap()
-            .i(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
         let logits: Vec<Vec<f32>> = output.logits.i(0).unwrap().to_vec2().unwrap();
         let weights: Vec<Vec<f32>> = copy.log_weights.i(0).unwrap().to_vec2().unwrap();
-        let mut checked = 0;
-        for position in 0..sequence.len() {
-            let codes = &copy.codes[position * 2..position * 2 + 2];
-            if codes[1] == CopyMix::NONE {
-                continue;
+        for bias in [0.0f32, 1.5, -2.0] {
+            let kept: Vec<Vec<f32>> = output
+                .scores_without(&[false, true], bias)
+                .unwrap()
+                .i(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            let mut checked = 0;
+            for position in 0..sequence.len() {
+                let codes = &copy.codes[position * 2..position * 2 + 2];
+                if codes[1] == CopyMix::NONE {
+                    continue;
+                }
+                let vocabulary_weight = weights[position][0].exp();
+                let source_weight = (weights[position][1] + bias).exp();
+                let vocabulary = log_softmax(&logits[position]);
+                let total = vocabulary_weight + source_weight;
+                for code in [codes[0], codes[1]] {
+                    let want = (vocabulary_weight * vocabulary[code as usize].exp()
+                        + if codes[0] == code { source_weight } else { 0.0 })
+                        / total;
+                    let got = kept[position][code as usize].exp();
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "{bias} {position}: {got} vs {want}"
+                    );
+                }
+                checked += 1;
             }
-            let weights: Vec<f32> = weights[position].iter().map(|w| w.exp()).collect();
-            let vocabulary = log_softmax(&logits[position]);
-            let total = weights[0] + weights[1];
-            for code in [codes[0], codes[1]] {
-                let want = (weights[0] * vocabulary[code as usize].exp()
-                    + if codes[0] == code { weights[1] } else { 0.0 })
-                    / total;
-                let got = kept[position][code as usize].exp();
-                assert!((got - want).abs() < 1e-5, "{position}: {got} vs {want}");
-            }
-            checked += 1;
+            assert!(checked > 0);
         }
-        assert!(checked > 0);
         assert!(
-            output.scores_without(&[true]).is_err(),
+            output.scores_without(&[true], 0.0).is_err(),
             "one flag per source"
         );
     }
 
-    // Decoding with one source per output is, step by step, the whole sequence's scores
-    // with every source dropped that offered a token other than the one sampled.
-    #[test]
-    fn one_source_decoding_drops_a_source_that_was_not_followed() {
-        use racm3_generate::decode::{CopyDecoding, sample_batch_copying};
+    /// Greedy decoding of a caption after two documents with `sources` at `copy_bias`,
+    /// against the whole sequence's scores step by step, the sources dropped by `sources`'
+    /// rule: with `OneSource` each that offered a token other than the one sampled, with
+    /// `FollowOne` the same but only when the token was some source's offer. The pointer
+    /// starts with the vocabulary's weight at e^`vocabulary_bias` of the sources'. Returns
+    /// whether a source was dropped and whether a token from the vocabulary alone (no
+    /// source's offer) was sampled while a source was still in the mixture.
+    fn decode_against_reference(
+        sources: racm3_generate::decode::CopyDecoding,
+        vocabulary_bias: f32,
+        copy_bias: f32,
+    ) -> (bool, bool) {
+        use racm3_generate::decode::{CopyDecoding, Copying, sample_batch_copying};
         use racm3_generate::sampler::{Sampler, SamplingConfig, Structure, argmax};
         let (_, vars) = model_of(&copy_config(), 11);
-        // A pointer that copies: the vocabulary's share starts at e^-10 of the sources'.
         for (name, var) in vars.data().lock().unwrap().iter() {
             if name.ends_with("vocabulary_bias") {
-                var.set(&Tensor::new(&[-10f32], &Device::Cpu).unwrap())
+                var.set(&Tensor::new(&[vocabulary_bias], &Device::Cpu).unwrap())
                     .unwrap();
             }
         }
@@ -376,20 +390,23 @@ mod copy_pointer {
             &mut [Sampler::new(greedy, 0)],
             steps,
             |_| false,
-            CopyDecoding::OneSource,
+            Copying {
+                sources,
+                bias: copy_bias,
+            },
         )
         .unwrap()
         .remove(0);
         let mut sequence = prompt.clone();
         let mut dropped = [false, false];
-        let mut ever_dropped = false;
+        let (mut ever_dropped, mut vocabulary_kept) = (false, false);
         let mut reference = structure();
         prompt.iter().for_each(|&t| reference.observe(t));
         for _ in 0..steps {
             let output = model.forward_output(&ids(&sequence), None).unwrap();
             let last = sequence.len() - 1;
             let mut scores: Vec<f32> = output
-                .scores_without(&dropped)
+                .scores_without(&dropped, copy_bias)
                 .unwrap()
                 .i((0, last))
                 .unwrap()
@@ -399,17 +416,38 @@ mod copy_pointer {
             let token = argmax(&scores).unwrap();
             reference.observe(token);
             let offers = &output.copy.as_ref().unwrap().codes[last * 2..last * 2 + 2];
-            for (drop, &offer) in dropped.iter_mut().zip(offers) {
-                *drop |= offer != CopyMix::NONE && offer != token;
+            let followed = offers.contains(&token);
+            let live = offers
+                .iter()
+                .zip(&dropped)
+                .any(|(&offer, &out)| offer != CopyMix::NONE && !out);
+            vocabulary_kept |= !followed && live;
+            if sources == CopyDecoding::OneSource || followed {
+                for (drop, &offer) in dropped.iter_mut().zip(offers) {
+                    *drop |= offer != CopyMix::NONE && offer != token;
+                }
             }
             ever_dropped |= dropped.iter().any(|&d| d);
             sequence.push(token);
         }
-        assert_eq!(drawn, sequence[prompt.len()..].to_vec());
+        assert_eq!(drawn, sequence[prompt.len()..].to_vec(), "{sources:?}");
+        (ever_dropped, vocabulary_kept)
+    }
+
+    // Decoding with one source per output is, step by step, the whole sequence's scores
+    // with the sources dropped that its rule drops; the loop applies the copy bias at every
+    // step, the prompt's last included.
+    #[test]
+    fn one_source_decoding_drops_a_source_that_was_not_followed() {
+        use racm3_generate::decode::CopyDecoding;
+        let (dropped, _) = decode_against_reference(CopyDecoding::OneSource, -10.0, 0.7);
         assert!(
-            ever_dropped,
+            dropped,
             "the untrained pointer's sources were never dropped"
         );
+        let (dropped, vocabulary_kept) =
+            decode_against_reference(CopyDecoding::FollowOne, 0.0, 0.0);
+        assert!(dropped && vocabulary_kept, "{dropped} {vocabulary_kept}");
     }
 
     fn log_softmax(row: &[f32]) -> Vec<f32> {

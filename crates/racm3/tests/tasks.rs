@@ -10,7 +10,7 @@ use candle_nn::VarMap;
 use image::{Rgb, RgbImage};
 use racm3::data::{Document, Source, Split};
 use racm3::generate::sampler::SamplingConfig;
-use racm3::generate::{Cm3Model, Config};
+use racm3::generate::{Cm3Model, Config, ImageCopy, ImagePositions};
 use racm3::memory::Memory;
 use racm3::retrieve::{ClipEncoder, RetrievalPolicy};
 use racm3::tasks::{Demonstration, GeneratedImage, Generator, Outputs, Retriever, SampleSettings};
@@ -64,15 +64,35 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(false)
+}
+
+/// The tiny generator, with a copy pointer over two retrieved images if `pointer`.
+fn setup_with(pointer: bool) -> Setup {
     let device = Device::Cpu;
     let captions: Vec<String> = CAPTIONS.iter().map(|c| c.to_string()).collect();
     let text = TextTokenizer::train(&captions, &TrainOptions::default()).unwrap();
     let vqgan = ImageTokenizer::load(&checkpoint("vqgan-emoji64-f8"), &device).unwrap();
     let ids = IdSpace::new(text.vocab_size(), vqgan.codebook_size());
-    let config = Config {
+    let mut config = Config {
         max_seq_len: 320,
         ..Config::tiny(ids.len() as usize)
     };
+    if pointer {
+        config.image_positions = Some(ImagePositions {
+            first_id: ids.image_range().start,
+            codebook: vqgan.codebook_size(),
+            grid: vqgan.tokens_per_image(),
+        });
+        config.image_copy = Some(ImageCopy {
+            image_start: ids.special(Special::ImgSrc),
+            sources: 2,
+            pointer: true,
+            features: false,
+            images: true,
+            captions: None,
+        });
+    }
     let vars = VarMap::new();
     let vb = racm3::train::seeded_var_builder(&vars, 5, DType::F32, &device);
     let model = Cm3Model::new(&config, vb).unwrap();
@@ -107,6 +127,7 @@ fn settings(samples: usize, temperature: f64) -> SampleSettings {
         },
         seed: 7,
         retrieval_guidance: 1.0,
+        copy_bias: 0.0,
     }
 }
 
@@ -172,6 +193,53 @@ fn caption_to_image_shows_its_evidence_and_writes_full_grids() {
         assert_eq!(sample.image.dimensions(), (64, 64));
     }
     assert_eq!(codes(&out), codes(&run()));
+}
+
+// A generator with a copy pointer: at a large copy bias each drawing is one retrieved
+// image's codes, all 64 in place, and `copied` names that image; as trained (bias 0) the
+// random pointer leaves most codes to the vocabulary. Without retrieval nothing is copied.
+#[test]
+fn a_copy_bias_draws_one_retrieved_image_and_says_which() {
+    let s = setup_with(true);
+    let retriever = Retriever {
+        encoder: &s.clip,
+        memory: &s.memory,
+        policy: policy(2),
+    };
+    let draw = |copy_bias, retriever| {
+        let settings = SampleSettings {
+            copy_bias,
+            ..settings(4, 1.0)
+        };
+        s.generator
+            .text_to_image("red apple", retriever, &settings, 3.0, None)
+            .unwrap()
+    };
+    let copied = draw(20.0, Some(&retriever));
+    for sample in &copied.samples {
+        let from = sample.copied.unwrap();
+        assert_eq!(from.codes, 64, "{from:?}");
+        let index: usize = copied.context.documents[from.document]
+            .id
+            .strip_prefix("doc-")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let source = s
+            .generator
+            .vqgan()
+            .encode(&[picture(index as u8)], 1)
+            .unwrap();
+        assert_eq!(sample.codes, source[0]);
+    }
+    let as_trained = draw(0.0, Some(&retriever));
+    let most = as_trained
+        .samples
+        .iter()
+        .map(|s| s.copied.unwrap().codes)
+        .max();
+    assert!(most.unwrap() < 48, "{most:?}");
+    assert!(draw(20.0, None).samples.iter().all(|s| s.copied.is_none()));
 }
 
 // An empty memory falls back to K = 0 and says so; a caption longer than the prompt

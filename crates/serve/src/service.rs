@@ -19,7 +19,7 @@ use racm3::data::{Document, Source, Split};
 use racm3::generate::sampler::{SamplingConfig, validate_guidance};
 use racm3::memory::Memory;
 use racm3::retrieve::{ClipEncoder, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve};
-use racm3::tasks::{Evidence, Generator, Retriever, SampleSettings};
+use racm3::tasks::{DRAWING_COPY_BIAS, Evidence, Generator, Retriever, SampleSettings};
 
 /// The models a server shares between requests: CLIP and the memory it keyed, and
 /// optionally a generator (without one, `/generate` and `/caption` answer 503).
@@ -123,7 +123,7 @@ impl Service {
             .map_err(|invalid| ApiError::Invalid(invalid.to_string()))?;
         let streams = if request.cfg == 1.0 { 1 } else { 2 };
         let steps = request.sampling.samples * generator.vqgan().tokens_per_image() * streams;
-        let settings = self.sample_settings(&request.sampling, steps)?;
+        let settings = self.sample_settings(&request.sampling, steps, DRAWING_COPY_BIAS)?;
         let memory = self.memory.read().unwrap_or_else(PoisonError::into_inner);
         let retriever = self.retriever(&memory, &request.sampling);
         let outputs = generator.text_to_image(
@@ -142,6 +142,7 @@ impl Service {
                         png: png_base64(&sample.image)?,
                         clip_similarity: sample.clip_similarity,
                         seed: sample.seed,
+                        copied: sample.copied,
                     })
                 })
                 .collect::<Result<_, ApiError>>()?,
@@ -156,7 +157,7 @@ impl Service {
         let image = self.image(&request.image)?;
         // A caption is at most 64 tokens and its end.
         let steps = request.sampling.samples * 65;
-        let settings = self.sample_settings(&request.sampling, steps)?;
+        let settings = self.sample_settings(&request.sampling, steps, 0.0)?;
         let memory = self.memory.read().unwrap_or_else(PoisonError::into_inner);
         let retriever = self.retriever(&memory, &request.sampling);
         let outputs = generator.image_to_caption(
@@ -325,10 +326,12 @@ impl Service {
         })
     }
 
+    /// The request's settings, at `default_copy_bias` where it names none.
     fn sample_settings(
         &self,
         sampling: &Sampling,
         steps: usize,
+        default_copy_bias: f32,
     ) -> Result<SampleSettings, ApiError> {
         self.check_limit("k", sampling.k, self.limits.max_prompt_k)?;
         self.check_limit("samples", sampling.samples, self.limits.max_samples)?;
@@ -342,6 +345,7 @@ impl Service {
             },
             seed: sampling.seed,
             retrieval_guidance: sampling.retrieval_guidance,
+            copy_bias: sampling.copy_bias.unwrap_or(default_copy_bias),
         };
         settings
             .validate()

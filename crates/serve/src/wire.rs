@@ -3,6 +3,7 @@
 
 use racm3::generate::sampler::{DEFAULT_CFG, DEFAULT_TOP_P};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_SEARCH_K};
+use racm3::tasks::Copied;
 use serde::{Deserialize, Serialize};
 
 /// A document as a client sees it.
@@ -87,6 +88,10 @@ pub struct Sampling {
     /// none.
     #[serde(default = "one_f32")]
     pub retrieval_guidance: f32,
+    /// Added to the copy pointer's log-weight of each retrieved source; 0 samples as
+    /// trained. Unset: 8 for `/generate`, 0 for text.
+    #[serde(default)]
+    pub copy_bias: Option<f32>,
 }
 
 /// `POST /generate`: caption to image.
@@ -121,6 +126,8 @@ pub struct ImageView {
     pub clip_similarity: Option<f32>,
     /// The seed that drew it.
     pub seed: u64,
+    /// The retrieved image it copies most codes from, and how many.
+    pub copied: Option<Copied>,
 }
 
 /// A generated caption.

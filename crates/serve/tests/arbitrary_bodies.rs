@@ -12,7 +12,7 @@ use proptest::test_runner::{Config, TestRunner};
 use racm3_serve::Settings;
 use serde_json::{Value, json};
 
-const FIELDS: [&str; 19] = [
+const FIELDS: [&str; 20] = [
     "text",
     "image",
     "k",
@@ -23,6 +23,7 @@ const FIELDS: [&str; 19] = [
     "seed",
     "query_threshold",
     "retrieval_guidance",
+    "copy_bias",
     "cfg",
     "num_images",
     "deduplicate",

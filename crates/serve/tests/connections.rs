@@ -182,13 +182,14 @@ fn adds_are_bounded_in_pixels_and_stored_small() {
 
 /// Sampling values no task can use, with the setting each must be refused for; the CLI's
 /// test (`crates/cli/tests/hostile.rs`) refuses the same table with the same words.
-const OUT_OF_RANGE: [(&str, &str); 6] = [
+const OUT_OF_RANGE: [(&str, &str); 7] = [
     ("cfg", "1e38"),
     ("temperature", "1e-45"),
     ("temperature", "-1"),
     ("top_p", "2"),
     ("top_k", "0"),
     ("retrieval_guidance", "-1"),
+    ("copy_bias", "-21"),
 ];
 
 #[test]

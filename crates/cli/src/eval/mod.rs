@@ -11,6 +11,7 @@ use racm3::experiment::demo::VQGAN as DEFAULT_VQGAN;
 use racm3::experiment::{Drawing, Experiment, Task, default_fid_weights, read_report};
 use racm3::generate::sampler::{DEFAULT_CFG, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD};
+use racm3::tasks::{DRAWING_COPY_BIAS, validate_copy_bias};
 use serde_json::Value;
 
 use crate::progress::Terminal;
@@ -48,6 +49,10 @@ pub struct EvalArgs {
     /// Retrieval guidance scale against a stream without the retrieved documents; 1 is none.
     #[arg(long, default_value_t = 1.0)]
     retrieval_guidance: f32,
+    /// Added to the copy pointer's log-weight of each retrieved source while drawing
+    /// images (0: as trained; b multiplies the odds of copying by e^b).
+    #[arg(long, default_value_t = DRAWING_COPY_BIAS, allow_negative_numbers = true)]
+    copy_bias: f32,
     /// The split whose entities are held out: val while choosing settings, test once at
     /// the end.
     #[arg(long, default_value = "val")]
@@ -90,6 +95,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     };
     validate_guidance("cfg", args.cfg)?;
     validate_guidance("retrieval_guidance", args.retrieval_guidance)?;
+    validate_copy_bias(args.copy_bias)?;
     let experiment = Experiment {
         ra: ra.clone(),
         baseline: baseline.clone(),
@@ -101,6 +107,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             seeds: args.seeds,
             cfg: args.cfg,
             retrieval_guidance: args.retrieval_guidance,
+            copy_bias: args.copy_bias,
         },
         limit: args.limit,
         split: args.split,

@@ -10,7 +10,7 @@ use racm3_generate::sampler::{DEFAULT_CFG, SamplingConfig};
 
 use crate::Error;
 use crate::progress::Observer;
-use crate::tasks::{Generator, Retriever, SampleSettings};
+use crate::tasks::{DRAWING_COPY_BIAS, Generator, Retriever, SampleSettings};
 
 /// The committed VQGAN, relative to the repository root.
 pub const VQGAN: &str = "checkpoints/vqgan-emoji64-f8";
@@ -154,6 +154,7 @@ pub fn sheet(
         },
         seed: 1,
         retrieval_guidance: 1.0,
+        copy_bias: DRAWING_COPY_BIAS,
     };
     let cell = 64 * SCALE;
     let columns = 3 + 3 * sampling.samples as u32;

@@ -113,7 +113,7 @@ impl ImageScoring<'_> {
 }
 
 /// How images are drawn for scoring: seeds 0..`seeds`, classifier-free guidance `cfg`,
-/// retrieval guidance `retrieval_guidance`.
+/// retrieval guidance `retrieval_guidance`, the copy pointer's `copy_bias`.
 #[derive(Debug, Clone, Copy)]
 pub struct Drawing {
     /// Seeds per caption; the spread over them is reported.
@@ -122,6 +122,8 @@ pub struct Drawing {
     pub cfg: f32,
     /// Retrieval guidance scale (1 is none; [`SampleSettings::retrieval_guidance`]).
     pub retrieval_guidance: f32,
+    /// The copy pointer's bias ([`SampleSettings::copy_bias`]).
+    pub copy_bias: f32,
 }
 
 /// Image metrics over seeds.
@@ -171,6 +173,14 @@ pub struct Drawn {
     pub images: Vec<RgbImage>,
     /// Prompts whose retrieved documents include the caption's entity.
     pub same_entity: usize,
+    /// Codes drawn.
+    pub codes: usize,
+    /// Of those, the ones equal to the code at the same place of the retrieved image each
+    /// drawing follows most ([`crate::tasks::Copied`]).
+    pub copied_codes: usize,
+    /// Drawings that follow a retrieved image of the caption's entity for more than half
+    /// their codes.
+    pub copied_same_entity: usize,
 }
 
 /// One image per document's caption at `seed` (temperature 1, top-p 0.9).
@@ -194,11 +204,15 @@ pub fn draw_images(
         },
         seed,
         retrieval_guidance: draw.retrieval_guidance,
+        copy_bias: draw.copy_bias,
     };
     let cfg = draw.cfg;
     let mut drawn = Drawn {
         images: Vec::with_capacity(documents.len()),
         same_entity: 0,
+        codes: 0,
+        copied_codes: 0,
+        copied_same_entity: 0,
     };
     for document in documents {
         let caption = document.caption();
@@ -216,16 +230,30 @@ pub fn draw_images(
                 generator.text_to_image_in(context, &caption, &settings, cfg, None)?
             }
         };
+        let sample = &out.samples[0];
         if let Prompting::Retrieved(retriever) = prompting {
             let memory = retriever.memory;
-            drawn.same_entity += usize::from(out.context.documents.iter().any(|e| {
+            let same_entity = |evidence: &crate::tasks::Evidence| {
                 memory
-                    .row_of(&e.id)
+                    .row_of(&evidence.id)
                     .and_then(|row| memory.document(row).ok())
                     .is_some_and(|d| d.source.entity == document.source.entity)
-            }));
+            };
+            drawn.same_entity += usize::from(out.context.documents.iter().any(same_entity));
+            if let Some(copied) = sample.copied {
+                drawn.copied_codes += copied.codes;
+                drawn.copied_same_entity += usize::from(
+                    2 * copied.codes > sample.codes.len()
+                        && out
+                            .context
+                            .documents
+                            .get(copied.document)
+                            .is_some_and(same_entity),
+                );
+            }
         }
-        drawn.images.push(out.samples[0].image.clone());
+        drawn.codes += sample.codes.len();
+        drawn.images.push(sample.image.clone());
         stage.advance(1);
     }
     Ok(drawn)

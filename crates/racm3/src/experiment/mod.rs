@@ -336,6 +336,10 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
                 if model.retrieval {
                     entry["retrieved_same_entity_share"] =
                         json!(first.same_entity as f64 / captions.len() as f64);
+                    entry["copied_code_share"] =
+                        json!(first.copied_codes as f64 / first.codes.max(1) as f64);
+                    entry["copied_same_entity_share"] =
+                        json!(first.copied_same_entity as f64 / captions.len() as f64);
                 }
             }
         }
@@ -361,6 +365,7 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         "query_threshold": decimal(experiment.query_threshold),
         "cfg": draw.cfg,
         "retrieval_guidance": draw.retrieval_guidance,
+        "copy_bias": draw.copy_bias,
         "sampling": "temperature 1, top-p 0.9, one image per caption and seed; captions greedy",
         "models": results,
     });

@@ -29,6 +29,9 @@ pub fn markdown(report: &Value) -> String {
     {
         out.push_str(&format!("Retrieval guidance {scale}.\n"));
     }
+    if let Some(bias) = report["copy_bias"].as_f64().filter(|&bias| bias != 0.0) {
+        out.push_str(&format!("Images drawn at copy bias {bias}.\n"));
+    }
     let ran = |task: &str| report["models"]["ra-cm3"][task].is_object();
     if ran("caption_to_image_seen") {
         out.push_str(&format!(
@@ -80,6 +83,17 @@ pub fn markdown(report: &Value) -> String {
         out.push_str(&format!(
             "\nShare of held-out captions whose retrieved documents include the same entity: \
              {share:.3}.\n"
+        ));
+    }
+    let ra = &report["models"]["ra-cm3"];
+    if let (Some(copied), Some(same)) = (
+        ra["copied_code_share"].as_f64(),
+        ra["copied_same_entity_share"].as_f64(),
+    ) {
+        out.push_str(&format!(
+            "RA-CM3's drawings (seed 0) copy {copied:.3} of their codes from a retrieved image \
+             at the same place; {same:.3} of them follow a retrieved image of the caption's \
+             entity for more than half their codes.\n"
         ));
     }
     out.push_str(&against_target(report));
