@@ -256,11 +256,14 @@ mod tests {
         assert_eq!(tokenizers[1][..2], ["clip", "train"]);
         assert_eq!(
             elsewhere[0].join(" "),
-            "train emoji --memory demo/memory --preset small --steps 1200 --out checkpoints/cm3-emoji-small"
+            "train emoji --memory demo/memory --train-query-threshold 1 --caption-share 0.25 \
+             --image-copy --caption-copy --preset small --steps 1200 \
+             --out checkpoints/runs/gen5-ra-pointer"
         );
         assert_eq!(
             elsewhere[1].join(" "),
-            "train emoji --baseline --preset small --steps 1200 --out checkpoints/cm3-emoji-small-baseline"
+            "train emoji --baseline --caption-share 0.25 --preset small --steps 1200 \
+             --out checkpoints/runs/gen5-base"
         );
     }
 }
