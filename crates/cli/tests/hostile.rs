@@ -136,3 +136,35 @@ fn out_of_range_sampling_values_are_refused_by_name() {
         );
     }
 }
+
+// `racm3 eval` refuses its drawing settings by name before it loads anything.
+#[test]
+fn eval_refuses_out_of_range_drawing_settings_by_name() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("report");
+    let out = out.to_str().unwrap();
+    for (flag, value) in [("copy-bias", "-21"), ("samples", "0"), ("samples", "65")] {
+        let output = racm3(
+            work.path(),
+            &[
+                "eval",
+                "--ra",
+                "missing-run",
+                "--baseline",
+                "missing-run",
+                "--memory",
+                "missing-memory",
+                "--out",
+                out,
+                &format!("--{flag}={value}"),
+            ],
+        );
+        let said = stderr(&output);
+        let name = flag.replace('-', "_");
+        assert!(!output.status.success(), "--{flag}={value} was accepted");
+        assert!(
+            said.contains(&format!("{name} is ")),
+            "--{flag}={value}: {said}"
+        );
+    }
+}

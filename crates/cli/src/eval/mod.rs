@@ -11,7 +11,7 @@ use racm3::experiment::demo::VQGAN as DEFAULT_VQGAN;
 use racm3::experiment::{Drawing, Experiment, Task, default_fid_weights, read_report};
 use racm3::generate::sampler::{DEFAULT_CFG, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD};
-use racm3::tasks::{DRAWING_COPY_BIAS, validate_copy_bias};
+use racm3::tasks::{DRAWING_COPY_BIAS, MAX_SAMPLES, validate_copy_bias};
 use serde_json::Value;
 
 use crate::progress::Terminal;
@@ -53,6 +53,10 @@ pub struct EvalArgs {
     /// images (0: as trained; b multiplies the odds of copying by e^b).
     #[arg(long, default_value_t = DRAWING_COPY_BIAS, allow_negative_numbers = true)]
     copy_bias: f32,
+    /// Images drawn per caption and seed; with more than one, the best by the CLIP's
+    /// similarity to the caption is scored (for both models alike).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
     /// The split whose entities are held out: val while choosing settings, test once at
     /// the end.
     #[arg(long, default_value = "val")]
@@ -96,6 +100,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     validate_guidance("cfg", args.cfg)?;
     validate_guidance("retrieval_guidance", args.retrieval_guidance)?;
     validate_copy_bias(args.copy_bias)?;
+    anyhow::ensure!(
+        (1..=MAX_SAMPLES).contains(&args.samples),
+        "samples is {}; it must be 1 to {MAX_SAMPLES}",
+        args.samples
+    );
     let experiment = Experiment {
         ra: ra.clone(),
         baseline: baseline.clone(),
@@ -108,6 +117,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             cfg: args.cfg,
             retrieval_guidance: args.retrieval_guidance,
             copy_bias: args.copy_bias,
+            samples: args.samples,
         },
         limit: args.limit,
         split: args.split,

@@ -102,8 +102,9 @@ impl ImageScoring<'_> {
         let mut first = None;
         for seed in 0..draw.seeds {
             let label = format!("{label}, seed {seed}");
+            let reranker = (draw.samples > 1).then_some(self.clip);
             let drawn = draw_images(
-                generator, documents, prompting, seed, draw, &label, observer,
+                generator, documents, prompting, seed, draw, reranker, &label, observer,
             )?;
             scores.push(self.score(&drawn.images, &captions)?);
             first.get_or_insert(drawn);
@@ -124,6 +125,9 @@ pub struct Drawing {
     pub retrieval_guidance: f32,
     /// The copy pointer's bias ([`SampleSettings::copy_bias`]).
     pub copy_bias: f32,
+    /// Samples per caption; with more than one, the best by CLIP similarity to the caption
+    /// is scored.
+    pub samples: usize,
 }
 
 /// Image metrics over seeds.
@@ -183,20 +187,23 @@ pub struct Drawn {
     pub copied_same_entity: usize,
 }
 
-/// One image per document's caption at `seed` (temperature 1, top-p 0.9).
+/// One image per document's caption at `seed` (temperature 1, top-p 0.9): the first of
+/// `draw.samples`, which `reranker` sorts by CLIP similarity to the caption when given.
+#[allow(clippy::too_many_arguments)]
 pub fn draw_images(
     generator: &Generator,
     documents: &[Document],
     prompting: Prompting,
     seed: u64,
     draw: &Drawing,
+    reranker: Option<&ClipEncoder>,
     label: &str,
     observer: &dyn Observer,
 ) -> Result<Drawn, Error> {
     let stage = observer.stage(label);
     stage.set_total(documents.len() as u64);
     let settings = SampleSettings {
-        samples: 1,
+        samples: draw.samples.max(1),
         sampling: SamplingConfig {
             temperature: 1.0,
             top_k: None,
@@ -217,9 +224,11 @@ pub fn draw_images(
     for document in documents {
         let caption = document.caption();
         let out = match prompting {
-            Prompting::Alone => generator.text_to_image(&caption, None, &settings, cfg, None)?,
+            Prompting::Alone => {
+                generator.text_to_image(&caption, None, &settings, cfg, reranker)?
+            }
             Prompting::Retrieved(retriever) => {
-                generator.text_to_image(&caption, Some(retriever), &settings, cfg, None)?
+                generator.text_to_image(&caption, Some(retriever), &settings, cfg, reranker)?
             }
             Prompting::Given(by_entity) => {
                 let given = by_entity
@@ -227,7 +236,7 @@ pub fn draw_images(
                     .map_or(&[][..], Vec::as_slice);
                 drawn.same_entity += usize::from(!given.is_empty());
                 let context = generator.context_of(given)?;
-                generator.text_to_image_in(context, &caption, &settings, cfg, None)?
+                generator.text_to_image_in(context, &caption, &settings, cfg, reranker)?
             }
         };
         let sample = &out.samples[0];

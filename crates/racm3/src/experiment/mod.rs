@@ -366,7 +366,15 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         "cfg": draw.cfg,
         "retrieval_guidance": draw.retrieval_guidance,
         "copy_bias": draw.copy_bias,
-        "sampling": "temperature 1, top-p 0.9, one image per caption and seed; captions greedy",
+        "sampling": if draw.samples > 1 {
+            format!(
+                "temperature 1, top-p 0.9, per caption and seed the best of {} images by CLIP \
+                 similarity to the caption; captions greedy",
+                draw.samples
+            )
+        } else {
+            "temperature 1, top-p 0.9, one image per caption and seed; captions greedy".to_owned()
+        },
         "models": results,
     });
     if wants(Task::Retrieval) {
