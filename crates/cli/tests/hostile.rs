@@ -101,40 +101,38 @@ fn hostile_arguments_end_in_errors_not_panics() {
     }
 }
 
+/// Runs `racm3 command… --flag=value` for each (flag, value) of `table` and asserts each is
+/// refused with the setting named (`flag` with underscores).
+fn assert_refused_by_name(command: &[&str], table: &[(&str, &str)]) {
+    let work = tempfile::tempdir().unwrap();
+    for (flag, value) in table {
+        let setting = format!("--{flag}={value}");
+        let mut args = command.to_vec();
+        args.push(&setting);
+        let output = racm3(work.path(), &args);
+        let said = stderr(&output);
+        let name = flag.replace('-', "_");
+        assert!(!output.status.success(), "{setting} was accepted");
+        assert!(said.contains(&format!("{name} is ")), "{setting}: {said}");
+    }
+}
+
 // The sampling values the server refuses (crates/serve/tests/connections.rs) are refused
 // here with the same setting named, before any model loads.
 #[test]
 fn out_of_range_sampling_values_are_refused_by_name() {
-    let table = [
-        ("cfg", "1e38"),
-        ("temperature", "1e-45"),
-        ("temperature", "-1"),
-        ("top-p", "2"),
-        ("top-k", "0"),
-        ("retrieval-guidance", "-1"),
-        ("copy-bias", "21"),
-    ];
-    let work = tempfile::tempdir().unwrap();
-    for (flag, value) in table {
-        let output = racm3(
-            work.path(),
-            &[
-                "generate",
-                "--text",
-                "red apple",
-                &format!("--{flag}={value}"),
-                "--out",
-                "/dev/null",
-            ],
-        );
-        let said = stderr(&output);
-        let name = flag.replace('-', "_");
-        assert!(!output.status.success(), "--{flag}={value} was accepted");
-        assert!(
-            said.contains(&format!("{name} is ")),
-            "--{flag}={value}: {said}"
-        );
-    }
+    assert_refused_by_name(
+        &["generate", "--text", "red apple", "--out", "/dev/null"],
+        &[
+            ("cfg", "1e38"),
+            ("temperature", "1e-45"),
+            ("temperature", "-1"),
+            ("top-p", "2"),
+            ("top-k", "0"),
+            ("retrieval-guidance", "-1"),
+            ("copy-bias", "21"),
+        ],
+    );
 }
 
 // `racm3 eval` refuses its drawing settings by name before it loads anything.
@@ -142,29 +140,18 @@ fn out_of_range_sampling_values_are_refused_by_name() {
 fn eval_refuses_out_of_range_drawing_settings_by_name() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("report");
-    let out = out.to_str().unwrap();
-    for (flag, value) in [("copy-bias", "-21"), ("samples", "0"), ("samples", "65")] {
-        let output = racm3(
-            work.path(),
-            &[
-                "eval",
-                "--ra",
-                "missing-run",
-                "--baseline",
-                "missing-run",
-                "--memory",
-                "missing-memory",
-                "--out",
-                out,
-                &format!("--{flag}={value}"),
-            ],
-        );
-        let said = stderr(&output);
-        let name = flag.replace('-', "_");
-        assert!(!output.status.success(), "--{flag}={value} was accepted");
-        assert!(
-            said.contains(&format!("{name} is ")),
-            "--{flag}={value}: {said}"
-        );
-    }
+    assert_refused_by_name(
+        &[
+            "eval",
+            "--ra",
+            "missing-run",
+            "--baseline",
+            "missing-run",
+            "--memory",
+            "missing-memory",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("copy-bias", "-21"), ("samples", "0"), ("samples", "65")],
+    );
 }
