@@ -195,24 +195,18 @@ fn clip_memory_and_retrieve_from_the_command_line() {
 
     // Joint+image keys: twice the values, and a drawing as the query finds the document
     // that holds that very drawing first, at cosine 1, image against image.
+    let build_keyed = |out: &str, keys: &str| {
+        racm3(
+            &home,
+            &[
+                "memory", "build", "emoji", "--clip", clip_arg, "--out", out, "--keys", keys,
+                "--index", "flat",
+            ],
+        )
+    };
     let images = work.path().join("images");
     let images_arg = images.to_str().unwrap();
-    let built = racm3(
-        &home,
-        &[
-            "memory",
-            "build",
-            "emoji",
-            "--clip",
-            clip_arg,
-            "--out",
-            images_arg,
-            "--keys",
-            "joint+image",
-            "--index",
-            "flat",
-        ],
-    );
+    let built = build_keyed(images_arg, "joint+image");
     assert!(built.status.success(), "{}", stderr(&built));
     let joint_dim = json(&racm3(&home, &["memory", "info", mem_arg, "--json"]))["dim"].clone();
     let info = json(&racm3(&home, &["memory", "info", images_arg, "--json"]));
@@ -222,12 +216,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
         "{info}"
     );
     assert_the_apple_finds_itself(&home, images_arg);
-    let unknown = racm3(
-        &home,
-        &[
-            "memory", "build", "emoji", "--clip", clip_arg, "--out", "unused", "--keys", "pixels",
-        ],
-    );
+    let unknown = build_keyed("unused", "pixels");
     assert!(
         stderr(&unknown).contains("unknown key layout 'pixels'"),
         "{}",
@@ -238,20 +227,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     // fits on the train split and saves there; then a drawing finds itself by them.
     let pixels = work.path().join("pixels");
     let pixels_arg = pixels.to_str().unwrap();
-    let build_pixels = [
-        "memory",
-        "build",
-        "emoji",
-        "--clip",
-        clip_arg,
-        "--out",
-        pixels_arg,
-        "--keys",
-        "joint+pixels",
-        "--index",
-        "flat",
-    ];
-    let refused = racm3(&home, &build_pixels);
+    let refused = build_keyed(pixels_arg, "joint+pixels");
     assert!(
         !refused.status.success() && stderr(&refused).contains("fit-pixel-keys"),
         "{}",
@@ -282,7 +258,7 @@ fn clip_memory_and_retrieve_from_the_command_line() {
     );
     assert!(fitted.status.success(), "{}", stderr(&fitted));
     assert!(clip.join("pixel-keys.safetensors").is_file());
-    let built = racm3(&home, &build_pixels);
+    let built = build_keyed(pixels_arg, "joint+pixels");
     assert!(built.status.success(), "{}", stderr(&built));
     let info = json(&racm3(&home, &["memory", "info", pixels_arg, "--json"]));
     assert_eq!(

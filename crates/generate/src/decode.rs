@@ -49,8 +49,8 @@ pub struct Copying {
 }
 
 /// Samples up to `max_new` tokens after `prompt`, stopping after a token for which `stop`
-/// is true. `structure` must already have observed the prompt; it observes each new
-/// token. Returns the new tokens.
+/// is true, a copy pointer (if any) mixing its sources as trained. `structure` must already
+/// have observed the prompt; it observes each new token. Returns the new tokens.
 pub fn sample(
     model: &Cm3Model,
     prompt: &[u32],
@@ -68,39 +68,18 @@ pub fn sample(
         std::slice::from_mut(sampler),
         max_new,
         stop,
+        Copying::default(),
     )?;
     Ok(drawn.pop().unwrap_or_default())
 }
 
 /// [`sample`] for several continuations of one prompt at once, continuation i under
-/// `structures[i]` and `samplers[i]`: they decode as one batch, which reads each weight
-/// once per step for all of them. The prompt runs once and its cache is copied to every
-/// row. A continuation that has stopped keeps a row until all have, its further tokens
-/// discarded. Returns the new tokens of each.
-pub fn sample_batch(
-    model: &Cm3Model,
-    prompt: &[u32],
-    streams: &[Guidance],
-    structures: &mut [Structure],
-    samplers: &mut [Sampler],
-    max_new: usize,
-    stop: impl Fn(u32) -> bool,
-) -> Result<Vec<Vec<u32>>> {
-    sample_batch_copying(
-        model,
-        prompt,
-        streams,
-        structures,
-        samplers,
-        max_new,
-        stop,
-        Copying::default(),
-    )
-}
-
-/// [`sample_batch`] with the copy pointer copying as `copy` says.
+/// `structures[i]` and `samplers[i]`, the copy pointer (if any) copying as `copy` says:
+/// they decode as one batch, which reads each weight once per step for all of them. The
+/// prompt runs once and its cache is copied to every row. A continuation that has stopped
+/// keeps a row until all have, its further tokens discarded. Returns the new tokens of each.
 #[allow(clippy::too_many_arguments)]
-pub fn sample_batch_copying(
+pub fn sample_batch(
     model: &Cm3Model,
     prompt: &[u32],
     streams: &[Guidance],

@@ -363,7 +363,7 @@ mod copy_pointer {
         vocabulary_bias: f32,
         copy_bias: f32,
     ) -> (bool, bool) {
-        use racm3_generate::decode::{CopyDecoding, Copying, sample_batch_copying};
+        use racm3_generate::decode::{CopyDecoding, Copying, sample_batch};
         use racm3_generate::sampler::{Sampler, SamplingConfig, Structure, argmax};
         let (_, vars) = model_of(&copy_config(), 11);
         for (name, var) in vars.data().lock().unwrap().iter() {
@@ -382,7 +382,7 @@ mod copy_pointer {
             ..SamplingConfig::default()
         };
         let steps = 6;
-        let drawn = sample_batch_copying(
+        let drawn = sample_batch(
             &model,
             &prompt,
             &[],
@@ -477,7 +477,7 @@ mod copy_pointer {
 
 mod decoding {
     use super::*;
-    use racm3_generate::decode::{Guidance, sample, sample_batch};
+    use racm3_generate::decode::{Copying, Guidance, sample, sample_batch};
     use racm3_generate::sampler::{Sampler, SamplingConfig, Structure};
     use racm3_tokenize::{IdSpace, Special};
 
@@ -693,6 +693,7 @@ mod decoding {
             &mut samplers,
             GRID + 5,
             stop,
+            Copying::default(),
         )
         .unwrap();
         for (seed, batched) in seeds.zip(&together) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{Device, IndexOp, Tensor};
 use image::RgbImage;
 use racm3_data::Document;
-use racm3_generate::decode::{CopyDecoding, Copying, Guidance, sample_batch_copying};
+use racm3_generate::decode::{CopyDecoding, Copying, Guidance, sample_batch};
 use racm3_generate::sampler::{Sampler, Structure};
 use racm3_generate::{Cm3Model, KvCache};
 use racm3_retrieve::{ClipEncoder, Query, retrieve_for_query};
@@ -483,7 +483,7 @@ impl Generator {
             .map(|&seed| Sampler::new(settings.sampling, seed))
             .collect();
         let mut constraints: Vec<Structure> = seeds.iter().map(|_| structure(self.ids())).collect();
-        let drawn = sample_batch_copying(
+        let drawn = sample_batch(
             &self.model,
             prompt,
             streams,
