@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use racm3::Device;
 use racm3::data::{Split, image_grid, save_png};
 use racm3::experiment::demo::VQGAN as DEFAULT_MODEL;
+use racm3::scores::{default_fid_weights, reconstruction_distance};
 use racm3::tokenize::vqgan::{
     ImageTokenizer, ReconstructionLoss, VqTrainConfig, Vqgan, VqganConfig, evaluate, fit_image,
     read_config,
@@ -84,6 +85,12 @@ pub enum VqCommand {
         /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
+        /// Also score the reconstructions of the held-out val Twemoji drawings (the 189
+        /// images `racm3 eval` scores against, the same every time) against the drawings:
+        /// FID and KID with the standard Inception network ($RACM3_FID_WEIGHTS, else made
+        /// by .ci/fid-weights).
+        #[arg(long)]
+        fid: bool,
     },
 }
 
@@ -106,6 +113,15 @@ pub struct TrainArgs {
     /// Step at which the PatchGAN discriminator starts.
     #[arg(long)]
     disc_start: Option<usize>,
+    /// Steps the discriminator trains alone from --disc-start before its loss reaches the
+    /// model (default 0).
+    #[arg(long)]
+    disc_lead: Option<usize>,
+    /// Factor on the adversarial loss's adaptive weight (taming's discriminator_weight):
+    /// 1 makes the discriminator's gradient at the decoder's last layer as large as the
+    /// reconstruction loss's.
+    #[arg(long)]
+    disc_weight: Option<f64>,
     /// Seed for initialization and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -153,7 +169,8 @@ pub fn run(command: VqCommand) -> Result<()> {
             out,
             show,
             json,
-        } => reconstruct(&input, &model, split, &out, show, json),
+            fid,
+        } => reconstruct(&input, &model, split, &out, show, json, fid),
     }
 }
 
@@ -183,6 +200,14 @@ fn train(args: TrainArgs) -> Result<()> {
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.lr = args.lr.unwrap_or(config.lr);
     config.disc_start = args.disc_start.unwrap_or(config.disc_start);
+    config.disc_weight = args.disc_weight.unwrap_or(config.disc_weight);
+    config.disc_lead = args.disc_lead.unwrap_or(config.disc_lead);
+    if !(config.disc_weight.is_finite() && config.disc_weight >= 0.0) {
+        anyhow::bail!(
+            "--disc-weight {} is not a finite weight of 0 or more",
+            config.disc_weight
+        );
+    }
     let device = racm3::device(&args.device)?;
     let trained = racm3::training::train_vqgan(
         &args.input.dataset,
@@ -275,6 +300,7 @@ fn reconstruct(
     out: &Path,
     show: usize,
     json: bool,
+    fid: bool,
 ) -> Result<()> {
     let device = Device::Cpu;
     let model = Vqgan::load(model_dir, &device)
@@ -298,12 +324,37 @@ fn reconstruct(
     // Originals in the top row, reconstructions under them, with a 2-pixel white gutter.
     let tiles: Vec<&image::RgbImage> = originals.iter().chain(&decoded).collect();
     save_png(&image_grid(&tiles, originals.len(), 2), out)?;
+    let held_out = if fid {
+        let drawings = racm3::datasets::twemoji_entities(Split::Val, &Terminal)?;
+        let images: Vec<image::RgbImage> = drawings
+            .iter()
+            .filter_map(|d| d.images().next().map(|part| part.pixels.clone()))
+            .collect();
+        if images.len() < 2 {
+            bail!(
+                "--fid scores the held-out val Twemoji drawings, and $RACM3_HOME holds {} of them: run `racm3 data fetch emoji` first",
+                images.len()
+            );
+        }
+        Some(reconstruction_distance(
+            &tokenizer,
+            &images,
+            &default_fid_weights(),
+        )?)
+    } else {
+        None
+    };
     if json {
-        let report = json!({
+        let mut report = json!({
             "dataset": input.dataset, "split": split, "images": evaluation.images,
             "psnr_db": evaluation.psnr, "codebook_usage": evaluation.usage,
             "perplexity": evaluation.perplexity, "seconds": seconds, "grid": out,
         });
+        if let Some(distance) = held_out {
+            report["held_out_twemoji"] = json!({
+                "images": distance.samples.0, "fid": distance.fid, "kid": distance.kid,
+            });
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
@@ -316,6 +367,12 @@ fn reconstruct(
             evaluation.perplexity,
             seconds
         );
+        if let Some(distance) = held_out {
+            println!(
+                "held-out val Twemoji ({} drawings) against their reconstructions: FID {:.2}, KID {:.4}",
+                distance.samples.0, distance.fid, distance.kid
+            );
+        }
         println!(
             "wrote {} (originals above, reconstructions below)",
             out.display()

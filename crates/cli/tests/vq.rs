@@ -143,6 +143,35 @@ fn vq_reconstruct_reports_figures() {
     );
 }
 
+// `vq reconstruct --fid` scores the held-out val Twemoji drawings; where the cache holds
+// none (the fixtures have no val entity) it says so and what to run, writing nothing.
+#[test]
+fn vq_reconstruct_fid_needs_the_held_out_drawings() {
+    let work = tempfile::tempdir().unwrap();
+    let grid = work.path().join("grid.png");
+    let output = racm3(
+        &fixtures(),
+        &[
+            "vq",
+            "reconstruct",
+            "emoji-twitter",
+            "--split",
+            "train",
+            "--model",
+            taming_tiny().to_str().unwrap(),
+            "--out",
+            grid.to_str().unwrap(),
+            "--fid",
+        ],
+    );
+    let said = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        said.contains("holds 0 of them") && said.contains("racm3 data fetch emoji"),
+        "{said}"
+    );
+}
+
 // `vq train` runs a tiny preset on a folder, writes a loadable model and a loss log, and a
 // second call with more steps resumes where the first stopped.
 #[test]

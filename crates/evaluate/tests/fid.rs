@@ -21,22 +21,6 @@ fn expected(key: &str) -> f64 {
     json[key].as_f64().unwrap()
 }
 
-/// The converted weights: $RACM3_FID_WEIGHTS (set by .ci/run), else fetched and converted
-/// by .ci/fid-weights.
-fn weights() -> PathBuf {
-    if let Ok(path) = std::env::var("RACM3_FID_WEIGHTS") {
-        return PathBuf::from(path);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/fid-weights");
-    let output = std::process::Command::new(script).output().unwrap();
-    assert!(
-        output.status.success(),
-        ".ci/fid-weights failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-}
-
 #[test]
 fn frechet_distance_matches_scipy() {
     let fid = fid_of_npy(&fixture("set_a.npy"), &fixture("set_b.npy")).unwrap();
@@ -68,7 +52,8 @@ fn inception_features_match_torchscript() {
     if !racm3_testing::external("inception_features_match_torchscript") {
         return;
     }
-    let inception = InceptionFid::load(&weights(), &candle_core::Device::Cpu).unwrap();
+    let inception =
+        InceptionFid::load(&racm3_testing::fid_weights(), &candle_core::Device::Cpu).unwrap();
     let images: Vec<image::RgbImage> = (0..3)
         .map(|i| {
             image::open(fixture(&format!("images/{i}.png")))

@@ -15,6 +15,7 @@ use racm3_evaluate::fid::{
 };
 use racm3_memory::dot;
 use racm3_retrieve::ClipEncoder;
+use racm3_tokenize::vqgan::ImageTokenizer;
 
 use crate::Error;
 use crate::error::WithContext;
@@ -159,22 +160,47 @@ pub fn fid_between(a: &Path, b: &Path, weights: &Path) -> Result<SetDistance, Er
                 read_image_folder(dir).context(|| format!("reading the folder {}", dir.display()))
             };
             let (x, y) = (folder(a)?, folder(b)?);
-            let fx = inception.features(&x, 16)?;
-            let fy = inception.features(&y, 16)?;
-            let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
-            let fid = frechet_distance_of_samples(&widen(&fx), &widen(&fy), FEATURES)
-                .context(|| format!("{} against {}", a.display(), b.display()))?;
-            let kid = kernel_inception_distance(&fx, &fy, FEATURES)?;
-            Ok(SetDistance {
-                fid,
-                kid,
-                samples: (x.len(), y.len()),
-            })
+            image_distance(&inception, &x, &y)
+                .context(|| format!("{} against {}", a.display(), b.display()))
         }
         _ => Err(Error::BadInput(
             "give two folders of images or two .npy matrices, not one of each".into(),
         )),
     }
+}
+
+fn image_distance(
+    inception: &InceptionFid,
+    x: &[RgbImage],
+    y: &[RgbImage],
+) -> Result<SetDistance, Error> {
+    let fx = inception.features(x, 16)?;
+    let fy = inception.features(y, 16)?;
+    let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    Ok(SetDistance {
+        fid: frechet_distance_of_samples(&widen(&fx), &widen(&fy), FEATURES)?,
+        kid: kernel_inception_distance(&fx, &fy, FEATURES)?,
+        samples: (x.len(), y.len()),
+    })
+}
+
+/// FID and KID between `images` and their reconstructions through `tokenizer`, with the
+/// converted Inception `weights`: how far anything drawn through this tokenizer starts
+/// from the real images (the tokenizer floor of `racm3 eval`).
+pub fn reconstruction_distance(
+    tokenizer: &ImageTokenizer,
+    images: &[RgbImage],
+    weights: &Path,
+) -> Result<SetDistance, Error> {
+    if !weights.exists() {
+        return Err(Error::BadInput(format!(
+            "no FID Inception weights at {}: run .ci/fid-weights to fetch and convert them",
+            weights.display()
+        )));
+    }
+    let inception = InceptionFid::load(weights, &Device::Cpu)?;
+    let reconstructed = tokenizer.decode(&tokenizer.encode(images, 32)?)?;
+    image_distance(&inception, images, &reconstructed)
 }
 
 /// CLIPScore of a COCO results list against its images, per image.

@@ -1,10 +1,12 @@
-//! CLIPScore, RefCLIPScore and CLIP-FID with the committed CLIP on the fixture emoji.
+//! CLIPScore, RefCLIPScore and CLIP-FID with the committed CLIP on the fixture emoji, and the
+//! tokenizer floor (FID of images against their VQGAN reconstructions).
 
 use std::path::Path;
 
 use racm3::data::{Dataset, Home, OnBadSample, Silent};
 use racm3::retrieve::ClipEncoder;
-use racm3::scores::{clip_fid, clip_score, ref_clip_score};
+use racm3::scores::{clip_fid, clip_score, fid_between, reconstruction_distance, ref_clip_score};
+use racm3::tokenize::vqgan::ImageTokenizer;
 
 fn setup() -> (ClipEncoder, Vec<image::RgbImage>, Vec<String>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -73,4 +75,49 @@ fn clip_fid_separates_sets() {
     let same = clip_fid(&clip, first, first).unwrap();
     let other = clip_fid(&clip, first, second).unwrap();
     assert!(same.abs() < 1e-6 && other > 0.01, "{same} {other}");
+}
+
+// The tokenizer floor is FID and KID between the images and their reconstructions: the same
+// figures as `racm3 metric fid` on folders of the two, and the committed VQGAN, trained on
+// emoji, sits nearer the drawings than the untrained-size taming fixture model.
+#[test]
+fn reconstruction_distance_is_the_fid_of_the_reconstructions() {
+    let (_, images, _) = setup();
+    let root = racm3_testing::repo_root();
+    let weights = racm3_testing::fid_weights();
+    let load =
+        |dir: &str| ImageTokenizer::load(&root.join(dir), &candle_core::Device::Cpu).unwrap();
+    let committed = load("checkpoints/vqgan-emoji64-f8");
+    let floor = reconstruction_distance(&committed, &images, &weights).unwrap();
+
+    let folders = tempfile::tempdir().unwrap();
+    let reconstructed = committed
+        .decode(&committed.encode(&images, 32).unwrap())
+        .unwrap();
+    for (name, set) in [("real", &images), ("reconstructed", &reconstructed)] {
+        let dir = folders.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for (i, image) in set.iter().enumerate() {
+            image.save(dir.join(format!("{i:02}.png"))).unwrap();
+        }
+    }
+    let from_files = fid_between(
+        &folders.path().join("real"),
+        &folders.path().join("reconstructed"),
+        &weights,
+    )
+    .unwrap();
+    assert_eq!(floor.samples, (images.len(), images.len()));
+    assert!(
+        (floor.fid - from_files.fid).abs() < 1e-3 * floor.fid.max(1.0),
+        "{floor:?} {from_files:?}"
+    );
+    assert!(
+        (floor.kid - from_files.kid).abs() < 1e-4,
+        "{floor:?} {from_files:?}"
+    );
+
+    let tiny = load("tests/fixtures/vqgan/taming-tiny");
+    let far = reconstruction_distance(&tiny, &images, &weights).unwrap();
+    assert!(far.fid > floor.fid, "{far:?} against {floor:?}");
 }

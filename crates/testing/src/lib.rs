@@ -33,3 +33,20 @@ pub fn repo_root() -> PathBuf {
 pub fn fixtures() -> PathBuf {
     repo_root().join("tests/fixtures/data")
 }
+
+/// The converted FID Inception weights: `$RACM3_FID_WEIGHTS` (set by `.ci/run`), else
+/// fetched and converted by `.ci/fid-weights` (once; it keeps them in the cache).
+pub fn fid_weights() -> PathBuf {
+    if let Ok(path) = std::env::var("RACM3_FID_WEIGHTS") {
+        return PathBuf::from(path);
+    }
+    let output = std::process::Command::new(repo_root().join(".ci/fid-weights"))
+        .output()
+        .expect("running .ci/fid-weights");
+    assert!(
+        output.status.success(),
+        ".ci/fid-weights failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}

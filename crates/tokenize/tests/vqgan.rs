@@ -257,6 +257,65 @@ fn an_l2_run_trains_on_the_squared_error() {
     assert_eq!(read.reconstruction, ReconstructionLoss::L1);
 }
 
+// The adversarial loss reaches the model through its adaptive weight times `disc_weight`:
+// at 0 the model trains exactly as with no discriminator at all, and so it does while the
+// discriminator trains alone (`disc_lead`); otherwise it trains differently, each step's
+// weight is logged (0 before the push starts), and on the first adversarial step, where
+// both runs stand at the same weights, it doubles with `disc_weight`.
+#[test]
+fn the_adversarial_weight_is_adaptive_and_scaled() {
+    let images = tiny_images();
+    let run = |disc_start, disc_weight, disc_lead| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = VqTrainConfig {
+            disc_start,
+            disc_weight,
+            disc_lead,
+            ..tiny_run(8)
+        };
+        let mut weights = Vec::new();
+        VqTrainer::open(config, dir.path(), &Device::Cpu)
+            .unwrap()
+            .train(&images, |report| weights.push(report.gan_weight))
+            .unwrap();
+        let model =
+            candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+        (weights, model)
+    };
+    let (_, plain) = run(usize::MAX, 0.8, 0);
+    let (silent, zero) = run(6, 0.0, 0);
+    let (led, leading) = run(4, 0.8, 4);
+    let (pushed, adversarial) = run(6, 0.8, 0);
+    let (doubled, _) = run(6, 1.6, 0);
+    for (weights, model, what) in [
+        (&silent, &zero, "disc_weight 0"),
+        (&led, &leading, "a lead"),
+    ] {
+        assert!(weights.iter().all(|&w| w == 0.0), "{what}: {weights:?}");
+        for (name, tensor) in &plain {
+            assert_eq!(
+                max_abs_diff(tensor, &model[name]).unwrap(),
+                0.0,
+                "{name}: {what} changed training"
+            );
+        }
+    }
+    let name = "decoder.conv_out.weight";
+    assert!(max_abs_diff(&plain[name], &adversarial[name]).unwrap() > 1e-6);
+    assert!(pushed[..6].iter().all(|&w| w == 0.0), "{pushed:?}");
+    assert!(
+        pushed[6..].iter().all(|&w| w.is_finite() && w > 0.0),
+        "{pushed:?}"
+    );
+    assert!(
+        (doubled[6] - 2.0 * pushed[6]).abs() < 1e-6 * pushed[6].max(1.0),
+        "{} against {}",
+        doubled[6],
+        pushed[6]
+    );
+}
+
 /// Trains a tiny model for 5 steps, then a decoder-only run of 12 steps from it with the
 /// decoder `decoder_ch` wide. Checks what every such run must hold: the reconstruction loss
 /// falls, the encoder, quant_conv and codebook stay bit for bit, and every image keeps its

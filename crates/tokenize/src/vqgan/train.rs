@@ -32,7 +32,14 @@ pub struct VqTrainConfig {
     pub beta: f64,
     /// Step at which the discriminator starts: VQGAN first learns to reconstruct.
     pub disc_start: usize,
-    /// Weight of the generator's adversarial loss.
+    /// Steps the discriminator trains alone, from `disc_start`, before its loss reaches the
+    /// model: a fresh discriminator's gradient is noise that costs a trained decoder
+    /// sharpness it had (BENCHMARKS.md, "the PatchGAN with taming's adaptive weight").
+    #[serde(default)]
+    pub disc_lead: usize,
+    /// Factor on the generator's adversarial loss after its adaptive weight (taming's
+    /// `discriminator_weight`): the adversarial gradient at the decoder's last layer is scaled
+    /// to this fraction of the reconstruction loss's there.
     pub disc_weight: f64,
     /// Codes unused over this many steps are restarted from encoder outputs.
     pub restart_every: usize,
@@ -95,7 +102,9 @@ impl VqTrainConfig {
             warmup: 100,
             beta: 0.25,
             disc_start: 2000,
-            disc_weight: 0.1,
+            disc_lead: 0,
+            // taming's VQGAN configs.
+            disc_weight: 0.8,
             restart_every: 100,
             log_every: 10,
             checkpoint_every: 250,
@@ -120,6 +129,9 @@ pub struct StepReport {
     pub vq: f64,
     /// Discriminator hinge loss (0 before it starts).
     pub disc: f64,
+    /// The adversarial loss's weight in the decoder's loss this step, adaptive weight times
+    /// `disc_weight` (0 before the discriminator starts).
+    pub gan_weight: f64,
 }
 
 /// Reconstruction quality and codebook use over a set of images.
@@ -189,6 +201,7 @@ pub struct VqTrainer {
     run: Run<VqTrainConfig>,
     device: Device,
     model: Vqgan,
+    model_vars: VarMap,
     discriminator: Discriminator,
     code_counts: Vec<u64>,
 }
@@ -196,7 +209,10 @@ pub struct VqTrainer {
 /// The run's second set of variables, with its own optimizer.
 const DISCRIMINATOR: &str = "discriminator";
 
-const LOG_COLUMNS: [&str; 4] = ["l1", "psnr", "vq", "disc"];
+const LOG_COLUMNS: [&str; 5] = ["l1", "psnr", "vq", "disc", "gan_weight"];
+
+/// The decoder's last layer, whose gradients set the adversarial loss's weight.
+const LAST_LAYER: &str = "decoder.conv_out.weight";
 
 impl VqTrainer {
     /// Starts a run in `out`, or resumes the one there. A resumed run keeps its stored
@@ -263,6 +279,7 @@ impl VqTrainer {
             run,
             device: device.clone(),
             model,
+            model_vars: generator_vars,
             discriminator,
         })
     }
@@ -322,8 +339,13 @@ impl VqTrainer {
                 self.restart_dead_codes(&batch, &mut rng)?;
             }
             if step.is_multiple_of(self.config().log_every) || step == self.config().steps {
-                self.run
-                    .log(&[report.l1, report.psnr, report.vq, report.disc])?;
+                self.run.log(&[
+                    report.l1,
+                    report.psnr,
+                    report.vq,
+                    report.disc,
+                    report.gan_weight,
+                ])?;
                 on_log(&report);
             }
             if self
@@ -359,30 +381,52 @@ impl VqTrainer {
             ReconstructionLoss::L2 => &squared,
         };
         let vq = (&quantized.codebook_loss + (&quantized.commitment_loss * self.config().beta)?)?;
-        let adversarial = step >= self.config().disc_start;
+        let discriminating = step >= self.config().disc_start;
+        let adversarial = step
+            >= self
+                .config()
+                .disc_start
+                .saturating_add(self.config().disc_lead);
         // With the encoder and codebook frozen the VQ losses are reported, not trained.
-        let mut loss = if self.config().decoder_only {
+        let loss = if self.config().decoder_only {
             pixel_loss.clone()
         } else {
             (pixel_loss + &vq)?
         };
-        if adversarial {
-            let fake_score = self.discriminator.forward(&reconstruction)?.mean_all()?;
-            loss = (loss - (fake_score * self.config().disc_weight)?)?;
-        }
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
-            return Err(Error::Config {
-                path: self.run.dir().to_owned(),
-                message: format!(
-                    "loss became {loss_value} at step {step}; training stopped and the last checkpoint is kept"
-                ),
-            });
+            return Err(self.diverged(loss_value, step));
         }
-        self.run.update(0, &loss.backward()?, lr)?;
+        let mut gan_weight = 0.0;
+        let mut grads = loss.backward()?;
+        if adversarial {
+            let generator_loss = self
+                .discriminator
+                .forward(&reconstruction)?
+                .mean_all()?
+                .neg()?;
+            let generator_value = f64::from(generator_loss.to_scalar::<f32>()?);
+            if !generator_value.is_finite() {
+                return Err(self.diverged(generator_value, step));
+            }
+            let adversarial_grads = generator_loss.backward()?;
+            gan_weight =
+                self.adaptive_weight(&grads, &adversarial_grads)? * self.config().disc_weight;
+            for var in self.model_vars.all_vars() {
+                if let Some(push) = adversarial_grads.get(&var) {
+                    let push = (push * gan_weight)?;
+                    let sum = match grads.get(&var) {
+                        Some(pull) => (pull + push)?,
+                        None => push,
+                    };
+                    grads.insert(&var, sum);
+                }
+            }
+        }
+        self.run.update(0, &grads, lr)?;
 
         let mut disc_value = 0.0;
-        if adversarial {
+        if discriminating {
             let fake = reconstruction.detach();
             let real_score = self.discriminator.forward(xs)?;
             let fake_score = self.discriminator.forward(&fake)?;
@@ -404,7 +448,43 @@ impl VqTrainer {
             psnr: 10.0 * (4.0 / mse.max(1e-10)).log10(),
             vq: f64::from(vq.to_scalar::<f32>()?),
             disc: disc_value,
+            gan_weight,
         })
+    }
+
+    fn diverged(&self, value: f64, step: usize) -> Error {
+        Error::Config {
+            path: self.run.dir().to_owned(),
+            message: format!(
+                "loss became {value} at step {step}; training stopped and the last checkpoint is kept"
+            ),
+        }
+    }
+
+    /// taming's adaptive weight: the norm of the reconstruction loss's gradient at the
+    /// decoder's last layer over the adversarial loss's, clamped to [0, 1e4], so that the
+    /// discriminator pushes the decoder as hard as reconstruction pulls it whatever the scale
+    /// of its logits.
+    fn adaptive_weight(
+        &self,
+        reconstruction: &candle_core::backprop::GradStore,
+        adversarial: &candle_core::backprop::GradStore,
+    ) -> Result<f64> {
+        let vars = self.model_vars.data().lock().map_err(|_| Error::Config {
+            path: self.run.dir().to_owned(),
+            message: "the model's variables are poisoned by a panic".into(),
+        })?;
+        let last = vars.get(LAST_LAYER).ok_or_else(|| Error::Config {
+            path: self.run.dir().to_owned(),
+            message: format!("the model has no {LAST_LAYER}"),
+        })?;
+        let norm = |grads: &candle_core::backprop::GradStore| -> Result<f64> {
+            Ok(match grads.get(last.as_tensor()) {
+                Some(grad) => f64::from(grad.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?),
+                None => 0.0,
+            })
+        };
+        Ok((norm(reconstruction)? / (norm(adversarial)? + 1e-4)).clamp(0.0, 1e4))
     }
 
     /// Replaces every code unused since the last restart with an encoder output from the
