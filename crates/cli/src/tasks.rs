@@ -12,8 +12,8 @@ use racm3::experiment::demo::{GENERATOR as DEFAULT_GENERATOR, VQGAN as DEFAULT_V
 use racm3::generate::sampler::{DEFAULT_CFG, SamplingConfig, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD, RetrievalPolicy};
 use racm3::tasks::{
-    Context, DRAWING_COPY_BIAS, Demonstration, GeneratedImage, GeneratedText, Loaded, Outputs,
-    SampleSettings,
+    CAPTION_COPY_BIAS, Context, DRAWING_COPY_BIAS, Demonstration, GeneratedImage, GeneratedText,
+    Loaded, Outputs, SampleSettings,
 };
 use serde_json::json;
 
@@ -75,7 +75,8 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 1.0)]
     retrieval_guidance: f32,
     /// Added to the copy pointer's log-weight of each retrieved source (0: as trained;
-    /// b multiplies the odds of copying by e^b); by default 8 for caption to image, else 0.
+    /// b multiplies the odds of copying by e^b); by default 8 for caption to image and
+    /// image to caption, 0 for infilling.
     #[arg(long, allow_negative_numbers = true)]
     copy_bias: Option<f32>,
 }
@@ -287,7 +288,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 pub fn caption(args: CaptionArgs) -> Result<()> {
-    let settings = args.sampling.settings(0.0, 0.0)?;
+    let settings = args.sampling.settings(0.0, CAPTION_COPY_BIAS)?;
     let image = read_image(&args.image)?;
     let loaded = load(&args.model)?;
     let out = loaded.generator.image_to_caption(

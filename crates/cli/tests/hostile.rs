@@ -152,6 +152,11 @@ fn eval_refuses_out_of_range_drawing_settings_by_name() {
             "--out",
             out.to_str().unwrap(),
         ],
-        &[("copy-bias", "-21"), ("samples", "0"), ("samples", "65")],
+        &[
+            ("copy-bias", "-21"),
+            ("caption-copy-bias", "21"),
+            ("samples", "0"),
+            ("samples", "65"),
+        ],
     );
 }

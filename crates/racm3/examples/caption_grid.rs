@@ -1,6 +1,7 @@
 //! The README's caption grid: held-out val Twemoji drawings (never in the memory, evenly
 //! spaced over the entities, not picked by hand), the two documents the retriever finds for
-//! each, and the greedy captions of RA-CM3 and of its baseline. Writes the PNGs and
+//! each, and the greedy captions of RA-CM3 (at the default caption copy bias) and of its
+//! baseline. Writes the PNGs and
 //! `grid.md` (a Markdown table that links them) into OUT.
 //!
 //! cargo run --release -p racm3 --example caption_grid -- \
@@ -13,7 +14,7 @@ use racm3::Device;
 use racm3::data::Split;
 use racm3::progress::Quiet;
 use racm3::retrieve::RetrievalPolicy;
-use racm3::tasks::{Generator, Retriever, SampleSettings};
+use racm3::tasks::{CAPTION_COPY_BIAS, Generator, Retriever, SampleSettings};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -35,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         memory: &memory,
         policy: RetrievalPolicy::top(2),
     };
-    let greedy = SampleSettings::greedy();
+    let greedy = SampleSettings {
+        copy_bias: CAPTION_COPY_BIAS,
+        ..SampleSettings::greedy()
+    };
     let held_out = racm3::datasets::twemoji_entities(Split::Val, &Quiet)?;
     let step = (held_out.len() / count).max(1);
     std::fs::create_dir_all(&out)?;

@@ -19,7 +19,9 @@ use racm3::data::{Document, Source, Split};
 use racm3::generate::sampler::{SamplingConfig, validate_guidance};
 use racm3::memory::Memory;
 use racm3::retrieve::{ClipEncoder, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve};
-use racm3::tasks::{DRAWING_COPY_BIAS, Evidence, Generator, Retriever, SampleSettings};
+use racm3::tasks::{
+    CAPTION_COPY_BIAS, DRAWING_COPY_BIAS, Evidence, Generator, Retriever, SampleSettings,
+};
 
 /// The models a server shares between requests: CLIP and the memory it keyed, and
 /// optionally a generator (without one, `/generate` and `/caption` answer 503).
@@ -157,7 +159,7 @@ impl Service {
         let image = self.image(&request.image)?;
         // A caption is at most 64 tokens and its end.
         let steps = request.sampling.samples * 65;
-        let settings = self.sample_settings(&request.sampling, steps, 0.0)?;
+        let settings = self.sample_settings(&request.sampling, steps, CAPTION_COPY_BIAS)?;
         let memory = self.memory.read().unwrap_or_else(PoisonError::into_inner);
         let retriever = self.retriever(&memory, &request.sampling);
         let outputs = generator.image_to_caption(

@@ -89,7 +89,7 @@ pub struct Sampling {
     #[serde(default = "one_f32")]
     pub retrieval_guidance: f32,
     /// Added to the copy pointer's log-weight of each retrieved source; 0 samples as
-    /// trained. Unset: 8 for `/generate`, 0 for text.
+    /// trained. Unset: 8 for `/generate` and `/caption`, 0 for infilling.
     #[serde(default)]
     pub copy_bias: Option<f32>,
 }

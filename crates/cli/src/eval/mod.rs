@@ -11,7 +11,7 @@ use racm3::experiment::demo::VQGAN as DEFAULT_VQGAN;
 use racm3::experiment::{Drawing, Experiment, Task, default_fid_weights, read_report};
 use racm3::generate::sampler::{DEFAULT_CFG, validate_guidance};
 use racm3::retrieve::{DEFAULT_K, DEFAULT_THRESHOLD};
-use racm3::tasks::{DRAWING_COPY_BIAS, MAX_SAMPLES, validate_copy_bias};
+use racm3::tasks::{CAPTION_COPY_BIAS, DRAWING_COPY_BIAS, MAX_SAMPLES, validate_copy_bias};
 use serde_json::Value;
 
 use crate::progress::Terminal;
@@ -53,6 +53,10 @@ pub struct EvalArgs {
     /// images (0: as trained; b multiplies the odds of copying by e^b).
     #[arg(long, default_value_t = DRAWING_COPY_BIAS, allow_negative_numbers = true)]
     copy_bias: f32,
+    /// Added to the copy pointer's log-weight of each retrieved source while writing
+    /// captions (0: as trained).
+    #[arg(long, default_value_t = CAPTION_COPY_BIAS, allow_negative_numbers = true)]
+    caption_copy_bias: f32,
     /// Images drawn per caption and seed; with more than one, the best by the CLIP's
     /// similarity to the caption is scored (for both models alike).
     #[arg(long, default_value_t = 1)]
@@ -99,7 +103,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     };
     validate_guidance("cfg", args.cfg)?;
     validate_guidance("retrieval_guidance", args.retrieval_guidance)?;
-    validate_copy_bias(args.copy_bias)?;
+    validate_copy_bias("copy_bias", args.copy_bias)?;
+    validate_copy_bias("caption_copy_bias", args.caption_copy_bias)?;
     anyhow::ensure!(
         (1..=MAX_SAMPLES).contains(&args.samples),
         "samples is {}; it must be 1 to {MAX_SAMPLES}",
@@ -119,6 +124,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             copy_bias: args.copy_bias,
             samples: args.samples,
         },
+        caption_copy_bias: args.caption_copy_bias,
         limit: args.limit,
         split: args.split,
         fid_weights: args.fid_weights.clone().unwrap_or_else(default_fid_weights),

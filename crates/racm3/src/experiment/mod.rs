@@ -95,6 +95,8 @@ pub struct Experiment {
     pub query_threshold: f32,
     /// Seeds and guidance of caption to image.
     pub drawing: Drawing,
+    /// The copy pointer's bias while writing captions ([`SampleSettings::copy_bias`]).
+    pub caption_copy_bias: f32,
     /// Held-out entities to use; 0 is all.
     pub limit: usize,
     /// The split whose entities are held out: val while choosing, test once at the end
@@ -350,8 +352,14 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
                 .0;
         }
         if wants(Task::Caption) {
-            entry["image_to_caption"] =
-                caption_task(&model.generator, prompting, &held_out, &real, &references)?;
+            entry["image_to_caption"] = caption_task(
+                &model.generator,
+                prompting,
+                &held_out,
+                &real,
+                &references,
+                experiment.caption_copy_bias,
+            )?;
         }
         results.insert(model.name.to_owned(), entry);
     }
@@ -366,6 +374,7 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         "cfg": draw.cfg,
         "retrieval_guidance": draw.retrieval_guidance,
         "copy_bias": draw.copy_bias,
+        "caption_copy_bias": experiment.caption_copy_bias,
         "sampling": if draw.samples > 1 {
             format!(
                 "temperature 1, top-p 0.9, per caption and seed the best of {} images by CLIP \
@@ -404,7 +413,7 @@ pub fn run(experiment: &Experiment, observer: &dyn Observer) -> Result<Value, Er
         report["oracle"] = json!({
             "entities_with_documents": given.len(),
             "caption_to_image": summary,
-            "image_to_caption": caption_task(ra, Prompting::Given(&given), &held_out, &real, &references)?,
+            "image_to_caption": caption_task(ra, Prompting::Given(&given), &held_out, &real, &references, experiment.caption_copy_bias)?,
         });
     }
     if wants(Task::Knowledge) {
@@ -534,15 +543,20 @@ fn same_entity_retrieval(retriever: &Retriever, held_out: &[Document]) -> Result
     Ok(json!({"k": retriever.policy.k, "queries": rows}))
 }
 
-/// Image to caption, greedy: CIDEr-D and ROUGE-L against the names, and a few examples.
+/// Image to caption, greedy at the copy pointer's `copy_bias`: CIDEr-D and ROUGE-L against
+/// the names, and a few examples.
 fn caption_task(
     generator: &Generator,
     prompting: Prompting,
     documents: &[Document],
     real: &[RgbImage],
     references: &[Vec<String>],
+    copy_bias: f32,
 ) -> Result<Value, Error> {
-    let greedy = SampleSettings::greedy();
+    let greedy = SampleSettings {
+        copy_bias,
+        ..SampleSettings::greedy()
+    };
     let mut written = Vec::with_capacity(real.len());
     for (image, document) in real.iter().zip(documents) {
         let out = match prompting {

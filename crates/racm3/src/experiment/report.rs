@@ -32,6 +32,12 @@ pub fn markdown(report: &Value) -> String {
     if let Some(bias) = report["copy_bias"].as_f64().filter(|&bias| bias != 0.0) {
         out.push_str(&format!("Images drawn at copy bias {bias}.\n"));
     }
+    if let Some(bias) = report["caption_copy_bias"]
+        .as_f64()
+        .filter(|&bias| bias != 0.0)
+    {
+        out.push_str(&format!("Captions written at copy bias {bias}.\n"));
+    }
     let ran = |task: &str| report["models"]["ra-cm3"][task].is_object();
     if ran("caption_to_image_seen") {
         out.push_str(&format!(
