@@ -16,20 +16,12 @@ import sys
 
 import numpy as np
 
+from embedding_dump import load
+
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "/tmp/emb"
 
 
-def load(name):
-    rows = [line.rstrip("\n").split("\t") for line in open(f"{ROOT}/{name}.tsv")]
-    n = len(rows)
-    image = np.fromfile(f"{ROOT}/{name}-image.f32", dtype=np.float32).reshape(n, -1)
-    text = np.fromfile(f"{ROOT}/{name}-text.f32", dtype=np.float32).reshape(n, -1)
-    pixels = np.fromfile(f"{ROOT}/{name}-pixels.u8", dtype=np.uint8).reshape(n, 64, 64, 3)
-    entity, vendor, split = (np.array(column) for column in zip(*rows))
-    return dict(entity=entity, vendor=vendor, split=split, image=image, text=text, pixels=pixels)
-
-
-memory, held_out = load("memory"), load("val")
+memory, held_out = load(ROOT, "memory"), load(ROOT, "val")
 train = memory["split"] == "Train"
 
 

@@ -15,16 +15,9 @@ import sys
 
 import numpy as np
 
+from embedding_dump import load
+
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "/tmp/emb"
-
-
-def load(name):
-    rows = [line.rstrip("\n").split("\t") for line in open(f"{ROOT}/{name}.tsv")]
-    n = len(rows)
-    image = np.fromfile(f"{ROOT}/{name}-image.f32", dtype=np.float32).reshape(n, -1)
-    text = np.fromfile(f"{ROOT}/{name}-text.f32", dtype=np.float32).reshape(n, -1)
-    entity = np.array([row[0] for row in rows])
-    return dict(entity=entity, image=image, text=text)
 
 
 def recall(scores, entities, wanted, ks=(1, 2, 10)):
@@ -39,7 +32,7 @@ def skipped(scores, by, threshold):
 
 
 def main():
-    memory, val = load("memory"), load("val")
+    memory, val = load(ROOT, "memory"), load(ROOT, "val")
     joint = memory["text"] + memory["image"]
     joint /= np.linalg.norm(joint, axis=1, keepdims=True)
     query = val["text"]
