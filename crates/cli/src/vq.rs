@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use racm3::Device;
 use racm3::data::{Split, image_grid, save_png};
 use racm3::experiment::demo::VQGAN as DEFAULT_MODEL;
-use racm3::scores::{default_fid_weights, reconstruction_distance};
+use racm3::scores::{default_fid_weights, tokenizer_floor};
 use racm3::tokenize::vqgan::{
     ImageTokenizer, ReconstructionLoss, VqTrainConfig, Vqgan, VqganConfig, evaluate, fit_image,
     read_config,
@@ -202,12 +202,6 @@ fn train(args: TrainArgs) -> Result<()> {
     config.disc_start = args.disc_start.unwrap_or(config.disc_start);
     config.disc_weight = args.disc_weight.unwrap_or(config.disc_weight);
     config.disc_lead = args.disc_lead.unwrap_or(config.disc_lead);
-    if !(config.disc_weight.is_finite() && config.disc_weight >= 0.0) {
-        anyhow::bail!(
-            "--disc-weight {} is not a finite weight of 0 or more",
-            config.disc_weight
-        );
-    }
     let device = racm3::device(&args.device)?;
     let trained = racm3::training::train_vqgan(
         &args.input.dataset,
@@ -324,26 +318,9 @@ fn reconstruct(
     // Originals in the top row, reconstructions under them, with a 2-pixel white gutter.
     let tiles: Vec<&image::RgbImage> = originals.iter().chain(&decoded).collect();
     save_png(&image_grid(&tiles, originals.len(), 2), out)?;
-    let held_out = if fid {
-        let drawings = racm3::datasets::twemoji_entities(Split::Val, &Terminal)?;
-        let images: Vec<image::RgbImage> = drawings
-            .iter()
-            .filter_map(|d| d.images().next().map(|part| part.pixels.clone()))
-            .collect();
-        if images.len() < 2 {
-            bail!(
-                "--fid scores the held-out val Twemoji drawings, and $RACM3_HOME holds {} of them: run `racm3 data fetch emoji` first",
-                images.len()
-            );
-        }
-        Some(reconstruction_distance(
-            &tokenizer,
-            &images,
-            &default_fid_weights(),
-        )?)
-    } else {
-        None
-    };
+    let held_out = fid
+        .then(|| tokenizer_floor(&tokenizer, &default_fid_weights(), &Terminal))
+        .transpose()?;
     if json {
         let mut report = json!({
             "dataset": input.dataset, "split": split, "images": evaluation.images,

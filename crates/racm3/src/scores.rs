@@ -19,6 +19,7 @@ use racm3_tokenize::vqgan::ImageTokenizer;
 
 use crate::Error;
 use crate::error::WithContext;
+use crate::progress::Observer;
 
 /// The prompt prefix CLIPScore puts before every caption.
 pub const CLIPSCORE_PREFIX: &str = "A photo depicts ";
@@ -149,13 +150,7 @@ pub fn fid_between(a: &Path, b: &Path, weights: &Path) -> Result<SetDistance, Er
             })
         }
         (false, false) => {
-            if !weights.exists() {
-                return Err(Error::BadInput(format!(
-                    "no FID Inception weights at {}: run .ci/fid-weights to fetch and convert them, or pass --weights",
-                    weights.display()
-                )));
-            }
-            let inception = InceptionFid::load(weights, &Device::Cpu)?;
+            let inception = load_inception(weights)?;
             let folder = |dir: &Path| {
                 read_image_folder(dir).context(|| format!("reading the folder {}", dir.display()))
             };
@@ -167,6 +162,18 @@ pub fn fid_between(a: &Path, b: &Path, weights: &Path) -> Result<SetDistance, Er
             "give two folders of images or two .npy matrices, not one of each".into(),
         )),
     }
+}
+
+/// The FID Inception network from its converted `weights`, or an error that says how to make
+/// them.
+fn load_inception(weights: &Path) -> Result<InceptionFid, Error> {
+    if !weights.exists() {
+        return Err(Error::BadInput(format!(
+            "no FID Inception weights at {}: run .ci/fid-weights to fetch and convert them (or name them: --weights, --fid-weights or $RACM3_FID_WEIGHTS)",
+            weights.display()
+        )));
+    }
+    Ok(InceptionFid::load(weights, &Device::Cpu)?)
 }
 
 fn image_distance(
@@ -192,15 +199,30 @@ pub fn reconstruction_distance(
     images: &[RgbImage],
     weights: &Path,
 ) -> Result<SetDistance, Error> {
-    if !weights.exists() {
-        return Err(Error::BadInput(format!(
-            "no FID Inception weights at {}: run .ci/fid-weights to fetch and convert them",
-            weights.display()
-        )));
-    }
-    let inception = InceptionFid::load(weights, &Device::Cpu)?;
+    let inception = load_inception(weights)?;
     let reconstructed = tokenizer.decode(&tokenizer.encode(images, 32)?)?;
     image_distance(&inception, images, &reconstructed)
+}
+
+/// [`reconstruction_distance`] on the held-out val Twemoji drawings of `$RACM3_HOME` (the
+/// images `racm3 eval` scores against, the same every time): the tokenizer floor.
+pub fn tokenizer_floor(
+    tokenizer: &ImageTokenizer,
+    weights: &Path,
+    observer: &dyn Observer,
+) -> Result<SetDistance, Error> {
+    let drawings = crate::datasets::twemoji_entities(racm3_data::Split::Val, observer)?;
+    let images: Vec<RgbImage> = drawings
+        .iter()
+        .filter_map(|d| d.images().next().map(|part| part.pixels.clone()))
+        .collect();
+    if images.len() < 2 {
+        return Err(Error::BadInput(format!(
+            "the tokenizer floor scores the held-out val Twemoji drawings, and $RACM3_HOME holds {} of them: run `racm3 data fetch emoji` first",
+            images.len()
+        )));
+    }
+    reconstruction_distance(tokenizer, &images, weights)
 }
 
 /// CLIPScore of a COCO results list against its images, per image.

@@ -314,6 +314,19 @@ fn the_adversarial_weight_is_adaptive_and_scaled() {
         doubled[6],
         pushed[6]
     );
+    let dir = tempfile::tempdir().unwrap();
+    let refused = VqTrainer::open(
+        VqTrainConfig {
+            disc_weight: f64::NAN,
+            ..tiny_run(8)
+        },
+        dir.path(),
+        &Device::Cpu,
+    )
+    .err()
+    .expect("a NaN disc_weight was accepted")
+    .to_string();
+    assert!(refused.contains("disc_weight NaN"), "{refused}");
 }
 
 /// Trains a tiny model for 5 steps, then a decoder-only run of 12 steps from it with the

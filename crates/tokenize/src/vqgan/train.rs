@@ -227,6 +227,15 @@ impl VqTrainer {
             path: out.join(CONFIG_FILE),
             message,
         })?;
+        if !(config.disc_weight.is_finite() && config.disc_weight >= 0.0) {
+            return Err(Error::Config {
+                path: out.join(CONFIG_FILE),
+                message: format!(
+                    "disc_weight {} is not a finite weight of 0 or more",
+                    config.disc_weight
+                ),
+            });
+        }
         let generator_vars = VarMap::new();
         let discriminator_vars = VarMap::new();
         let model = Vqgan::new(
