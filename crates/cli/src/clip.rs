@@ -87,8 +87,8 @@ pub enum ClipCommand {
     },
     /// Fit the pixel keys that let a drawing find its entity in other renditions (a linear
     /// discriminant map of a small thumbnail, fitted on images labelled by entity), and
-    /// save them in the CLIP folder, where `memory build --keys joint+pixels` and the
-    /// experiment's memory use them.
+    /// save them in the CLIP folder, where `memory build --keys joint+pixels` (or
+    /// `joint+text+pixels`) and the experiment's memory use them.
     ///
     /// Example: racm3 clip fit-pixel-keys emoji --clip checkpoints/clip-emoji-small
     FitPixelKeys {

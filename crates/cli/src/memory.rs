@@ -81,7 +81,8 @@ pub enum MemoryCommand {
         /// joint+image (that, and the image embedding beside it, so a query that is only an
         /// image is scored image against image; twice the size) or joint+pixels (the joint
         /// key and the CLIP folder's pixel keys, from `racm3 clip fit-pixel-keys`, which find
-        /// an entity across renditions more often).
+        /// an entity across renditions more often) or joint+text+pixels (the text embedding
+        /// between them, so a caption alone is scored caption against caption).
         #[arg(long, default_value = "joint")]
         keys: String,
     },

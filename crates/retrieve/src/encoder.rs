@@ -12,7 +12,9 @@
 //! more than of the same thing, since half of every key is text (BENCHMARKS.md, "Image
 //! keys"). A CLIP folder may also carry [`PixelKeys`] fitted on renditions of the train
 //! entities; [`KeyLayout::JointAndPixels`] keeps their key beside the joint one instead,
-//! which finds an entity across renditions more often still.
+//! which finds an entity across renditions more often still, and
+//! [`KeyLayout::JointTextAndPixels`] keeps the text embedding too, so that a caption finds
+//! the documents that carry it.
 
 use std::path::Path;
 
@@ -117,6 +119,26 @@ pub struct Query<'a> {
     pub image: Option<&'a RgbImage>,
 }
 
+/// A query as a memory is searched with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// Scored against every key by inner product, laid out for the memory's [`KeyLayout`].
+    pub vector: Vec<f32>,
+    /// The query's joint key, RA-CM3's (the normalized mean of its text's and image's unit
+    /// CLIP embeddings): what the near-copy skip compares with a document's joint key.
+    pub joint: Vec<f32>,
+}
+
+impl SearchQuery {
+    /// The search of a joint-keyed memory ([`KeyLayout::Joint`]) by the unit vector `key`.
+    pub fn of_joint_key(key: Vec<f32>) -> Self {
+        Self {
+            vector: key.clone(),
+            joint: key,
+        }
+    }
+}
+
 /// What a memory's keys hold; the memory's manifest records it as the encoder's `keys`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyLayout {
@@ -132,6 +154,18 @@ pub enum KeyLayout {
     /// The joint key and then the CLIP folder's [`PixelKeys`] key of the image, each scaled
     /// by 1/√2, scored as [`KeyLayout::JointAndImage`] is.
     JointAndPixels,
+    /// The joint key, the text embedding (zeros without text) and the [`PixelKeys`] key of
+    /// the image (zeros without one), each scaled by 1/√3 (`2 · dim` + pixel values).
+    /// Queries of text and image are scored against the joint part, an image alone against
+    /// the pixel part, and a text alone mostly against the text part (caption against
+    /// caption; [`CAPTION_SCORE_WEIGHT`] of its score, the rest against the joint part).
+    /// Renditions of one entity share its caption, so a caption finds them all where the
+    /// joint key, half image, finds drawings of the wrong entity (BENCHMARKS.md, "Caption
+    /// queries scored against captions"). The near-copy skip compares the paper's score,
+    /// the query's joint key against the document's ([`KeyLayout::near_copy_score`]), for
+    /// every layout: an identical caption, or a drawing of the same thing in another
+    /// rendition, is the knowledge to use, not a copy of the query.
+    JointTextAndPixels,
 }
 
 impl KeyLayout {
@@ -141,6 +175,7 @@ impl KeyLayout {
             Self::Joint => "joint",
             Self::JointAndImage => "joint+image",
             Self::JointAndPixels => "joint+pixels",
+            Self::JointTextAndPixels => "joint+text+pixels",
         }
     }
 
@@ -150,8 +185,10 @@ impl KeyLayout {
             "joint" => Ok(Self::Joint),
             "joint+image" => Ok(Self::JointAndImage),
             "joint+pixels" => Ok(Self::JointAndPixels),
+            "joint+text+pixels" => Ok(Self::JointTextAndPixels),
             other => Err(Error::BadInput(format!(
-                "unknown key layout '{other}': expected joint, joint+image or joint+pixels"
+                "unknown key layout '{other}': expected joint, joint+image, joint+pixels or \
+                 joint+text+pixels"
             ))),
         }
     }
@@ -185,12 +222,24 @@ impl KeyLayout {
     /// The cosine between two documents' joint keys (their first `joint_dim` values), which
     /// the redundancy skip compares.
     pub fn joint_similarity(self, joint_dim: usize, a: &[f32], b: &[f32]) -> f32 {
+        // Each part carries 1/√parts, so the joint parts' product is the cosine / parts.
+        self.parts() as f32 * racm3_memory::dot(&a[..joint_dim], &b[..joint_dim])
+    }
+
+    /// The score the near-copy skip compares: RA-CM3's, the cosine of the query's joint
+    /// key (see [`SearchQuery::joint`]) with a document's (the first `joint_dim` values of
+    /// its `key`), whatever part of the key the search ranks by.
+    pub fn near_copy_score(self, joint_dim: usize, joint_query: &[f32], key: &[f32]) -> f32 {
+        // A key's joint part carries 1/√parts.
+        (self.parts() as f32).sqrt() * racm3_memory::dot(joint_query, &key[..joint_dim])
+    }
+
+    /// How many parts a key has; each is scaled by 1/√parts.
+    fn parts(self) -> usize {
         match self {
-            Self::Joint => racm3_memory::dot(a, b),
-            // Each part carries 1/√2, so the joint parts' product is half the cosine.
-            Self::JointAndImage | Self::JointAndPixels => {
-                2.0 * racm3_memory::dot(&a[..joint_dim], &b[..joint_dim])
-            }
+            Self::Joint => 1,
+            Self::JointAndImage | Self::JointAndPixels => 2,
+            Self::JointTextAndPixels => 3,
         }
     }
 }
@@ -225,10 +274,15 @@ impl ClipEncoder {
     /// This encoder making keys and queries of `layout`; [`KeyLayout::JointAndPixels`]
     /// needs pixel keys (see [`ClipEncoder::with_pixel_keys`]).
     pub fn with_layout(self, layout: KeyLayout) -> Result<Self> {
-        if layout == KeyLayout::JointAndPixels && self.pixel_keys.is_none() {
+        let needs_pixels = matches!(
+            layout,
+            KeyLayout::JointAndPixels | KeyLayout::JointTextAndPixels
+        );
+        if needs_pixels && self.pixel_keys.is_none() {
             return Err(Error::BadInput(format!(
-                "joint+pixels keys need pixel keys, and the CLIP {} has no {PIXEL_KEYS_FILE}: \
+                "{} keys need pixel keys, and the CLIP {} has no {PIXEL_KEYS_FILE}: \
                  fit them with `racm3 clip fit-pixel-keys`",
+                layout.name(),
                 self.name
             )));
         }
@@ -290,17 +344,53 @@ impl ClipEncoder {
 
     /// The values in a key and a query: the memory's dimension.
     pub fn key_dim(&self) -> usize {
-        self.dim() + self.image_key_dim()
+        self.dim() + self.text_key_dim() + self.image_key_dim()
     }
 
-    /// The values of a key's image part after the joint key (none for joint keys).
-    fn image_key_dim(&self) -> usize {
-        match (self.layout, &self.pixel_keys) {
-            (KeyLayout::Joint, _) => 0,
-            (KeyLayout::JointAndImage, _) => self.dim(),
-            // with_layout let this layout in only with pixel keys.
-            (KeyLayout::JointAndPixels, keys) => keys.as_ref().map_or(0, PixelKeys::dims),
+    /// The values of a key's text part after the joint key (only
+    /// [`KeyLayout::JointTextAndPixels`] has one).
+    fn text_key_dim(&self) -> usize {
+        match self.layout {
+            KeyLayout::JointTextAndPixels => self.dim(),
+            _ => 0,
         }
+    }
+
+    /// The values of a key's image part, last (none for joint keys).
+    fn image_key_dim(&self) -> usize {
+        match self.layout {
+            KeyLayout::Joint => 0,
+            KeyLayout::JointAndImage => self.dim(),
+            KeyLayout::JointAndPixels | KeyLayout::JointTextAndPixels => {
+                self.layout_pixel_keys().map_or(0, PixelKeys::dims)
+            }
+        }
+    }
+
+    /// The pixel keys its layout keys images by, if it does (with_layout let those
+    /// layouts in only with pixel keys).
+    fn layout_pixel_keys(&self) -> Option<&PixelKeys> {
+        match self.layout {
+            KeyLayout::JointAndPixels | KeyLayout::JointTextAndPixels => self.pixel_keys.as_ref(),
+            KeyLayout::Joint | KeyLayout::JointAndImage => None,
+        }
+    }
+
+    /// The search vector that scores keys by the cosine of their `part` with the unit
+    /// vector `unit`: zeros over the other parts, and `unit` scaled by √parts, which undoes
+    /// the keys' 1/√parts.
+    fn part_query(&self, part: KeyPart, unit: &[f32]) -> Vec<f32> {
+        let (text, image) = (self.text_key_dim(), self.image_key_dim());
+        let (before, after) = match part {
+            KeyPart::Joint => (0, text + image),
+            KeyPart::Text => (self.dim(), image),
+            KeyPart::Image => (self.dim() + text, 0),
+        };
+        let scale = (self.layout.parts() as f32).sqrt();
+        std::iter::repeat_n(0.0, before)
+            .chain(unit.iter().map(|v| v * scale))
+            .chain(std::iter::repeat_n(0.0, after))
+            .collect()
     }
 
     /// What a memory records about the encoder that made its keys.
@@ -347,18 +437,10 @@ impl ClipEncoder {
         Ok(out)
     }
 
-    /// The key of a query: its text's and image's unit embeddings averaged, then
-    /// normalized; either alone when only one is given. Laid out for the encoder's
+    /// The search of a query: its text's and image's unit embeddings averaged, then
+    /// normalized (either alone when only one is given), laid out for the encoder's
     /// [`KeyLayout`].
-    pub fn query_key(&self, query: &Query) -> Result<Vec<f32>> {
-        if let (KeyLayout::JointAndPixels, None, Some(image), Some(keys)) =
-            (self.layout, query.text, query.image, &self.pixel_keys)
-        {
-            return Ok(image_part_query(
-                self.dim(),
-                &keys.embed(std::slice::from_ref(image))?,
-            ));
-        }
+    pub fn query_key(&self, query: &Query) -> Result<SearchQuery> {
         let text = query
             .text
             .map(|text| self.embed_texts(&[text]))
@@ -367,44 +449,58 @@ impl ClipEncoder {
             .image
             .map(|image| self.embed_images(std::slice::from_ref(image)))
             .transpose()?;
+        if let (None, Some(image), Some(embedding), Some(keys)) =
+            (query.text, query.image, &image, self.layout_pixel_keys())
+        {
+            return Ok(SearchQuery {
+                vector: self.part_query(KeyPart::Image, &keys.embed(std::slice::from_ref(image))?),
+                joint: embedding.clone(),
+            });
+        }
         self.query_of_embeddings(text.as_deref(), image.as_deref())
     }
 
-    /// The search vector of a query given as unit CLIP embeddings (text, image or both),
-    /// laid out for the encoder's [`KeyLayout`]: its inner product with a key is a cosine.
-    /// An image alone under [`KeyLayout::JointAndPixels`] is queried by its pixels, so
+    /// The search of a query given as unit CLIP embeddings (text, image or both), laid out
+    /// for the encoder's [`KeyLayout`]: its inner product with a key is a cosine (a
+    /// weighted mean of two, for a caption of [`KeyLayout::JointTextAndPixels`]). An image
+    /// alone under a layout with pixel keys is queried by its pixels, so
     /// [`ClipEncoder::query_key`] with the image instead.
     pub fn query_of_embeddings(
         &self,
         text: Option<&[f32]>,
         image: Option<&[f32]>,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<SearchQuery> {
         let joint = combine(text, image)
             .ok_or_else(|| Error::BadInput("a query needs text, an image, or both".into()))?;
-        let image_dim = self.image_key_dim();
-        Ok(match (self.layout, text) {
-            (KeyLayout::Joint, _) => joint,
-            (KeyLayout::JointAndImage, None) => image_part_query(self.dim(), &joint),
-            (KeyLayout::JointAndPixels, None) => {
-                return Err(Error::BadInput(
-                    "an image-only query of joint+pixels keys is made from the image, not \
-                     its CLIP embedding"
-                        .into(),
-                ));
+        let vector = match (self.layout, text, image) {
+            (KeyLayout::Joint, _, _) => joint.clone(),
+            (KeyLayout::JointAndImage, None, _) => self.part_query(KeyPart::Image, &joint),
+            (KeyLayout::JointAndPixels | KeyLayout::JointTextAndPixels, None, _) => {
+                return Err(Error::BadInput(format!(
+                    "an image-only query of {} keys is made from the image, not its CLIP \
+                     embedding",
+                    self.layout.name()
+                )));
             }
-            // √2 undoes the keys' 1/√2, so scores stay cosines; the image part is zero.
-            (_, Some(_)) => joint
-                .iter()
-                .map(|v| v * std::f32::consts::SQRT_2)
-                .chain(std::iter::repeat_n(0.0, image_dim))
-                .collect(),
-        })
+            (KeyLayout::JointTextAndPixels, Some(text), None) => {
+                let weight = CAPTION_SCORE_WEIGHT;
+                let by_caption = self.part_query(KeyPart::Text, text);
+                let by_joint = self.part_query(KeyPart::Joint, text);
+                by_caption
+                    .iter()
+                    .zip(by_joint)
+                    .map(|(caption, joint)| weight * caption + (1.0 - weight) * joint)
+                    .collect()
+            }
+            (_, Some(_), _) => self.part_query(KeyPart::Joint, &joint),
+        };
+        Ok(SearchQuery { vector, joint })
     }
 
     /// Keys of documents, n × [`Self::key_dim`] row-major: each the normalized mean of its
-    /// text's and its first image's unit embeddings (and with
-    /// [`KeyLayout::JointAndImage`], that image embedding after it). Text is every caption
-    /// and text part, in order.
+    /// text's and its first image's unit embeddings, then the parts its [`KeyLayout`] adds
+    /// (the text embedding, the image's embedding or pixel key). Text is every caption and
+    /// text part, in order.
     pub fn document_keys(&self, documents: &[Document]) -> Result<Vec<f32>> {
         let dim = self.dim();
         let texts: Vec<Option<String>> = documents.iter().map(document_text).collect();
@@ -415,12 +511,14 @@ impl ClipEncoder {
             .collect();
         let text_keys = self.embed_texts(&with_text)?;
         let image_keys = self.embed_images(&images)?;
-        let pixel_keys = match (self.layout, &self.pixel_keys) {
-            (KeyLayout::JointAndPixels, Some(keys)) => keys.embed(&images)?,
-            _ => Vec::new(),
+        let pixel_keys = match self.layout_pixel_keys() {
+            Some(keys) => keys.embed(&images)?,
+            None => Vec::new(),
         };
         let image_dim = self.image_key_dim();
         let no_image = vec![0.0; image_dim];
+        let no_text = vec![0.0; self.text_key_dim()];
+        let scale = 1.0 / (self.layout.parts() as f32).sqrt();
         let (mut next_text, mut next_image) = (0, 0);
         let mut keys = Vec::with_capacity(documents.len() * self.key_dim());
         for (doc, text) in documents.iter().zip(&texts) {
@@ -438,19 +536,19 @@ impl ClipEncoder {
                     doc.id()
                 ))
             })?;
+            let text_part = match (self.layout, text_key) {
+                (KeyLayout::JointTextAndPixels, Some(text)) => text,
+                (KeyLayout::JointTextAndPixels, None) => &no_text,
+                _ => &[],
+            };
             let image_part = match (self.layout, image_key) {
-                (KeyLayout::Joint, _) => {
-                    keys.extend(key);
-                    continue;
-                }
+                (KeyLayout::Joint, _) => &[],
                 (KeyLayout::JointAndImage, Some(image)) => image,
-                (KeyLayout::JointAndPixels, Some(_)) => {
-                    &pixel_keys[(next_image - 1) * image_dim..next_image * image_dim]
-                }
+                (_, Some(_)) => &pixel_keys[(next_image - 1) * image_dim..next_image * image_dim],
                 (_, None) => &no_image,
             };
-            let half = std::f32::consts::FRAC_1_SQRT_2;
-            keys.extend(key.iter().chain(image_part).map(|v| v * half));
+            let parts = key.iter().chain(text_part).chain(image_part);
+            keys.extend(parts.map(|v| v * scale));
         }
         Ok(keys)
     }
@@ -470,13 +568,19 @@ pub fn document_text(document: &Document) -> Option<String> {
     (!pieces.is_empty()).then(|| pieces.join(" "))
 }
 
-/// The search vector of an image-only query whose unit key is `image`: zeros over the
-/// `joint_dim` joint values, then the key scaled by √2, which undoes the keys' 1/√2 so
-/// scores stay cosines.
-fn image_part_query(joint_dim: usize, image: &[f32]) -> Vec<f32> {
-    std::iter::repeat_n(0.0, joint_dim)
-        .chain(image.iter().map(|v| v * std::f32::consts::SQRT_2))
-        .collect()
+/// How much of a caption query's score under [`KeyLayout::JointTextAndPixels`] is its
+/// cosine with a document's caption embedding; the rest is its cosine with the document's
+/// joint key, which orders the renditions that share the caption. Chosen on the 189 val
+/// entities (BENCHMARKS.md, "Caption queries scored against captions"): the entity first
+/// for 0.989 of the captions and among 2 for all, where 0.5 gives 0.931 / 0.968.
+pub const CAPTION_SCORE_WEIGHT: f32 = 0.7;
+
+/// The parts of a key, in order, that a query may be scored against.
+#[derive(Debug, Clone, Copy)]
+enum KeyPart {
+    Joint,
+    Text,
+    Image,
 }
 
 /// The normalized mean of two unit vectors, or the one that is present.

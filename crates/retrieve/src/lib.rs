@@ -17,7 +17,8 @@ mod recall;
 pub mod train;
 
 pub use encoder::{
-    ClipEncoder, ClipTokenizer, END_TOKEN, KeyLayout, Query, START_TOKEN, document_text,
+    CAPTION_SCORE_WEIGHT, ClipEncoder, ClipTokenizer, END_TOKEN, KeyLayout, Query, START_TOKEN,
+    SearchQuery, document_text,
 };
 pub use error::{Error, Result};
 pub use pixel_keys::{PIXEL_KEYS_FILE, PixelKeyOptions, PixelKeys};

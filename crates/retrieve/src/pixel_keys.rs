@@ -11,7 +11,8 @@
 //! The map is fitted on the train entities only, so held-out entities are never seen.
 //!
 //! A CLIP folder may carry one as [`PIXEL_KEYS_FILE`]; memories built with
-//! [`crate::KeyLayout::JointAndPixels`] score image-only queries by it.
+//! [`crate::KeyLayout::JointAndPixels`] or [`crate::KeyLayout::JointTextAndPixels`] score
+//! image-only queries by it.
 
 use std::collections::HashMap;
 use std::path::Path;

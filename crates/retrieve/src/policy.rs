@@ -9,7 +9,7 @@ use racm3_memory::{Memory, MemorySearch};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 
-use crate::encoder::{ClipEncoder, KeyLayout, Query, document_text};
+use crate::encoder::{ClipEncoder, KeyLayout, Query, SearchQuery, document_text};
 use crate::error::{Error, Result};
 
 /// Documents retrieved into a prompt unless told (the paper's K).
@@ -27,7 +27,8 @@ pub const MAX_PROMPT_K: usize = 16;
 pub struct RetrievalPolicy {
     /// Documents to return.
     pub k: usize,
-    /// Skip a candidate whose score with the query is above this (a near copy).
+    /// Skip a candidate whose joint key scores above this with the query's (RA-CM3's score,
+    /// whatever part of the keys the search ranks by): a near copy.
     pub query_threshold: f32,
     /// Skip a candidate whose key scores above this with an already chosen document's.
     pub pairwise_threshold: f32,
@@ -101,20 +102,21 @@ pub struct Retrieved {
 pub struct Retrieval {
     /// The documents, best first.
     pub documents: Vec<Retrieved>,
-    /// Candidates skipped as near copies of the query (score above the query threshold).
+    /// Candidates skipped as near copies of the query (joint score above the query
+    /// threshold).
     pub near_copies: usize,
     /// Candidates skipped as too close to a document already chosen.
     pub redundant: usize,
 }
 
-/// Up to `policy.k` documents for a query key, best first, following the policy. `exclude`
+/// Up to `policy.k` documents for a query, best first, following the policy. `exclude`
 /// names a document never to return (the query document, in training). Fewer than k come
 /// back only when the memory has fewer documents, or fewer that pass the thresholds: a k
 /// beyond the memory's size is clamped here, for every caller. k = 0 and an empty memory
 /// are errors.
 pub fn retrieve(
     memory: &Memory,
-    key: &[f32],
+    query: &SearchQuery,
     policy: &RetrievalPolicy,
     exclude: Option<&str>,
 ) -> Result<Retrieval> {
@@ -135,6 +137,14 @@ pub fn retrieve(
     };
     let layout = KeyLayout::of_description(memory.encoder())?;
     let joint_dim = layout.joint_dim(memory.encoder(), memory.dim())?;
+    if query.joint.len() != joint_dim {
+        return Err(Error::BadInput(format!(
+            "the query's joint key has {} values but the joint keys of the memory at {} have {}",
+            query.joint.len(),
+            memory.dir().display(),
+            joint_dim
+        )));
+    }
     let keep = |row: u64| Some(row) != excluded_row;
     let how = MemorySearch {
         exact: policy.exact,
@@ -144,14 +154,14 @@ pub fn retrieve(
     // Near copies are rare, so a few extra candidates usually suffice; widen if not.
     let mut wanted = (policy.k * 4 + 8).min(available);
     loop {
-        let hits = memory.search(key, wanted, &how)?.remove(0);
+        let hits = memory.search(&query.vector, wanted, &how)?.remove(0);
         let mut found = Retrieval::default();
         for hit in &hits {
-            if hit.score > policy.query_threshold {
+            let candidate = memory.key(hit.label).expect("a searched row has a key");
+            if layout.near_copy_score(joint_dim, &query.joint, candidate) > policy.query_threshold {
                 found.near_copies += 1;
                 continue;
             }
-            let candidate = memory.key(hit.label).expect("a searched row has a key");
             let redundant = found.documents.iter().any(|taken| {
                 let taken_key = memory.key(taken.row).expect("a chosen row has a key");
                 layout.joint_similarity(joint_dim, candidate, taken_key) > policy.pairwise_threshold
@@ -322,7 +332,7 @@ mod tests {
             ],
             dir.path(),
         );
-        let query = normalized([1.0, 0.0, 0.0]);
+        let query = SearchQuery::of_joint_key(normalized([1.0, 0.0, 0.0]).to_vec());
         let policy = RetrievalPolicy {
             k: 2,
             exact: true,

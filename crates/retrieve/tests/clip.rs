@@ -230,7 +230,8 @@ fn trains_to_perfect_recall_and_resumes_exactly() {
             text: Some("A Blue Stripe"),
             image: None,
         })
-        .unwrap();
+        .unwrap()
+        .vector;
     let images: Vec<_> = data.iter().map(|p| p.image.clone()).collect();
     let keys = encoder.embed_images(&images).unwrap();
     let best = keys

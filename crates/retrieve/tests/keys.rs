@@ -1,7 +1,8 @@
 //! Key layouts on the committed CLIP: joint+image keys carry RA-CM3's joint key and the
-//! image embedding, joint+pixels keys the joint key and the pixel key; text queries score
-//! as with joint keys, image queries image against image, and a memory refuses an encoder
-//! of another layout.
+//! image embedding, joint+pixels keys the joint key and the pixel key, joint+text+pixels
+//! keys the text embedding between them; text queries score as with joint keys (caption
+//! against caption with a text part), image queries image against image, and a memory
+//! refuses an encoder of another layout.
 
 use std::path::{Path, PathBuf};
 
@@ -110,8 +111,8 @@ fn joint_and_image_keys_hold_the_joint_key_and_the_image_embedding() {
         image: None,
     };
     let (joint_query, both_query) = (
-        joint.query_key(&text).unwrap(),
-        both.query_key(&text).unwrap(),
+        joint.query_key(&text).unwrap().vector,
+        both.query_key(&text).unwrap().vector,
     );
     for (key, joint_key) in rows(&both_keys, 2 * dim)
         .into_iter()
@@ -127,7 +128,8 @@ fn joint_and_image_keys_hold_the_joint_key_and_the_image_embedding() {
             text: None,
             image: Some(&query_image),
         })
-        .unwrap();
+        .unwrap()
+        .vector;
     let query_embedding = joint
         .embed_images(std::slice::from_ref(&query_image))
         .unwrap();
@@ -263,15 +265,16 @@ fn joint_and_pixels_keys_hold_the_joint_key_and_the_pixel_key() {
         text: Some("a red square"),
         image: None,
     };
-    let text_query = pixels.query_key(&text).unwrap();
-    let joint_query = joint.query_key(&text).unwrap();
+    let text_query = pixels.query_key(&text).unwrap().vector;
+    let joint_query = joint.query_key(&text).unwrap().vector;
     let query_image = picture([200, 40, 40], true);
     let image_query = pixels
         .query_key(&Query {
             text: None,
             image: Some(&query_image),
         })
-        .unwrap();
+        .unwrap()
+        .vector;
     let query_pixels = pixel_keys
         .embed(std::slice::from_ref(&query_image))
         .unwrap();
@@ -349,4 +352,146 @@ fn joint_and_pixels_needs_pixel_keys_and_a_memory_of_its_layout() {
         error.contains("joint+pixels keys") && error.contains("joint+image keys"),
         "{error}"
     );
+}
+
+#[test]
+fn joint_text_and_pixels_keys_rank_a_caption_by_caption_and_skip_by_the_joint_score() {
+    let joint = committed_clip();
+    let pixel_keys = joint.pixel_keys().unwrap().clone();
+    let keyed = committed_clip()
+        .with_layout(KeyLayout::JointTextAndPixels)
+        .unwrap();
+    let (dim, extra) = (joint.dim(), pixel_keys.dims());
+    assert_eq!(keyed.key_dim(), 2 * dim + extra);
+    assert_eq!(keyed.describe()["keys"], "joint+text+pixels");
+    // Another rendition of the red square's entity: same caption, another picture.
+    let mut documents = documents();
+    let mut rendition = Document::new("red-square-2", documents[0].source.clone());
+    rendition.push_image("red square", picture([220, 30, 30], false));
+    documents.push(rendition);
+    let joint_keys = joint.document_keys(&documents).unwrap();
+    let keys = keyed.document_keys(&documents).unwrap();
+    let captions: Vec<String> = documents
+        .iter()
+        .map(|d| racm3_retrieve::document_text(d).unwrap())
+        .collect();
+    let caption_refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+    let texts = joint.embed_texts(&caption_refs).unwrap();
+    let third = 1.0 / 3f32.sqrt();
+    for (index, (key, joint_key)) in rows(&keys, 2 * dim + extra)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+        .enumerate()
+    {
+        assert!(close(dot(key, key), 1.0) || index == 4, "key {index}");
+        for (value, expected) in key[..dim].iter().zip(joint_key) {
+            assert!(close(*value, expected * third), "joint part of key {index}");
+        }
+        for (value, expected) in key[dim..2 * dim].iter().zip(&texts[index * dim..]) {
+            assert!(close(*value, expected * third), "text part of key {index}");
+        }
+        if index == 4 {
+            assert!(
+                key[2 * dim..].iter().all(|v| *v == 0.0),
+                "no picture, no pixels"
+            );
+        }
+    }
+    // A caption scores mostly caption against caption, the rest against the joint key; its
+    // near-copy score is its cosine with the joint key, as a joint-keyed memory scores it.
+    let weight = racm3_retrieve::CAPTION_SCORE_WEIGHT;
+    let text = Query {
+        text: Some("red square"),
+        image: None,
+    };
+    let (query, joint_query) = (
+        keyed.query_key(&text).unwrap().vector,
+        joint.query_key(&text).unwrap().vector,
+    );
+    for (index, (key, joint_key)) in rows(&keys, 2 * dim + extra)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+        .enumerate()
+    {
+        let score = dot(&query, key);
+        let (by_caption, by_joint) = (
+            dot(&joint_query, &texts[index * dim..(index + 1) * dim]),
+            dot(&joint_query, joint_key),
+        );
+        assert!(close(
+            score,
+            weight * by_caption + (1.0 - weight) * by_joint
+        ));
+        let joint_text = &keyed.query_key(&text).unwrap().joint;
+        let near_copy = KeyLayout::JointTextAndPixels.near_copy_score(dim, joint_text, key);
+        assert!(close(near_copy, by_joint), "key {index}");
+    }
+    // Both renditions share the caption and come first, and neither is skipped as a near
+    // copy; the text-only note, queried by its own text, is one (its joint key is its text).
+    let dir = tempfile::tempdir().unwrap();
+    let mut memory = Memory::create(
+        &dir.path().join("memory"),
+        keyed.key_dim(),
+        "flat",
+        keyed.describe(),
+    )
+    .unwrap();
+    memory.add(&documents, &keys).unwrap();
+    let policy = RetrievalPolicy {
+        pairwise_threshold: f32::INFINITY,
+        ..RetrievalPolicy::top(2)
+    };
+    let found = retrieve_for_query(&keyed, &memory, &text, &policy).unwrap();
+    let mut ids: Vec<&str> = found.documents.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["red-square", "red-square-2"], "{found:?}");
+    assert!(
+        found.documents.iter().all(|d| d.score > weight),
+        "{found:?}"
+    );
+    assert_eq!(found.near_copies, 0);
+    let note = Query {
+        text: Some("a note about a red square"),
+        image: None,
+    };
+    let found = retrieve_for_query(&keyed, &memory, &note, &policy).unwrap();
+    assert_eq!(found.near_copies, 1, "{found:?}");
+    assert!(found.documents.iter().all(|d| d.id != "note"));
+    // An image alone is scored by its pixel key, text and image together by the joint key.
+    let image = picture([30, 60, 220], true);
+    let by_image = Query {
+        text: None,
+        image: Some(&image),
+    };
+    let found = retrieve_for_query(&keyed, &memory, &by_image, &policy.without_skips()).unwrap();
+    assert_eq!(found.documents[0].id, "blue-square");
+    assert!(close(found.documents[0].score, 1.0));
+    // Its near-copy skip compares the paper's score, the picture's CLIP embedding against
+    // the joint key, not the pixel score of 1: a threshold just above the paper's score
+    // keeps the document first, one just below skips it.
+    let image_embedding = joint.query_key(&by_image).unwrap().vector;
+    let paper = dot(&image_embedding, rows(&joint_keys, dim)[2]);
+    assert!(paper < 0.95, "{paper}");
+    for (threshold, kept) in [(paper + 0.02, true), (paper - 0.02, false)] {
+        let policy = RetrievalPolicy {
+            query_threshold: threshold,
+            ..policy
+        };
+        let found = retrieve_for_query(&keyed, &memory, &by_image, &policy).unwrap();
+        let first = found.documents.first().map(|d| d.id.as_str());
+        assert_eq!(first == Some("blue-square"), kept, "{found:?}");
+        assert_eq!(found.near_copies >= 1, !kept, "{found:?}");
+    }
+    let both = Query {
+        text: Some("blue square"),
+        image: Some(&image),
+    };
+    let both_query = keyed.query_key(&both).unwrap().vector;
+    let joint_both = joint.query_key(&both).unwrap().vector;
+    for (key, joint_key) in rows(&keys, 2 * dim + extra)
+        .into_iter()
+        .zip(rows(&joint_keys, dim))
+    {
+        assert!(close(dot(&both_query, key), dot(&joint_both, joint_key)));
+    }
 }

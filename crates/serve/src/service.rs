@@ -18,7 +18,9 @@ use image::RgbImage;
 use racm3::data::{Document, Source, Split};
 use racm3::generate::sampler::{SamplingConfig, validate_guidance};
 use racm3::memory::Memory;
-use racm3::retrieve::{ClipEncoder, DEFAULT_THRESHOLD, Query, RetrievalPolicy, retrieve};
+use racm3::retrieve::{
+    ClipEncoder, DEFAULT_THRESHOLD, Query, RetrievalPolicy, SearchQuery, retrieve,
+};
 use racm3::tasks::{
     CAPTION_COPY_BIAS, DRAWING_COPY_BIAS, Evidence, Generator, Retriever, SampleSettings,
 };
@@ -429,7 +431,7 @@ impl Service {
     }
 
     /// The key of a text and/or base64 image query.
-    fn query_key(&self, text: Option<&str>, image: Option<&str>) -> Result<Vec<f32>, ApiError> {
+    fn query_key(&self, text: Option<&str>, image: Option<&str>) -> Result<SearchQuery, ApiError> {
         let text = text.map(|t| self.text(t)).transpose()?;
         let image = image.map(|data| self.image(data)).transpose()?;
         if text.is_none() && image.is_none() {
@@ -444,7 +446,7 @@ impl Service {
         })?)
     }
 
-    fn embedding(&self, embedding: &[f32]) -> Result<Vec<f32>, ApiError> {
+    fn embedding(&self, embedding: &[f32]) -> Result<SearchQuery, ApiError> {
         if embedding.len() != self.encoder.dim() {
             return Err(ApiError::Invalid(format!(
                 "embedding_input has {} values; the CLIP's embeddings have {}",

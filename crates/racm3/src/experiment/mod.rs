@@ -159,14 +159,16 @@ pub const MEMORY_SOURCES: [(&str, Option<Split>); 5] = [
     ("emoji-noto-v1", None),
 ];
 
-/// The experiment memory's keys for `clip`: the joint key and its pixel keys where its
-/// folder has them (the committed CLIP's does), else the joint key and the image
-/// embedding. Image queries (captioning's) find the same entity among 2 for 0.042 of the
-/// held-out drawings by joint keys, 0.132 by the committed CLIP's image embeddings and
-/// 0.497 by its pixel keys (BENCHMARKS.md, "Pixel keys").
+/// The experiment memory's keys for `clip`: the joint key, the text embedding and its
+/// pixel keys where its folder has them (the committed CLIP's does), else the joint key and
+/// the image embedding. Image queries (captioning's) find the same entity among 2 for 0.042
+/// of the held-out drawings by joint keys, 0.132 by the committed CLIP's image embeddings
+/// and 0.497 by its pixel keys (BENCHMARKS.md, "Pixel keys"); caption queries (drawing's)
+/// for 0.704 by joint keys and 1.000 by the text part (BENCHMARKS.md, "Caption queries
+/// scored against captions").
 pub fn memory_keys(clip: &racm3_retrieve::ClipEncoder) -> racm3_retrieve::KeyLayout {
     if clip.pixel_keys().is_some() {
-        racm3_retrieve::KeyLayout::JointAndPixels
+        racm3_retrieve::KeyLayout::JointTextAndPixels
     } else {
         racm3_retrieve::KeyLayout::JointAndImage
     }
