@@ -160,7 +160,7 @@ pub struct RetrieveArgs {
     /// Documents to return.
     #[arg(short, long, default_value_t = DEFAULT_SEARCH_K)]
     k: usize,
-    /// Skip documents scoring above this with the query (near copies).
+    /// Skip documents whose joint key scores above this with the query's (near copies).
     #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     query_threshold: f32,
     /// Skip documents scoring above this with one already chosen.
@@ -355,7 +355,7 @@ pub fn retrieve(args: RetrieveArgs) -> Result<()> {
     }
     if found.near_copies > 0 {
         eprintln!(
-            "skipped {} near copies of the query (score above {}); --query-threshold 1 keeps them",
+            "skipped {} near copies of the query (joint score above {}); --query-threshold 1 keeps them",
             found.near_copies, args.query_threshold
         );
     }

@@ -36,7 +36,7 @@ pub struct ModelArgs {
     /// Retrieved documents in front of the prompt (K); 0 turns retrieval off.
     #[arg(short, long, default_value_t = DEFAULT_K)]
     k: usize,
-    /// Skip retrieved documents scoring above this with the query (near copies).
+    /// Skip retrieved documents whose joint key scores above this with the query's (near copies).
     #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     query_threshold: f32,
     /// Skip retrieved documents scoring above this with one already chosen.

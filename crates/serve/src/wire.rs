@@ -37,7 +37,8 @@ pub struct RetrieveRequest {
     /// Documents to return.
     #[serde(default = "default_search_k")]
     pub k: usize,
-    /// Skip documents scoring above this with the query (near copies); RA-CM3's 0.9.
+    /// Skip documents whose joint key scores above this with the query's (near copies);
+    /// RA-CM3's 0.9.
     pub query_threshold: Option<f32>,
     /// Skip documents scoring above this with one already chosen; RA-CM3's 0.9.
     pub pairwise_threshold: Option<f32>,

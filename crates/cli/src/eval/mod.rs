@@ -37,7 +37,7 @@ pub struct EvalArgs {
     /// Retrieved documents per prompt.
     #[arg(short, long, default_value_t = DEFAULT_K)]
     k: usize,
-    /// Skip retrieved documents scoring above this with the query.
+    /// Skip retrieved documents whose joint key scores above this with the query's.
     #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     query_threshold: f32,
     /// Seeds for caption to image (the spread is reported).

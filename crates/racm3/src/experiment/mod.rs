@@ -91,7 +91,7 @@ pub struct Experiment {
     pub vqgan: PathBuf,
     /// Retrieved documents per prompt.
     pub k: usize,
-    /// Skip retrieved documents scoring above this with the query.
+    /// Skip retrieved documents whose joint key scores above this with the query's.
     pub query_threshold: f32,
     /// Seeds and guidance of caption to image.
     pub drawing: Drawing,
