@@ -461,7 +461,9 @@ impl Service {
             ));
         }
         let unit: Vec<f32> = embedding.iter().map(|v| v / norm).collect();
-        Ok(self.encoder.query_of_embeddings(Some(&unit), None)?)
+        // Text or image, it is scored against the joint keys, as a query of both is, not
+        // against a part kept for one modality.
+        Ok(self.encoder.query_of_embeddings(Some(&unit), Some(&unit))?)
     }
 }
 

@@ -164,7 +164,8 @@ pub struct KnnRequest {
     pub image: Option<String>,
     /// clip-retrieval fetches this URL; racm3 refuses to fetch URLs.
     pub image_url: Option<String>,
-    /// A query key of the memory's dimension.
+    /// A CLIP embedding (text or image) of the CLIP's dimension, scored against the
+    /// memory's joint keys.
     pub embedding_input: Option<Vec<f32>>,
     /// Results to return.
     pub num_images: usize,
