@@ -234,6 +234,11 @@ impl KeyLayout {
         (self.parts() as f32).sqrt() * racm3_memory::dot(joint_query, &key[..joint_dim])
     }
 
+    /// Whether images are keyed by the CLIP folder's [`PixelKeys`].
+    fn uses_pixel_keys(self) -> bool {
+        matches!(self, Self::JointAndPixels | Self::JointTextAndPixels)
+    }
+
     /// How many parts a key has; each is scaled by 1/√parts.
     fn parts(self) -> usize {
         match self {
@@ -274,11 +279,7 @@ impl ClipEncoder {
     /// This encoder making keys and queries of `layout`; [`KeyLayout::JointAndPixels`]
     /// needs pixel keys (see [`ClipEncoder::with_pixel_keys`]).
     pub fn with_layout(self, layout: KeyLayout) -> Result<Self> {
-        let needs_pixels = matches!(
-            layout,
-            KeyLayout::JointAndPixels | KeyLayout::JointTextAndPixels
-        );
-        if needs_pixels && self.pixel_keys.is_none() {
+        if layout.uses_pixel_keys() && self.pixel_keys.is_none() {
             return Err(Error::BadInput(format!(
                 "{} keys need pixel keys, and the CLIP {} has no {PIXEL_KEYS_FILE}: \
                  fit them with `racm3 clip fit-pixel-keys`",
@@ -370,10 +371,9 @@ impl ClipEncoder {
     /// The pixel keys its layout keys images by, if it does (with_layout let those
     /// layouts in only with pixel keys).
     fn layout_pixel_keys(&self) -> Option<&PixelKeys> {
-        match self.layout {
-            KeyLayout::JointAndPixels | KeyLayout::JointTextAndPixels => self.pixel_keys.as_ref(),
-            KeyLayout::Joint | KeyLayout::JointAndImage => None,
-        }
+        self.pixel_keys
+            .as_ref()
+            .filter(|_| self.layout.uses_pixel_keys())
     }
 
     /// The search vector that scores keys by the cosine of their `part` with the unit
